@@ -1,0 +1,1 @@
+"""The spec: loading ``topology.yaml`` with positions, the model, and the checks."""

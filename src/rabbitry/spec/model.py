@@ -1,0 +1,249 @@
+"""The spec as frozen value objects.
+
+Everything here is plain data: the loader (``_build``) constructs it from a
+located YAML tree, the checks read it, and codegen, routing and the broker
+layer consume it.  Every object carries ``locs``: where each of its fields was
+written, for diagnostics; ``locs`` takes no part in equality.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+__all__ = [
+    "ArgValue",
+    "Binding",
+    "Codegen",
+    "Exchange",
+    "ExchangeType",
+    "HeadersMatch",
+    "Location",
+    "Locs",
+    "Message",
+    "Queue",
+    "QueueType",
+    "Service",
+    "Spec",
+    "placeholders",
+]
+
+#: A value of an AMQP table as the spec can write it.
+ArgValue: TypeAlias = "str | int | float | bool | None | list[Any] | dict[str, Any]"
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def placeholders(template: str) -> tuple[str, ...]:
+    """The ``{name}`` placeholders of a routing key or header template, in order."""
+    return tuple(m.group(1) for m in _PLACEHOLDER.finditer(template))
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A place in a file: 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Locs:
+    """Where an object and each of its fields were written.
+
+    ``of("")`` is the object itself; ``of(field)`` falls back to the object.
+    """
+
+    where: Location
+    fields: Mapping[str, Location] = field(default_factory=lambda: MappingProxyType({}))
+
+    def of(self, name: str = "", *, key: bool = False) -> Location:
+        """The location of ``name``'s value (or of its key with ``key=True``)."""
+        if key:
+            return self.fields.get(f"{name}:key", self.fields.get(name, self.where))
+        return self.fields.get(name, self.where)
+
+
+_NOWHERE = Locs(Location("<none>", 0, 0))
+
+
+class ExchangeType(StrEnum):
+    DIRECT = "direct"
+    FANOUT = "fanout"
+    TOPIC = "topic"
+    HEADERS = "headers"
+
+
+class QueueType(StrEnum):
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+    STREAM = "stream"
+
+
+class HeadersMatch(StrEnum):
+    """The ``x-match`` modes of a headers binding."""
+
+    ALL = "all"
+    ANY = "any"
+    ALL_WITH_X = "all-with-x"
+    ANY_WITH_X = "any-with-x"
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: ExchangeType
+    durable: bool = True
+    auto_delete: bool = False
+    internal: bool = False
+    #: The declared arguments, sugar folded in (``alternate_exchange`` → ``alternate-exchange``).
+    arguments: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
+    description: str | None = None
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+    @property
+    def alternate_exchange(self) -> str | None:
+        value = self.arguments.get("alternate-exchange")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    type: QueueType = QueueType.CLASSIC
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    #: The declared arguments, sugar folded in (``dead_letter`` → ``x-dead-letter-exchange``, ...);
+    #: ``x-queue-type`` is not among them: it is ``type``.
+    arguments: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
+    description: str | None = None
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+    @property
+    def runtime(self) -> bool:
+        """Declared by its consumer at run time (server-named), not by ``apply``."""
+        return self.exclusive
+
+    @property
+    def dead_letter_exchange(self) -> str | None:
+        value = self.arguments.get("x-dead-letter-exchange")
+        return value if isinstance(value, str) else None
+
+    @property
+    def dead_letter_routing_key(self) -> str | None:
+        value = self.arguments.get("x-dead-letter-routing-key")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Binding:
+    source: str
+    destination: str
+    #: ``"queue"`` or ``"exchange"`` (an exchange-to-exchange binding).
+    destination_type: str = "queue"
+    key: str = ""
+    #: For a headers exchange: the ``x-match`` mode and the headers to match.
+    match: HeadersMatch | None = None
+    headers: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
+    arguments: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Placeholders of the key: non-empty means the runtime binds it with values."""
+        return placeholders(self.key)
+
+    @property
+    def runtime(self) -> bool:
+        return bool(self.params)
+
+    @property
+    def broker_arguments(self) -> dict[str, ArgValue]:
+        """The binding's argument table as the broker sees it (headers and ``x-match`` folded in)."""
+        table: dict[str, ArgValue] = dict(self.arguments)
+        table.update(self.headers)
+        if self.match is not None:
+            table["x-match"] = self.match.value
+        return table
+
+
+@dataclass(frozen=True)
+class Message:
+    name: str
+    schema_path: Path
+    exchange: str
+    routing_key: str = ""
+    #: For a headers exchange: each value fixed or a ``{field}`` template.
+    headers: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
+    description: str | None = None
+    #: The loaded JSON Schema (``$ref``s left in place; see ``Spec.schemas``).
+    schema: Mapping[str, Any] = field(default_factory=lambda: _frozen(None), compare=False)
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Message fields the routing key and headers are filled from."""
+        found = list(placeholders(self.routing_key))
+        for value in self.headers.values():
+            if isinstance(value, str):
+                found.extend(p for p in placeholders(value) if p not in found)
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    publishes: tuple[str, ...] = ()
+    #: queue name → the messages the service expects on it.
+    consumes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _frozen(None))
+    description: str | None = None
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Codegen:
+    package: str
+    out: Path
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole ``topology.yaml``."""
+
+    path: Path
+    version: int = 1
+    exchanges: Mapping[str, Exchange] = field(default_factory=lambda: _frozen(None))
+    queues: Mapping[str, Queue] = field(default_factory=lambda: _frozen(None))
+    bindings: tuple[Binding, ...] = ()
+    messages: Mapping[str, Message] = field(default_factory=lambda: _frozen(None))
+    services: Mapping[str, Service] = field(default_factory=lambda: _frozen(None))
+    codegen: Codegen | None = None
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+    @property
+    def root(self) -> Path:
+        """The folder relative paths in the spec are resolved against."""
+        return self.path.parent
+
+    def bindings_from(self, exchange: str) -> tuple[Binding, ...]:
+        return tuple(b for b in self.bindings if b.source == exchange)
+
+    def bindings_to_queue(self, queue: str) -> tuple[Binding, ...]:
+        return tuple(
+            b for b in self.bindings if b.destination_type == "queue" and b.destination == queue
+        )
