@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, TypeAlias
 
 __all__ = [
+    "BUILTIN_EXCHANGES",
     "ArgValue",
     "Binding",
     "Codegen",
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 #: A value of an AMQP table as the spec can write it.
-ArgValue: TypeAlias = "str | int | float | bool | None | list[Any] | dict[str, Any]"
+ArgValue: TypeAlias = "str | int | float | bool | list[Any] | dict[str, Any] | None"
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
@@ -81,6 +82,19 @@ class ExchangeType(StrEnum):
     FANOUT = "fanout"
     TOPIC = "topic"
     HEADERS = "headers"
+
+
+#: Exchanges every vhost has; a spec may bind from them without declaring them.
+BUILTIN_EXCHANGES: Mapping[str, ExchangeType] = MappingProxyType(
+    {
+        "": ExchangeType.DIRECT,  # the default exchange: routes to the queue named by the key
+        "amq.direct": ExchangeType.DIRECT,
+        "amq.fanout": ExchangeType.FANOUT,
+        "amq.topic": ExchangeType.TOPIC,
+        "amq.headers": ExchangeType.HEADERS,
+        "amq.match": ExchangeType.HEADERS,
+    }
+)
 
 
 class QueueType(StrEnum):
@@ -173,7 +187,7 @@ class Binding:
 
     @property
     def broker_arguments(self) -> dict[str, ArgValue]:
-        """The binding's argument table as the broker sees it (headers and ``x-match`` folded in)."""
+        """The argument table the broker sees: headers and ``x-match`` folded in."""
         table: dict[str, ArgValue] = dict(self.arguments)
         table.update(self.headers)
         if self.match is not None:
@@ -233,7 +247,29 @@ class Spec:
     messages: Mapping[str, Message] = field(default_factory=lambda: _frozen(None))
     services: Mapping[str, Service] = field(default_factory=lambda: _frozen(None))
     codegen: Codegen | None = None
+    #: Exchanges and queues declared with faults (already reported): they are left out
+    #: of the model, but naming them elsewhere is not an "unknown" reference.
+    broken_exchanges: frozenset[str] = field(default=frozenset(), compare=False)
+    broken_queues: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def complete(self) -> bool:
+        """Every declared exchange and queue made it into the model."""
+        return not (self.broken_exchanges or self.broken_queues)
+
     locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+    #: The loaded schema files (a ``rabbitry.spec.schemas.SchemaStore``), when loaded.
+    schemas: Any = field(default=None, compare=False, repr=False)
+
+    def schema_file(self, message: Message) -> Path:
+        """The schema file of ``message``, relative paths taken from the spec's folder."""
+        return self.root / message.schema_path
+
+    def exchange_type(self, name: str) -> ExchangeType | None:
+        """The type of a declared or built-in exchange; ``None`` if there is no such exchange."""
+        if name in self.exchanges:
+            return self.exchanges[name].type
+        return BUILTIN_EXCHANGES.get(name)
 
     @property
     def root(self) -> Path:

@@ -1,0 +1,5 @@
+"""``python -m rabbitry``."""
+
+from rabbitry.cli import main
+
+main()

@@ -1,0 +1,263 @@
+"""The ``rabbitry`` command line.
+
+Exit codes: 0 fine, 1 problems found or the operation failed, 2 usage error.
+Bad input never shows a traceback: every expected failure is a
+``RabbitryError`` (or a ``SpecError`` carrying located diagnostics), turned
+into one clear message here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from rabbitry import __version__
+from rabbitry.check import Report, check
+from rabbitry.errors import RabbitryError, SpecError
+from rabbitry.routing import Destination, route
+from rabbitry.spec import Diagnostic, Severity
+
+__all__ = ["main"]
+
+DEFAULT_SPEC = "topology.yaml"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _spec_options(func: F) -> F:
+    """``-f/--spec FILE`` on every command that reads the spec."""
+    return click.option(
+        "-f",
+        "--spec",
+        "spec_option",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"The spec file [default: ./{DEFAULT_SPEC}].",
+    )(func)
+
+
+def _format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Output for people, or JSON for programs.",
+    )(func)
+
+
+def _which_spec(positional: Path | None, option: Path | None) -> Path:
+    if positional is not None and option is not None and positional != option:
+        raise click.UsageError(f"two specs given: {positional} and -f {option}; pass one")
+    return positional or option or Path(DEFAULT_SPEC)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rabbitry")
+def cli() -> None:
+    """RabbitMQ topology-as-code and message contracts.
+
+    One YAML spec says which exchanges, queues and bindings exist, which
+    messages travel where and what each must look like.
+    """
+
+
+# -- check ------------------------------------------------------------------
+
+
+@cli.command("check")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@_spec_options
+@_format_option
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def check_command(
+    spec: Path | None, spec_option: Path | None, output_format: str, strict: bool
+) -> None:
+    """Run every offline check of the spec.
+
+    Reports every problem as FILE:LINE:COL: SEVERITY: WHAT (WHAT TO DO) [CODE].
+    Exit 0 when clean (warnings allowed unless --strict), 1 on errors.
+    """
+    path = _which_spec(spec, spec_option)
+    report = check(path)
+    failed = bool(report.errors) or (strict and bool(report.warnings))
+    if output_format == "json":
+        click.echo(json.dumps(_report_json(path, report, failed, strict), indent=2))
+    else:
+        _print_report(path, report, strict)
+    sys.exit(1 if failed else 0)
+
+
+def _print_report(path: Path, report: Report, strict: bool) -> None:
+    for diagnostic in report.diagnostics:
+        severity = Severity.ERROR if strict else diagnostic.severity
+        colour = "red" if severity is Severity.ERROR else "yellow"
+        line = diagnostic.render(severity=severity)
+        head, _, tail = line.partition(f": {severity}:")
+        click.echo(head + click.style(f": {severity}:", fg=colour, bold=True) + tail)
+    errors, warnings = len(report.errors), len(report.warnings)
+    if strict:
+        errors, warnings = errors + warnings, 0
+    if report.spec is not None and not errors:
+        spec = report.spec
+        counts = (
+            f"{len(spec.exchanges)} exchanges, {len(spec.queues)} queues, "
+            f"{len(spec.bindings)} bindings, {len(spec.messages)} messages, "
+            f"{len(spec.services)} services"
+        )
+        suffix = f", {_plural(warnings, 'warning')}" if warnings else ""
+        click.echo(click.style(f"{path}: ok", fg="green", bold=True) + f" ({counts}){suffix}")
+    else:
+        summary = f"{path}: {_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
+        click.echo(click.style(summary, fg="red", bold=True), err=True)
+
+
+def _report_json(path: Path, report: Report, failed: bool, strict: bool) -> dict[str, Any]:
+    def entry(d: Diagnostic) -> dict[str, Any]:
+        data = d.as_json()
+        if strict:
+            data["severity"] = str(Severity.ERROR)
+        return data
+
+    return {
+        "spec": str(path),
+        "ok": not failed,
+        "errors": len(report.errors) + (len(report.warnings) if strict else 0),
+        "warnings": 0 if strict else len(report.warnings),
+        "diagnostics": [entry(d) for d in report.diagnostics],
+    }
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# -- route ------------------------------------------------------------------
+
+
+def _parse_header(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--header")
+    # Values read as the spec reads them: 5 is a number, "5" (quoted) a string.
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    if not isinstance(value, str | int | float | bool) and value is not None:
+        value = raw
+    return name, value
+
+
+@cli.command("route")
+@click.argument("exchange")
+@click.argument("key", default="")
+@_spec_options
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A message header, for headers exchanges (repeatable). 5 is a number, '\"5\"' a string.",
+)
+@_format_option
+def route_command(
+    exchange: str,
+    key: str,
+    spec_option: Path | None,
+    headers: Sequence[str],
+    output_format: str,
+) -> None:
+    """Which queues a message published to EXCHANGE with KEY reaches, offline.
+
+    One queue per line; a queue reached only through a binding made at run
+    time says so. Exit 1 when the message reaches no queue.
+    """
+    spec = _load_for_command(spec_option or Path(DEFAULT_SPEC))
+    header_table = dict(_parse_header(h) for h in headers)
+    destinations = route(spec, exchange, key, header_table)
+    if output_format == "json":
+        click.echo(json.dumps([_destination_json(d) for d in destinations], indent=2))
+    else:
+        for destination in destinations:
+            note = f"\t({'; '.join(destination.conditions)})" if destination.conditions else ""
+            click.echo(destination.queue + note)
+    if not destinations:
+        click.echo(
+            f"no queue: a message to {exchange!r} with key {key!r} is returned to a "
+            "mandatory publisher, or dropped",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _destination_json(destination: Destination) -> dict[str, Any]:
+    return {
+        "queue": destination.queue,
+        "conditions": list(destination.conditions),
+        "path": [
+            {
+                "from": b.source,
+                "to": b.destination,
+                "to_type": b.destination_type,
+                "key": b.key,
+            }
+            for b in destination.path
+        ],
+    }
+
+
+def _load_for_command(path: Path) -> Any:
+    """The spec, for commands that use it: its errors stop the command with exit 1."""
+    report = check(path)
+    if report.spec is None or report.errors:
+        raise SpecError(report.errors)
+    return report.spec
+
+
+# -- entry point --------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: run the CLI, mapping every expected failure to a message."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="rabbitry",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SpecError as exc:
+        for diagnostic in exc.diagnostics:
+            click.echo(diagnostic.render(), err=True)
+        click.echo(
+            f"the spec has {_plural(len(exc.diagnostics), 'error')}; "
+            "`rabbitry check` shows them all",
+            err=True,
+        )
+        sys.exit(1)
+    except RabbitryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("RABBITRY_DEBUG"):
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} — this is a bug in rabbitry; "
+            "rerun with RABBITRY_DEBUG=1 for the traceback and report it",
+            err=True,
+        )
+        sys.exit(70)

@@ -1,0 +1,573 @@
+"""From a located YAML tree to the model, reporting every fault of shape.
+
+The builder never stops at the first problem: each section, object and field
+is read on its own, faults are collected, and whatever could be read is still
+built so that the semantic checks can run over it.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import TypeVar
+
+from rabbitry.spec._yaml import YMap, YNode, YScalar, YSeq
+from rabbitry.spec.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS, ArgSpec, check_value
+from rabbitry.spec.diagnostics import Code, Diagnostic, did_you_mean
+from rabbitry.spec.model import (
+    ArgValue,
+    Binding,
+    Codegen,
+    Exchange,
+    ExchangeType,
+    HeadersMatch,
+    Location,
+    Locs,
+    Message,
+    Queue,
+    QueueType,
+    Service,
+    Spec,
+)
+
+__all__ = ["build_spec"]
+
+SUPPORTED_VERSIONS = (1,)
+_MAX_NAME_BYTES = 255
+
+_TOP_KEYS = (
+    "version",
+    "codegen",
+    "exchanges",
+    "queues",
+    "bindings",
+    "messages",
+    "services",
+    "description",
+)
+_EXCHANGE_KEYS = (
+    "type",
+    "durable",
+    "auto_delete",
+    "internal",
+    "arguments",
+    "description",
+    *(a.sugar for a in EXCHANGE_ARGUMENTS.values() if a.sugar),
+)
+_QUEUE_KEYS = (
+    "type",
+    "durable",
+    "exclusive",
+    "auto_delete",
+    "arguments",
+    "description",
+    *(a.sugar for a in QUEUE_ARGUMENTS.values() if a.sugar),
+)
+_BINDING_KEYS = ("from", "queue", "exchange", "key", "match", "headers", "arguments", "description")
+_MESSAGE_KEYS = ("schema", "exchange", "routing_key", "headers", "description")
+_SERVICE_KEYS = ("publishes", "consumes", "description")
+_CODEGEN_KEYS = ("package", "out")
+
+E = TypeVar("E", ExchangeType, QueueType, HeadersMatch)
+T = TypeVar("T")
+
+
+class _Builder:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[Diagnostic] = []
+
+    # -- reporting --------------------------------------------------------
+
+    def fault(self, where: Location, code: Code, message: str, hint: str = "") -> None:
+        self.problems.append(Diagnostic(where, code, message, hint))
+
+    # -- generic readers ---------------------------------------------------
+
+    def mapping(self, node: YNode | None, what: str, keys: tuple[str, ...] | None) -> YMap | None:
+        """``node`` as a mapping (only ``keys`` unless ``None``); else ``None`` and a fault."""
+        if node is None:
+            return None
+        if isinstance(node, YScalar) and node.value is None:
+            return YMap({}, node.loc)  # `queue-name:` with nothing after it: all defaults
+        if not isinstance(node, YMap):
+            self.fault(
+                node.loc,
+                Code.WRONG_TYPE,
+                f"{what} must be a mapping, got {_kind(node)}",
+                "write it as `key: value` lines or `{key: value}`",
+            )
+            return None
+        for key in node.entries:
+            if keys is not None and key not in keys:
+                self.fault(
+                    node.key_loc(key),
+                    Code.UNKNOWN_KEY,
+                    f"{what} has no key {key!r}",
+                    did_you_mean(key, keys, "keys"),
+                )
+        return node
+
+    def sequence(self, node: YNode | None, what: str) -> tuple[YNode, ...]:
+        if node is None or (isinstance(node, YScalar) and node.value is None):
+            return ()
+        if not isinstance(node, YSeq):
+            self.fault(
+                node.loc,
+                Code.WRONG_TYPE,
+                f"{what} must be a list, got {_kind(node)}",
+                "write it as `[a, b]` or `- item` lines",
+            )
+            return ()
+        return node.items
+
+    def text(self, node: YNode | None, what: str, *, default: str | None = None) -> str | None:
+        """A string; a number or boolean written plainly is taken as written (``1.10``)."""
+        if node is None:
+            return default
+        if isinstance(node, YScalar) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, YScalar) and isinstance(node.value, int | float | bool):
+            return node.text
+        self.fault(
+            node.loc, Code.WRONG_TYPE, f"{what} must be a string, got {_kind(node)}", "quote it"
+        )
+        return default
+
+    def flag(self, node: YNode | None, what: str, default: bool) -> bool:
+        if node is None:
+            return default
+        if isinstance(node, YScalar) and isinstance(node.value, bool):
+            return node.value
+        self.fault(node.loc, Code.WRONG_TYPE, f"{what} must be true or false, got {_kind(node)}")
+        return default
+
+    def choice(self, node: YNode | None, what: str, enum: type[E], default: E | None) -> E | None:
+        raw = self.text(node, what)
+        if raw is None:
+            return default
+        try:
+            return enum(raw)
+        except ValueError:
+            choices = [e.value for e in enum]
+            assert node is not None
+            hint = did_you_mean(raw, choices, "values")
+            if not hint.startswith("did you"):
+                hint = "use one of: " + ", ".join(choices)
+            self.fault(node.loc, Code.BAD_VALUE, f"{what} {raw!r} is not valid", hint)
+            return default
+
+    def table(self, node: YNode | None, what: str) -> dict[str, ArgValue]:
+        """An AMQP table (arguments, headers): a mapping of names to plain values."""
+        found = self.mapping(node, what, keys=None)
+        if found is None:
+            return {}
+        # Arbitrary keys are fine in a table; only the shape is checked.
+        return {key: value.plain() for key, (_, value) in found.entries.items()}
+
+    def name(self, key: str, where: Location, what: str, *, amqp: bool = True) -> bool:
+        """Check an object's name; ``False`` when it cannot be used at all."""
+        if not key:
+            self.fault(where, Code.BAD_NAME, f"{what} name is empty", "give it a name")
+            return False
+        if len(key.encode()) > _MAX_NAME_BYTES:
+            self.fault(
+                where,
+                Code.NAME_TOO_LONG,
+                f"{what} name is {len(key.encode())} bytes long; AMQP allows 255",
+                "shorten it",
+            )
+        if amqp and key.startswith("amq."):
+            self.fault(
+                where,
+                Code.RESERVED_NAME,
+                f"{what} name {key!r} starts with 'amq.', which RabbitMQ reserves",
+                "pick a name without the 'amq.' prefix",
+            )
+        return True
+
+    def section(self, root: YMap, key: str, what: str) -> YMap:
+        node = root.get(key)
+        if node is None or (isinstance(node, YScalar) and node.value is None):
+            return YMap({}, root.key_loc(key))
+        if not isinstance(node, YMap):
+            self.fault(
+                node.loc,
+                Code.WRONG_TYPE,
+                f"`{key}` must be a mapping of {what} names, got {_kind(node)}",
+            )
+            return YMap({}, node.loc)
+        return node
+
+    def locs(self, node: YMap, where: Location) -> Locs:
+        fields: dict[str, Location] = {}
+        for key, (key_loc, value) in node.entries.items():
+            fields[key] = value.loc
+            fields[f"{key}:key"] = key_loc
+        return Locs(where, MappingProxyType(fields))
+
+    # -- arguments and their sugar ------------------------------------------
+
+    def arguments(self, node: YMap, what: str, known: Mapping[str, ArgSpec]) -> dict[str, ArgValue]:
+        """Raw ``arguments`` merged with sugar keys; types checked, contradictions reported."""
+        raw_node = node.get("arguments")
+        raw = self.table(raw_node, f"{what} arguments")
+        raw_map = raw_node if isinstance(raw_node, YMap) else None
+        for name, value in raw.items():
+            spec = known.get(name)
+            if spec is not None and (problem := check_value(spec, value)) is not None:
+                where = raw_map.value_loc(name) if raw_map else node.loc
+                self.fault(
+                    where,
+                    Code.ARGUMENT_TYPE,
+                    f"{what} argument {name!r}: {problem}",
+                    spec.summary or f"give {spec.describe()}",
+                )
+        merged = dict(raw)
+        for spec in known.values():
+            if spec.sugar is None or (sugar_node := node.get(spec.sugar)) is None:
+                continue
+            value = sugar_node.plain()
+            if (problem := check_value(spec, value)) is not None:
+                self.fault(
+                    sugar_node.loc,
+                    Code.ARGUMENT_TYPE,
+                    f"{what} {spec.sugar}: {problem}",
+                    spec.summary or f"give {spec.describe()}",
+                )
+                continue
+            if spec.name in raw and raw[spec.name] != value:
+                self.fault(
+                    sugar_node.loc,
+                    Code.SUGAR_CONFLICT,
+                    f"{what} {spec.sugar} is {value!r} but arguments say "
+                    f"{spec.name}: {raw[spec.name]!r}",
+                    "keep one of the two, or make them agree",
+                )
+                continue
+            merged[spec.name] = value
+        return merged
+
+    # -- sections ----------------------------------------------------------
+
+    def exchange(self, name: str, node: YNode, key_loc: Location) -> Exchange | None:
+        what = f"exchange {name!r}"
+        if not self.name(name, key_loc, "exchange"):
+            return None
+        body = self.mapping(node, what, _EXCHANGE_KEYS)
+        if body is None:
+            return None
+        if body.get("type") is None:
+            self.fault(
+                key_loc,
+                Code.MISSING_KEY,
+                f"{what} has no type",
+                "add `type: direct`, `fanout`, `topic` or `headers`",
+            )
+        kind = self.choice(body.get("type"), f"{what} type", ExchangeType, ExchangeType.DIRECT)
+        assert kind is not None
+        return Exchange(
+            name=name,
+            type=kind,
+            durable=self.flag(body.get("durable"), f"{what} durable", True),
+            auto_delete=self.flag(body.get("auto_delete"), f"{what} auto_delete", False),
+            internal=self.flag(body.get("internal"), f"{what} internal", False),
+            arguments=MappingProxyType(self.arguments(body, what, EXCHANGE_ARGUMENTS)),
+            description=self.text(body.get("description"), f"{what} description"),
+            locs=self.locs(body, key_loc),
+        )
+
+    def queue(self, name: str, node: YNode, key_loc: Location) -> Queue | None:
+        what = f"queue {name!r}"
+        if not self.name(name, key_loc, "queue"):
+            return None
+        body = self.mapping(node, what, _QUEUE_KEYS)
+        if body is None:
+            return None
+        arguments = self.arguments(body, what, QUEUE_ARGUMENTS)
+        kind = self.choice(body.get("type"), f"{what} type", QueueType, None)
+        written = arguments.pop("x-queue-type", None)
+        if written is not None and kind is not None and written != kind.value:
+            self.fault(
+                body.loc,
+                Code.SUGAR_CONFLICT,
+                f"{what} type is {kind.value!r} but arguments say x-queue-type: {written!r}",
+                "keep one of the two, or make them agree",
+            )
+        elif written is not None and kind is None:
+            kind = _queue_type(written)
+            if kind is None:
+                self.fault(
+                    body.loc,
+                    Code.BAD_VALUE,
+                    f"{what} x-queue-type {written!r} is not valid",
+                    "use one of: classic, quorum, stream",
+                )
+        kind = kind or QueueType.CLASSIC
+        exclusive = self.flag(body.get("exclusive"), f"{what} exclusive", False)
+        queue = Queue(
+            name=name,
+            type=kind,
+            durable=self.flag(body.get("durable"), f"{what} durable", not exclusive),
+            exclusive=exclusive,
+            auto_delete=self.flag(body.get("auto_delete"), f"{what} auto_delete", False),
+            arguments=MappingProxyType(arguments),
+            description=self.text(body.get("description"), f"{what} description"),
+            locs=self.locs(body, key_loc),
+        )
+        self.queue_type_faults(queue, body)
+        return queue
+
+    def queue_type_faults(self, queue: Queue, body: YMap) -> None:
+        what = f"{queue.type.value} queue {queue.name!r}"
+        if queue.type is not QueueType.CLASSIC:
+            for attr, bad in (("durable", False), ("exclusive", True), ("auto_delete", True)):
+                if getattr(queue, attr) is bad:
+                    self.fault(
+                        queue.locs.of(attr),
+                        Code.QUEUE_TYPE_CONFLICT,
+                        f"{what} cannot be {'not durable' if attr == 'durable' else attr}",
+                        f"remove `{attr}` or use a classic queue",
+                    )
+        for name in queue.arguments:
+            spec = QUEUE_ARGUMENTS.get(name)
+            if spec is not None and queue.type not in spec.queue_types:
+                field_name = spec.sugar if spec.sugar and body.get(spec.sugar) else "arguments"
+                supported = ", ".join(sorted(t.value for t in spec.queue_types))
+                self.fault(
+                    queue.locs.of(field_name),
+                    Code.QUEUE_TYPE_CONFLICT,
+                    f"{what}: {spec.sugar or name} is not supported by {queue.type.value} queues",
+                    f"it works on: {supported}",
+                )
+
+    def binding(self, index: int, node: YNode) -> Binding | None:
+        body = self.mapping(node, f"binding #{index + 1}", _BINDING_KEYS)
+        if body is None:
+            return None
+        what = f"binding #{index + 1}"
+        source = self.text(body.get("from"), f"{what} from")
+        if body.get("from") is None:
+            self.fault(
+                body.loc,
+                Code.MISSING_KEY,
+                f"{what} has no `from`",
+                "name the exchange it binds from: `from: EXCHANGE`",
+            )
+        queue, exchange = body.get("queue"), body.get("exchange")
+        if (queue is None) == (exchange is None):
+            self.fault(
+                body.loc,
+                Code.BINDING_SHAPE,
+                f"{what} needs exactly one of `queue` and `exchange`",
+                "`queue: NAME` binds a queue, `exchange: NAME` binds an exchange to an exchange",
+            )
+            return None
+        destination = self.text(queue or exchange, f"{what} destination")
+        if source is None or destination is None:
+            return None
+        match = self.choice(body.get("match"), f"{what} match", HeadersMatch, None)
+        return Binding(
+            source=source,
+            destination=destination,
+            destination_type="queue" if queue is not None else "exchange",
+            key=self.text(body.get("key"), f"{what} key", default="") or "",
+            match=match,
+            headers=MappingProxyType(self.table(body.get("headers"), f"{what} headers")),
+            arguments=MappingProxyType(self.table(body.get("arguments"), f"{what} arguments")),
+            locs=self.locs(body, body.loc),
+        )
+
+    def message(self, name: str, node: YNode, key_loc: Location) -> Message | None:
+        what = f"message {name!r}"
+        if not self.name(name, key_loc, "message", amqp=False):
+            return None
+        body = self.mapping(node, what, _MESSAGE_KEYS)
+        if body is None:
+            return None
+        for required in ("schema", "exchange"):
+            if body.get(required) is None:
+                self.fault(
+                    key_loc,
+                    Code.MISSING_KEY,
+                    f"{what} has no `{required}`",
+                    "add `schema: schemas/FILE.json`"
+                    if required == "schema"
+                    else "add `exchange: NAME` (the exchange it is published to)",
+                )
+        schema = self.text(body.get("schema"), f"{what} schema")
+        exchange = self.text(body.get("exchange"), f"{what} exchange")
+        if schema is None or exchange is None:
+            return None
+        return Message(
+            name=name,
+            schema_path=Path(schema),
+            exchange=exchange,
+            routing_key=self.text(body.get("routing_key"), f"{what} routing_key", default="") or "",
+            headers=MappingProxyType(self.table(body.get("headers"), f"{what} headers")),
+            description=self.text(body.get("description"), f"{what} description"),
+            locs=self.locs(body, key_loc),
+        )
+
+    def service(self, name: str, node: YNode, key_loc: Location) -> Service | None:
+        what = f"service {name!r}"
+        if not self.name(name, key_loc, "service", amqp=False):
+            return None
+        body = self.mapping(node, what, _SERVICE_KEYS)
+        if body is None:
+            return None
+        publishes = self.names(body.get("publishes"), f"{what} publishes")
+        consumes: dict[str, tuple[str, ...]] = {}
+        fields = dict(self.locs(body, key_loc).fields)
+        consumes_node = self.mapping(body.get("consumes"), f"{what} consumes", keys=None)
+        if isinstance(body.get("consumes"), YMap) and consumes_node is not None:
+            for queue, (queue_loc, messages) in consumes_node.entries.items():
+                consumes[queue] = self.names(messages, f"{what} consumes from {queue!r}")
+                fields[f"consumes.{queue}"] = queue_loc
+                if isinstance(messages, YSeq):
+                    for i, item in enumerate(messages.items):
+                        fields[f"consumes.{queue}.{i}"] = item.loc
+        if isinstance(body.get("publishes"), YSeq):
+            for i, item in enumerate(body.get("publishes").items):  # type: ignore[union-attr]
+                fields[f"publishes.{i}"] = item.loc
+        return Service(
+            name=name,
+            publishes=publishes,
+            consumes=MappingProxyType(consumes),
+            description=self.text(body.get("description"), f"{what} description"),
+            locs=Locs(key_loc, MappingProxyType(fields)),
+        )
+
+    def names(self, node: YNode | None, what: str) -> tuple[str, ...]:
+        if isinstance(node, YScalar) and isinstance(node.value, str):
+            return (node.value,)  # `publishes: Start` — one name without brackets
+        found = (self.text(item, f"{what} entry") for item in self.sequence(node, what))
+        return tuple(n for n in found if n is not None)
+
+    def codegen(self, node: YNode | None) -> Codegen | None:
+        body = self.mapping(node, "codegen", _CODEGEN_KEYS)
+        if body is None:
+            return None
+        package = self.text(body.get("package"), "codegen package")
+        out = self.text(body.get("out"), "codegen out")
+        if package is None:
+            self.fault(
+                body.loc,
+                Code.MISSING_KEY,
+                "codegen has no `package`",
+                "add `package: NAME` (a Python package name)",
+            )
+            return None
+        if not all(p.isidentifier() and not keyword.iskeyword(p) for p in package.split(".")):
+            self.fault(
+                body.value_loc("package"),
+                Code.BAD_NAME,
+                f"codegen package {package!r} is not a Python package name",
+                "use lowercase letters, digits and underscores, e.g. jobs_contracts",
+            )
+        return Codegen(package=package, out=Path(out or package), locs=self.locs(body, body.loc))
+
+    # -- the whole file ----------------------------------------------------
+
+    def build(self, tree: YNode) -> Spec:
+        file = str(self.path)
+        if not isinstance(tree, YMap):
+            self.fault(
+                tree.loc,
+                Code.WRONG_TYPE,
+                f"the spec must be a mapping, got {_kind(tree)}",
+                "start with `version: 1`",
+            )
+            return Spec(path=self.path)
+        root = self.mapping(tree, "the spec", _TOP_KEYS) or tree
+        version_node = root.get("version")
+        version = version_node.plain() if version_node is not None else None
+        if version_node is None:
+            self.fault(
+                Location(file, 1, 1),
+                Code.VERSION,
+                "the spec has no `version`",
+                "add `version: 1` at the top",
+            )
+        elif version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+            self.fault(
+                version_node.loc,
+                Code.VERSION,
+                f"spec version {version!r} is not supported",
+                "this rabbitry reads `version: 1`",
+            )
+
+        broken_exchanges: set[str] = set()
+        broken_queues: set[str] = set()
+        exchanges = self.objects(root, "exchanges", "exchange", self.exchange, broken_exchanges)
+        queues = self.objects(root, "queues", "queue", self.queue, broken_queues)
+        messages = self.objects(root, "messages", "message", self.message)
+        services = self.objects(root, "services", "service", self.service)
+        bindings = []
+        for i, node in enumerate(self.sequence(root.get("bindings"), "`bindings`")):
+            before = len(self.problems)
+            binding = self.binding(i, node)
+            if binding is not None and len(self.problems) == before:
+                bindings.append(binding)
+        codegen = self.codegen(root.get("codegen"))
+        return Spec(
+            path=self.path,
+            version=version if isinstance(version, int) else 1,
+            exchanges=MappingProxyType(exchanges),
+            queues=MappingProxyType(queues),
+            bindings=tuple(bindings),
+            messages=MappingProxyType(messages),
+            services=MappingProxyType(services),
+            codegen=codegen,
+            broken_exchanges=frozenset(broken_exchanges),
+            broken_queues=frozenset(broken_queues),
+            locs=self.locs(root, root.loc),
+        )
+
+    def objects(
+        self,
+        root: YMap,
+        key: str,
+        what: str,
+        make: Callable[[str, YNode, Location], T | None],
+        broken: set[str] | None = None,
+    ) -> dict[str, T]:
+        """Build each entry of a section; with ``broken``, an entry with faults is left
+        out of the model and its name recorded there instead."""
+        section = self.section(root, key, what)
+        built: dict[str, T] = {}
+        for name, (key_loc, node) in section.entries.items():
+            before = len(self.problems)
+            obj = make(name, node, key_loc)
+            if broken is not None and len(self.problems) > before:
+                broken.add(name)
+            elif obj is not None:
+                built[name] = obj
+        return built
+
+
+def _queue_type(value: object) -> QueueType | None:
+    try:
+        return QueueType(str(value))
+    except ValueError:
+        return None
+
+
+def _kind(node: YNode) -> str:
+    if isinstance(node, YMap):
+        return "a mapping"
+    if isinstance(node, YSeq):
+        return "a list"
+    value = node.value
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
+def build_spec(tree: YNode, path: Path) -> tuple[Spec, list[Diagnostic]]:
+    """The spec in ``tree`` (read from ``path``) and every fault of shape found."""
+    builder = _Builder(path)
+    spec = builder.build(tree)
+    return spec, builder.problems

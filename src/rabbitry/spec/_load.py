@@ -1,0 +1,53 @@
+"""Reading a spec file: YAML → model → schemas, every fault collected."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+
+from rabbitry.spec._build import build_spec
+from rabbitry.spec._yaml import YamlError, parse_yaml
+from rabbitry.spec.checks import run_checks
+from rabbitry.spec.diagnostics import Code, Diagnostic
+from rabbitry.spec.model import Location, Spec
+from rabbitry.spec.schemas import load_schemas
+
+__all__ = ["read"]
+
+
+def read(path: Path | str) -> tuple[Spec | None, list[Diagnostic]]:
+    """The spec at ``path`` as far as it can be read, and every fault found.
+
+    Faults cover the file, its YAML, the spec's shape, its schemas and the
+    checks of ``rabbitry.spec.checks`` (not the routing checks, which need
+    ``rabbitry.routing``).  ``None`` when nothing could be built.
+    """
+    path = Path(path)
+    display = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        where = Location(display, 1, 1)
+        hint = "pass the spec with -f FILE, or run in the folder that has topology.yaml"
+        return None, [Diagnostic(where, Code.FILE, f"no spec file at {display}", hint)]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Diagnostic(Location(display, 1, 1), Code.FILE, f"cannot read: {exc}")]
+    try:
+        tree, duplicates = parse_yaml(text, display)
+    except YamlError as exc:
+        return None, list(exc.diagnostics)
+    spec, problems = build_spec(tree, path)
+    problems = [*duplicates, *problems]
+    wanted = {
+        spec.schema_file(m): m.locs.of("schema") for m in reversed(list(spec.messages.values()))
+    }
+    store, schema_problems = load_schemas(wanted)
+    messages = {
+        name: replace(m, schema=MappingProxyType(store.contents(spec.schema_file(m))))
+        if spec.schema_file(m).resolve() in store.documents
+        else m
+        for name, m in spec.messages.items()
+    }
+    spec = replace(spec, messages=MappingProxyType(messages), schemas=store)
+    return spec, [*problems, *schema_problems, *run_checks(spec)]

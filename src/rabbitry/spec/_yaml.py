@@ -1,0 +1,180 @@
+"""YAML with positions: a tree of located nodes, duplicate keys refused.
+
+PyYAML's ``compose`` step keeps a start mark on every node; we walk that node
+graph once into ``YMap`` / ``YSeq`` / ``YScalar`` so that every value the
+builder reads still knows its line and column.  Scalars are constructed with
+the safe constructor, so tags and types match ``yaml.safe_load``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import yaml
+
+from rabbitry.spec.diagnostics import Code, Diagnostic
+from rabbitry.spec.model import Location
+
+__all__ = ["YMap", "YNode", "YScalar", "YSeq", "YamlError", "parse_yaml"]
+
+try:  # the C loader is much faster; fall back to pure Python where it is not built
+    _Loader: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True)
+class YScalar:
+    value: Any
+    loc: Location
+    #: The scalar as written (``1.10`` stays "1.10" where ``value`` is 1.1).
+    text: str = ""
+
+    def plain(self) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class YSeq:
+    items: tuple[YNode, ...]
+    loc: Location
+
+    def plain(self) -> list[Any]:
+        return [item.plain() for item in self.items]
+
+
+@dataclass(frozen=True)
+class YMap:
+    #: key → (where the key is written, the value node), in file order.
+    entries: dict[str, tuple[Location, YNode]] = field(hash=False)
+    loc: Location
+
+    def plain(self) -> dict[str, Any]:
+        return {key: node.plain() for key, (_, node) in self.entries.items()}
+
+    def get(self, key: str) -> YNode | None:
+        entry = self.entries.get(key)
+        return entry[1] if entry else None
+
+    def value_loc(self, key: str) -> Location:
+        entry = self.entries.get(key)
+        return entry[1].loc if entry else self.loc
+
+    def key_loc(self, key: str) -> Location:
+        entry = self.entries.get(key)
+        return entry[0] if entry else self.loc
+
+
+YNode: TypeAlias = YMap | YSeq | YScalar
+
+
+class YamlError(Exception):
+    """The text is not YAML we can use; ``diagnostics`` says where and why."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__(diagnostics[0].render() if diagnostics else "invalid YAML")
+
+
+def _loc(file: str, node: yaml.Node) -> Location:
+    mark = node.start_mark
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+class _Walker:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.constructor = yaml.SafeLoader("")  # only its construct_* methods are used
+        self.problems: list[Diagnostic] = []
+        self._done: dict[int, YNode] = {}
+
+    def walk(self, node: yaml.Node) -> YNode:
+        # Aliases share the node object: walk it once, and never loop on recursion.
+        known = self._done.get(id(node))
+        if known is not None:
+            return known
+        loc = _loc(self.file, node)
+        result: YNode
+        if isinstance(node, yaml.MappingNode):
+            placeholder = YMap({}, loc)
+            self._done[id(node)] = placeholder
+            result = self._mapping(node, loc)
+        elif isinstance(node, yaml.SequenceNode):
+            self._done[id(node)] = YSeq((), loc)
+            result = YSeq(tuple(self.walk(item) for item in node.value), loc)
+        else:
+            value = self.constructor.construct_object(node, deep=True)
+            result = YScalar(value, loc, str(node.value))
+        self._done[id(node)] = result
+        return result
+
+    def _mapping(self, node: yaml.MappingNode, loc: Location) -> YMap:
+        own: dict[str, Location] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self._key(key_node)
+            if key in own:
+                first = own[key]
+                self.problems.append(
+                    Diagnostic(
+                        _loc(self.file, key_node),
+                        Code.DUPLICATE_KEY,
+                        f"duplicate key {key!r} (first at line {first.line})",
+                        "keep one of them: YAML would silently use the last",
+                    )
+                )
+            else:
+                own[key] = _loc(self.file, key_node)
+        self.constructor.flatten_mapping(node)  # applies `<<` merge keys, own keys win
+        entries: dict[str, tuple[Location, YNode]] = {}
+        for key_node, value_node in node.value:
+            entries[self._key(key_node)] = (_loc(self.file, key_node), self.walk(value_node))
+        return YMap(entries, loc)
+
+    def _key(self, key_node: yaml.Node) -> str:
+        if isinstance(key_node, yaml.ScalarNode):
+            # The written text, not the resolved value: `on:` stays "on", `1:` stays "1".
+            return str(key_node.value)
+        self.problems.append(
+            Diagnostic(
+                _loc(self.file, key_node),
+                Code.YAML,
+                "a mapping key must be a plain name, not a list or mapping",
+                "write the key as a string",
+            )
+        )
+        return f"<key at {_loc(self.file, key_node)}>"
+
+
+def parse_yaml(text: str, file: str) -> tuple[YNode, list[Diagnostic]]:
+    """Parse one YAML document into located nodes, with the duplicate keys found.
+
+    A duplicate key is reported and the tree keeps its last value, as YAML
+    loaders do, so that the rest of the document can still be checked.
+    Raises ``YamlError`` for syntax errors.  An empty document is an empty mapping.
+    """
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise YamlError(
+            [Diagnostic(where, Code.YAML, f"YAML syntax: {what}", "fix the syntax at this place")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise YamlError([Diagnostic(Location(file, 1, 1), Code.YAML, f"YAML: {exc}")]) from None
+    if root is None:
+        return YMap({}, Location(file, 1, 1)), []
+    walker = _Walker(file)
+    try:
+        tree = walker.walk(root)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+        raise YamlError(
+            [Diagnostic(where, Code.YAML, f"YAML: {exc.problem}", "use plain YAML values")]
+        ) from None
+    return tree, walker.problems

@@ -1,0 +1,321 @@
+"""The semantic checks: what a well-formed spec can still get wrong.
+
+Each check is a function ``(spec) -> Iterator[Diagnostic]``; ``CHECKS`` runs
+them in order.  They only read the model (and, for placeholders, the loaded
+schemas) and never stop at the first finding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from rabbitry.spec.diagnostics import Code, Diagnostic, did_you_mean
+from rabbitry.spec.model import (
+    BUILTIN_EXCHANGES,
+    Binding,
+    ExchangeType,
+    Location,
+    Spec,
+    placeholders,
+)
+from rabbitry.spec.schemas import SchemaStore
+
+__all__ = ["CHECKS", "consumed", "run_checks"]
+
+Check = Callable[[Spec], Iterator[Diagnostic]]
+
+_WORD_PLACEHOLDER = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+def _exchange_names(spec: Spec) -> set[str]:
+    return {*spec.exchanges, *spec.broken_exchanges, *(name for name in BUILTIN_EXCHANGES if name)}
+
+
+def _queue_names(spec: Spec) -> set[str]:
+    return {*spec.queues, *spec.broken_queues}
+
+
+def _unknown_exchange(spec: Spec, name: str, where: Location, role: str) -> Diagnostic | None:
+    if spec.exchange_type(name) is not None or name in spec.broken_exchanges:
+        return None
+    return Diagnostic(
+        where,
+        Code.UNKNOWN_EXCHANGE,
+        f"{role} names exchange {name!r}, which the spec does not declare",
+        did_you_mean(name, _exchange_names(spec), "exchanges"),
+    )
+
+
+def check_references(spec: Spec) -> Iterator[Diagnostic]:
+    """Every exchange, queue and message named somewhere is declared."""
+    for exchange in spec.exchanges.values():
+        ae = exchange.alternate_exchange
+        if ae is not None:
+            field = (
+                "alternate_exchange"
+                if "alternate_exchange" in exchange.locs.fields
+                else "arguments"
+            )
+            found = _unknown_exchange(
+                spec, ae, exchange.locs.of(field), f"exchange {exchange.name!r} alternate_exchange"
+            )
+            if found:
+                yield found
+    for queue in spec.queues.values():
+        dlx = queue.dead_letter_exchange
+        if dlx:  # "" is the default exchange: dead-lettering by queue name
+            field = "dead_letter" if "dead_letter" in queue.locs.fields else "arguments"
+            found = _unknown_exchange(
+                spec, dlx, queue.locs.of(field), f"queue {queue.name!r} dead_letter"
+            )
+            if found:
+                yield found
+    for binding in spec.bindings:
+        yield from _binding_references(spec, binding)
+    for message in spec.messages.values():
+        found = _unknown_exchange(
+            spec, message.exchange, message.locs.of("exchange"), f"message {message.name!r}"
+        )
+        if found:
+            yield found
+        elif (target := spec.exchanges.get(message.exchange)) is not None and target.internal:
+            yield Diagnostic(
+                message.locs.of("exchange"),
+                Code.INTERNAL_EXCHANGE,
+                f"message {message.name!r} is published to internal exchange {message.exchange!r}",
+                "publish to an exchange bound to it, or make it not internal",
+            )
+    for service in spec.services.values():
+        for i, name in enumerate(service.publishes):
+            if name not in spec.messages:
+                yield _unknown_message(spec, name, service.locs.of(f"publishes.{i}"), service.name)
+        for queue_name, messages in service.consumes.items():
+            if queue_name not in _queue_names(spec):
+                yield Diagnostic(
+                    service.locs.of(f"consumes.{queue_name}"),
+                    Code.UNKNOWN_QUEUE,
+                    f"service {service.name!r} consumes from undeclared queue {queue_name!r}",
+                    did_you_mean(queue_name, _queue_names(spec), "queues"),
+                )
+            for i, name in enumerate(messages):
+                if name not in spec.messages:
+                    where = service.locs.of(f"consumes.{queue_name}.{i}")
+                    yield _unknown_message(spec, name, where, service.name)
+
+
+def _unknown_message(spec: Spec, name: str, where: Location, service: str) -> Diagnostic:
+    return Diagnostic(
+        where,
+        Code.UNKNOWN_MESSAGE,
+        f"service {service!r} names message {name!r}, which the spec does not declare",
+        did_you_mean(name, spec.messages, "messages"),
+    )
+
+
+def _binding_references(spec: Spec, binding: Binding) -> Iterator[Diagnostic]:
+    if binding.source == "":
+        yield Diagnostic(
+            binding.locs.of("from"),
+            Code.RESERVED_NAME,
+            "nothing can be bound to the default exchange ''",
+            "bind from a declared exchange; the default one routes to every queue by name",
+        )
+    elif (
+        found := _unknown_exchange(spec, binding.source, binding.locs.of("from"), "binding")
+    ) is not None:
+        yield found
+    if binding.destination_type == "queue":
+        if binding.destination not in _queue_names(spec):
+            yield Diagnostic(
+                binding.locs.of("queue"),
+                Code.UNKNOWN_QUEUE,
+                f"binding names queue {binding.destination!r}, which the spec does not declare",
+                did_you_mean(binding.destination, _queue_names(spec), "queues"),
+            )
+    elif (
+        found := _unknown_exchange(
+            spec, binding.destination, binding.locs.of("exchange"), "binding"
+        )
+    ) is not None:
+        yield found
+
+
+def check_bindings(spec: Spec) -> Iterator[Diagnostic]:
+    """Bindings fit their exchange's type, are not repeated, and keep placeholders whole."""
+    seen: dict[tuple[Any, ...], Binding] = {}
+    for binding in spec.bindings:
+        kind = spec.exchange_type(binding.source)
+        if kind is not None and kind is not ExchangeType.HEADERS:
+            for field in ("match", "headers"):
+                if field in binding.locs.fields:
+                    yield Diagnostic(
+                        binding.locs.of(field, key=True),
+                        Code.BINDING_SHAPE,
+                        f"`{field}` is for headers exchanges; {binding.source!r} is {kind.value}",
+                        "remove it, or bind from a headers exchange",
+                    )
+        if kind in (ExchangeType.FANOUT, ExchangeType.HEADERS) and binding.key:
+            yield Diagnostic(
+                binding.locs.of("key"),
+                Code.IGNORED,
+                f"a {kind.value} exchange ignores the binding key {binding.key!r}",
+                "remove `key`",
+            )
+        yield from _placeholder_words(binding.key, binding.locs.of("key"), "binding key")
+        identity = (
+            binding.source,
+            binding.destination_type,
+            binding.destination,
+            binding.key,
+            tuple(sorted(binding.broker_arguments.items(), key=lambda kv: kv[0])),
+        )
+        if (first := seen.get(identity)) is not None:
+            yield Diagnostic(
+                binding.locs.where,
+                Code.DUPLICATE_BINDING,
+                f"this binding repeats the one at line {first.locs.where.line}",
+                "remove one of them",
+            )
+        else:
+            seen[identity] = binding
+
+
+def _placeholder_words(template: str, where: Location, what: str) -> Iterator[Diagnostic]:
+    """Placeholders must each be a whole routing-key word with an identifier inside."""
+    for word in template.split("."):
+        if ("{" in word or "}" in word) and not _WORD_PLACEHOLDER.match(word):
+            yield Diagnostic(
+                where,
+                Code.PLACEHOLDER,
+                f"{what} {template!r}: {word!r} is not a placeholder word",
+                "a placeholder is a whole word between dots, e.g. 'job.{job_type}'",
+            )
+
+
+def check_placeholders(spec: Spec) -> Iterator[Diagnostic]:
+    """Each ``{field}`` of a routing key or header is a required string or integer field."""
+    store: SchemaStore | None = spec.schemas
+    for message in spec.messages.values():
+        where = message.locs.of("routing_key")
+        yield from _placeholder_words(
+            message.routing_key, where, f"message {message.name!r} routing key"
+        )
+        schema_path = spec.schema_file(message)
+        if store is None or schema_path.resolve() not in store.documents:
+            continue  # the schema itself is reported
+        _, root = store.resolve(schema_path, store.contents(schema_path))
+        for field in message.params:
+            problem = _field_problem(store, schema_path, root, field)
+            if problem:
+                loc = (
+                    where
+                    if field in placeholders(message.routing_key)
+                    else message.locs.of("headers")
+                )
+                yield Diagnostic(
+                    loc,
+                    Code.PLACEHOLDER,
+                    f"message {message.name!r}: placeholder {{{field}}} {problem}",
+                    f"make {field!r} a required string or integer property of the schema",
+                )
+
+
+def _field_problem(store: SchemaStore, path: Any, root: Any, field: str) -> str | None:
+    if not isinstance(root, Mapping):
+        return "cannot be filled: the schema is not an object schema"
+    properties = root.get("properties")
+    if not isinstance(properties, Mapping) or field not in properties:
+        return "is not a property of the schema"
+    if field not in (root.get("required") or ()):
+        return "is not a required property: the routing key could not be filled"
+    _, prop = store.resolve(path, properties[field])
+    if not isinstance(prop, Mapping):
+        return "has no usable schema"
+    if prop.get("type") in ("string", "integer"):
+        return None
+    values = prop.get("enum", [prop["const"]] if "const" in prop else None)
+    if "type" not in prop and values and all(_word_value(v) for v in values):
+        return None
+    return f"has type {prop.get('type')!r}; a routing-key word must be a string or integer"
+
+
+def _word_value(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def check_runtime_queues(spec: Spec) -> Iterator[Diagnostic]:
+    """Exclusive queues are the runtime's: ``apply`` must never have to declare one."""
+    for binding in spec.bindings:
+        queue = (
+            spec.queues.get(binding.destination) if binding.destination_type == "queue" else None
+        )
+        if queue is not None and queue.exclusive and not binding.runtime:
+            yield Diagnostic(
+                binding.locs.where,
+                Code.RUNTIME_QUEUE,
+                f"queue {queue.name!r} is exclusive (declared by its consumer at run time), "
+                f"but this binding has a fixed key, so apply would have to declare the queue",
+                "bind it with a '{param}' key the consumer fills, or make the queue not exclusive",
+            )
+
+
+def consumed(spec: Spec, queue: str) -> bool:
+    """Some service consumes ``queue``."""
+    return any(queue in s.consumes for s in spec.services.values())
+
+
+def _parking_queues(spec: Spec) -> set[str]:
+    """Queues bound only from dead-letter exchanges: read by people and tools, not services."""
+    dlxs = {q.dead_letter_exchange for q in spec.queues.values() if q.dead_letter_exchange}
+    bound: dict[str, set[str]] = {}
+    for binding in spec.bindings:
+        if binding.destination_type == "queue":
+            bound.setdefault(binding.destination, set()).add(binding.source)
+    return {queue for queue, sources in bound.items() if sources <= dlxs}
+
+
+def check_warnings(spec: Spec) -> Iterator[Diagnostic]:
+    """Likely mistakes that still work: unconsumed queues, nowhere to dead-letter."""
+    parking = _parking_queues(spec)
+    for queue in spec.queues.values():
+        is_consumed = consumed(spec, queue.name)
+        if not is_consumed and queue.name not in parking:
+            yield Diagnostic(
+                queue.locs.where,
+                Code.UNCONSUMED_QUEUE,
+                f"no service consumes queue {queue.name!r}",
+                "add it to a service's `consumes`, or remove the queue",
+            )
+        if is_consumed and queue.durable and queue.dead_letter_exchange is None:
+            yield Diagnostic(
+                queue.locs.where,
+                Code.NO_DEAD_LETTER,
+                f"queue {queue.name!r} is consumed but has no dead_letter exchange: "
+                "a message its consumer refuses is dropped",
+                "add `dead_letter: EXCHANGE` with a queue bound to that exchange",
+            )
+        strategy = queue.arguments.get("x-dead-letter-strategy")
+        if strategy == "at-least-once" and queue.arguments.get("x-overflow") != "reject-publish":
+            yield Diagnostic(
+                queue.locs.of("dead_letter_strategy"),
+                Code.DEAD_LETTER_STRATEGY,
+                f"queue {queue.name!r}: at-least-once dead-lettering needs overflow "
+                "reject-publish; without it RabbitMQ falls back to at-most-once",
+                "add `overflow: reject-publish`",
+            )
+
+
+CHECKS: tuple[Check, ...] = (
+    check_references,
+    check_bindings,
+    check_placeholders,
+    check_runtime_queues,
+    check_warnings,
+)
+
+
+def run_checks(spec: Spec) -> list[Diagnostic]:
+    """Every finding of every check, in check order."""
+    return [finding for check in CHECKS for finding in check(spec)]

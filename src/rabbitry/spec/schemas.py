@@ -1,0 +1,243 @@
+"""The message schemas: JSON Schema (draft 2020-12) files, their ``$ref``s, their faults.
+
+Each file is registered under its ``file://`` URI, so a relative ``$ref`` such
+as ``common.json#/$defs/JobId`` resolves to the sibling file.  References to
+anything but local files are refused: a contract must not change because a
+web server did.  Faults are located by file, line and column, and say the
+JSON path of the offending keyword.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+import referencing
+import referencing.exceptions
+from jsonschema import Draft202012Validator
+from referencing.jsonschema import DRAFT202012
+
+from rabbitry.spec._yaml import YamlError, YMap, YNode, YSeq, parse_yaml
+from rabbitry.spec.diagnostics import Code, Diagnostic
+from rabbitry.spec.model import Location
+
+__all__ = ["DRAFT_2020_12", "SchemaStore", "json_path", "load_schemas"]
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+_META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+_MAX_REF_DEPTH = 32
+
+
+def json_path(parts: Sequence[str | int]) -> str:
+    """A JSON Pointer for ``parts`` (``/properties/job_id/type``); ``""`` is the root."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@dataclass(frozen=True)
+class _Document:
+    path: Path  # resolved
+    display: str  # as reported: relative to the spec's folder
+    contents: Any
+    tree: YNode | None  # the same text parsed with positions, where YAML can read it
+
+
+@dataclass
+class SchemaStore:
+    """Every schema file the spec reaches, loaded once, with a registry for ``$ref``."""
+
+    documents: dict[Path, _Document] = field(default_factory=dict)
+    registry: referencing.Registry[Any] = field(default_factory=referencing.Registry)
+    #: Files named but not loadable (already reported).
+    missing: set[Path] = field(default_factory=set)
+
+    def add(self, doc: _Document) -> None:
+        self.documents[doc.path] = doc
+        resource = DRAFT202012.create_resource(doc.contents)
+        self.registry = self.registry.with_resource(doc.path.as_uri(), resource)
+
+    def uri(self, path: Path) -> str:
+        return path.resolve().as_uri()
+
+    def contents(self, path: Path) -> Any:
+        return self.documents[path.resolve()].contents
+
+    def resolve(self, path: Path, schema: Any) -> tuple[Path, Any]:
+        """Follow ``$ref`` chains from ``schema`` (in file ``path``) to a schema without one."""
+        base = self.uri(path)
+        for _ in range(_MAX_REF_DEPTH):
+            if not (isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str)):
+                break
+            target = urljoin(base, schema["$ref"])
+            schema = self.registry.resolver(base_uri=base).lookup(target).contents
+            base = urldefrag(target).url or base
+        return _path_of(base), schema
+
+    def locate(self, path: Path, parts: Sequence[str | int]) -> Location:
+        """Line and column of the value at JSON path ``parts`` in ``path`` (best effort)."""
+        doc = self.documents.get(path.resolve())
+        if doc is None or doc.tree is None:
+            return Location(doc.display if doc else str(path), 1, 1)
+        node: YNode = doc.tree
+        for part in parts:
+            child: YNode | None = None
+            if isinstance(node, YMap):
+                child = node.get(str(part))
+            elif isinstance(node, YSeq) and isinstance(part, int) and part < len(node.items):
+                child = node.items[part]
+            if child is None:
+                break
+            node = child
+        return Location(doc.display, node.loc.line, node.loc.column)
+
+
+def _path_of(uri: str) -> Path:
+    return Path(urlsplit(uri).path)
+
+
+def _read(
+    path: Path, display: str, named_at: Location
+) -> tuple[_Document | None, Diagnostic | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, Diagnostic(
+            named_at, Code.SCHEMA_FILE, f"schema file {display} does not exist", "check the path"
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, Diagnostic(named_at, Code.SCHEMA_FILE, f"cannot read {display}: {exc}")
+    try:
+        contents = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = Location(display, exc.lineno, exc.colno)
+        return None, Diagnostic(where, Code.SCHEMA_FILE, f"not JSON: {exc.msg}", "fix the syntax")
+    try:
+        tree: YNode | None = parse_yaml(text, display)[0]
+    except YamlError:
+        tree = None  # valid JSON that YAML cannot read (tabs, say): positions fall back to 1:1
+    return _Document(path.resolve(), display, contents, tree), None
+
+
+def _refs(
+    schema: Any, parts: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every ``$ref`` string in ``schema`` with the JSON path of its value."""
+    if isinstance(schema, Mapping):
+        for key, value in schema.items():
+            if key == "$ref" and isinstance(value, str):
+                yield (*parts, key), value
+            elif key not in ("const", "enum", "default", "examples"):
+                yield from _refs(value, (*parts, key))
+    elif isinstance(schema, list):
+        for index, item in enumerate(schema):
+            yield from _refs(item, (*parts, index))
+
+
+def load_schemas(
+    paths: Mapping[Path, Location],
+) -> tuple[SchemaStore, list[Diagnostic]]:
+    """Load each schema file named by the spec (``path`` → where the spec names it).
+
+    Returns the store and every fault found: unreadable files (located where
+    they are named), invalid schemas and unresolvable or remote ``$ref``s
+    (located in the schema file, with the JSON path).  Files reached through
+    ``$ref`` are loaded and checked too.
+    """
+    store = SchemaStore()
+    problems: list[Diagnostic] = []
+    pending = list(paths.items())
+    while pending:
+        path, named_at = pending.pop(0)
+        if path.resolve() in store.documents or path.resolve() in store.missing:
+            continue
+        doc, fault = _read(path, _display(path), named_at)
+        if doc is None:
+            store.missing.add(path.resolve())
+            problems.extend([fault] if fault else [])
+            continue
+        store.add(doc)
+        problems.extend(_meta_problems(store, doc))
+        for parts, ref in _refs(doc.contents):
+            target = _ref_target(doc.path, ref)
+            if isinstance(target, str):
+                where = store.locate(doc.path, parts)
+                hint = "copy the schema into the spec's folder and refer to it by relative path"
+                problems.append(
+                    Diagnostic(where, Code.SCHEMA_REF, f"{json_path(parts)}: {target}", hint)
+                )
+            elif target is not None:
+                pending.append((target, store.locate(doc.path, parts)))
+    # Every reachable file is registered now: resolve each local reference for real.
+    for doc in store.documents.values():
+        for parts, ref in _refs(doc.contents):
+            target = _ref_target(doc.path, ref)
+            if isinstance(target, str) or target in store.missing:
+                continue  # reported above
+            try:
+                store.registry.resolver(base_uri=doc.path.as_uri()).lookup(ref)
+            except referencing.exceptions.Unresolvable:
+                where = store.locate(doc.path, parts)
+                what = f"{json_path(parts)}: $ref {ref!r} does not resolve"
+                hint = "point it at an existing JSON pointer, e.g. '#/$defs/Name'"
+                problems.append(Diagnostic(where, Code.SCHEMA_REF, what, hint))
+    return store, problems
+
+
+def _display(path: Path) -> str:
+    """How a schema file is named in diagnostics: relative to the working folder if inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _ref_target(path: Path, ref: str) -> Path | str | None:
+    """The local file a ``$ref`` points into, ``None`` for the same file, or why it is refused."""
+    target, _ = urldefrag(ref)
+    if not target:
+        return None
+    scheme = urlsplit(target).scheme
+    if scheme in ("http", "https", "ftp", "urn") or (scheme and scheme != "file"):
+        return f"$ref {ref!r} is remote; remote references are refused"
+    if scheme == "file":
+        return Path(urlsplit(target).path)
+    return (path.parent / target).resolve()
+
+
+def _meta_problems(store: SchemaStore, doc: _Document) -> list[Diagnostic]:
+    path, contents = doc.path, doc.contents
+    problems: list[Diagnostic] = []
+    if not isinstance(contents, Mapping):
+        if not isinstance(contents, bool):
+            problems.append(
+                Diagnostic(
+                    store.locate(path, ()),
+                    Code.SCHEMA_INVALID,
+                    "a schema must be a JSON object (or true/false)",
+                )
+            )
+        return problems
+    declared = contents.get("$schema")
+    if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
+        problems.append(
+            Diagnostic(
+                store.locate(path, ("$schema",)),
+                Code.SCHEMA_INVALID,
+                f"/$schema: {declared!r} is not draft 2020-12",
+                f"use {DRAFT_2020_12!r} or leave $schema out",
+            )
+        )
+    for error in sorted(_META.iter_errors(contents), key=lambda e: list(map(str, e.absolute_path))):
+        parts = tuple(error.absolute_path)
+        problems.append(
+            Diagnostic(
+                store.locate(path, parts),
+                Code.SCHEMA_INVALID,
+                f"{json_path(parts) or '/'}: {error.message}",
+                "see https://json-schema.org/draft/2020-12/json-schema-validation",
+            )
+        )
+    return problems
