@@ -64,7 +64,9 @@ def reach(spec: Spec, message: Message) -> set[str]:
         queue = frontier.pop()
         if queue not in found:
             found.add(queue)
-            hops = routing.dead_letter_route(spec, queue, message.routing_key)
+            hops = routing.dead_letter_route(
+                spec, queue, message.routing_key, message.headers, templates=True
+            )
             frontier.extend(d.queue for d in hops)
     return found
 

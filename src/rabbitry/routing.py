@@ -109,6 +109,7 @@ class _Word:
     text: str
 
 
+@functools.lru_cache(maxsize=4096)
 def _words(text: str, *, wildcards: bool, templates: bool) -> tuple[_Word, ...]:
     """Split a routing or binding key into words; ``""`` has none (as RabbitMQ)."""
     if text == "":
@@ -249,6 +250,7 @@ def topic_matches(pattern: str, key: str) -> bool:
 
     Words are split on ``.``; ``*`` is exactly one word (possibly empty), ``#``
     zero or more; the empty string is zero words.  ``{...}`` is literal here.
+    The module docstring lists the edge cases checked against a live broker.
     """
     words = _words(pattern, wildcards=True, templates=False)
     return _match(words, _words(key, wildcards=False, templates=False), _NO_CONDITIONS) is not None
@@ -368,8 +370,14 @@ def route(
     One ``Destination`` per queue, sorted by name.  A binding key with
     ``{param}``s stands for the bindings consumers make at run time: such a
     destination is conditional.  Raises ``RoutingError`` for an exchange that
-    is neither declared nor built in.
+    is neither declared nor built in, or is internal.
     """
+    declared = spec.exchanges.get(exchange)
+    if declared is not None and declared.internal:
+        raise RoutingError(
+            f"exchange {exchange!r} is internal: the broker refuses messages published to it; "
+            "publish to an exchange bound to it"
+        )
     key = _words(routing_key, wildcards=False, templates=False)
     return _route(spec, exchange, _Query(key, headers or {}, templates=False))
 
@@ -385,11 +393,15 @@ def dead_letter_route(
     queue: str,
     routing_key: str,
     headers: Mapping[str, ArgValue] | None = None,
+    *,
+    templates: bool = False,
 ) -> tuple[Destination, ...]:
     """Where a message rejected from ``queue`` goes; ``()`` with no dead-letter exchange.
 
     It is republished to the queue's dead-letter exchange with the queue's
-    dead-letter routing key if it has one, else with its own key.
+    dead-letter routing key if it has one, else with its own key.  With
+    ``templates``, the key and headers are a spec message's (``{field}`` left
+    symbolic, as in ``route_message``).
     """
     declared = spec.queues.get(queue)
     if declared is None:
@@ -397,12 +409,20 @@ def dead_letter_route(
         raise RoutingError(f"unknown queue {queue!r}: {hint}")
     if declared.dead_letter_exchange is None:
         return ()
-    key = declared.dead_letter_routing_key
-    return route(spec, declared.dead_letter_exchange, routing_key if key is None else key, headers)
+    own_key = declared.dead_letter_routing_key is None
+    key = routing_key if own_key else declared.dead_letter_routing_key
+    words = _words(key or "", wildcards=False, templates=templates and own_key)
+    query = _Query(words, headers or {}, templates=templates)
+    return _route(spec, declared.dead_letter_exchange, query)
 
 
 def _route(spec: Spec, exchange: str, query: _Query) -> tuple[Destination, ...]:
-    """Breadth-first over exchanges; each (exchange, conditions) is routed once."""
+    """Breadth-first over exchanges, each routed once per set of conditions.
+
+    That is RabbitMQ's cycle protection (an exchange is routed once per
+    message) for an unconditional route; conditions are finitely many, so a
+    cycle that keeps adding them ends too.
+    """
     best: dict[str, Destination] = {}
     todo = deque([_Hop(exchange, _NO_CONDITIONS, ())])
     seen: set[tuple[str, _Env]] = set()
@@ -414,15 +434,10 @@ def _route(spec: Spec, exchange: str, query: _Query) -> tuple[Destination, ...]:
         for binding, env in _step(spec, hop, query):
             path = (*hop.path, binding)
             if binding.destination_type == "exchange":
-                if binding.destination not in _exchanges_on(hop):
-                    todo.append(_Hop(binding.destination, env, path))
+                todo.append(_Hop(binding.destination, env, path))
             else:
                 _keep(best, Destination(binding.destination, path, _render(env)))
     return tuple(best[name] for name in sorted(best))
-
-
-def _exchanges_on(hop: _Hop) -> set[str]:
-    return {hop.exchange, *(b.source for b in hop.path)}
 
 
 def _keep(best: dict[str, Destination], found: Destination) -> None:
