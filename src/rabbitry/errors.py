@@ -5,7 +5,16 @@
     RabbitryError
     ├── SpecError              the spec (or a schema it names) has errors; carries diagnostics
     ├── RoutingError           a routing question about something the spec does not have
-    └── UsageError             the command line asks for something that cannot be done
+    ├── UsageError             the command line asks for something that cannot be done
+    ├── DataLossRefused        apply would delete messages or consumers; nothing was changed
+    └── BrokerError            talking to RabbitMQ failed; the message names host:port (password
+        │                      masked), the object and what to do
+        ├── ConnectionFailed   unreachable, wrong credentials, missing vhost, connection lost
+        ├── AccessRefused      403: the user may not do this to this object
+        ├── NotFound           404: an object the operation needs does not exist
+        ├── PreconditionFailed 406: an object exists with other properties (inequivalent arg)
+        ├── BrokerTimeout      a call did not finish by its deadline
+        └── ManagementError    the management HTTP API answered with an error
 
 Lower-layer exceptions (PyYAML, jsonschema, httpx, aiormq) are mapped into
 this tree where they are caught, once; nothing above that layer sees them.
@@ -19,7 +28,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rabbitry.spec.diagnostics import Diagnostic
 
-__all__ = ["RabbitryError", "RoutingError", "SpecError", "UsageError"]
+__all__ = [
+    "AccessRefused",
+    "BrokerError",
+    "BrokerTimeout",
+    "ConnectionFailed",
+    "DataLossRefused",
+    "ManagementError",
+    "NotFound",
+    "PreconditionFailed",
+    "RabbitryError",
+    "RoutingError",
+    "SpecError",
+    "UsageError",
+]
 
 
 class RabbitryError(Exception):
@@ -42,3 +64,35 @@ class RoutingError(RabbitryError):
 
 class UsageError(RabbitryError):
     """The command line asks for something that cannot be done."""
+
+
+class DataLossRefused(RabbitryError):
+    """Apply would delete or replace a queue that holds messages or has consumers."""
+
+
+class BrokerError(RabbitryError):
+    """Talking to RabbitMQ failed."""
+
+
+class ConnectionFailed(BrokerError):
+    """The broker cannot be reached, refuses the credentials or has no such vhost."""
+
+
+class AccessRefused(BrokerError):
+    """403 ACCESS_REFUSED: the user may not do this to this object."""
+
+
+class NotFound(BrokerError):
+    """404 NOT_FOUND: an object the operation needs does not exist."""
+
+
+class PreconditionFailed(BrokerError):
+    """406 PRECONDITION_FAILED: the object exists with other properties."""
+
+
+class BrokerTimeout(BrokerError):
+    """A broker call did not finish by its deadline."""
+
+
+class ManagementError(BrokerError):
+    """The management HTTP API answered with an error."""

@@ -1,0 +1,108 @@
+"""aiormq, wrapped once: connecting with a deadline, and its exceptions mapped.
+
+aiormq raises a mix: its own ``AMQPError`` tree (connection errors are also
+``ConnectionError``), ``ChannelInvalidStateError`` (a ``RuntimeError``),
+a bare ``RuntimeError`` for a channel on a closed connection, ``OSError`` from
+the socket, ``asyncio.TimeoutError`` from deadlines, and — for a vhost that
+does not exist — an ``InvalidFrameError`` about a ``Connection.Close``.
+``broker_error`` is the one place that turns each into rabbitry's tree with a
+message naming the broker (password masked), the object and what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiormq
+import aiormq.exceptions as amqp_errors
+
+from rabbitry.broker.url import BrokerURL
+from rabbitry.errors import (
+    AccessRefused,
+    BrokerError,
+    BrokerTimeout,
+    ConnectionFailed,
+    NotFound,
+    PreconditionFailed,
+)
+
+__all__ = ["DEFAULT_TIMEOUT", "broker_error", "connect", "reply_text"]
+
+#: Seconds any single broker call may take unless the caller says otherwise.
+DEFAULT_TIMEOUT = 10.0
+
+
+def reply_text(exc: BaseException) -> str:
+    """The broker's own words from an aiormq exception (``ACCESS_REFUSED - ...``)."""
+    if exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc) or type(exc).__name__
+
+
+def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerError:
+    """``exc`` (from aiormq, asyncio or the socket) as a ``BrokerError``.
+
+    ``what`` names the object or operation (``queue 'jobs.ready'``); the
+    message always names the broker as ``host:port`` and never the password.
+    """
+    at = f"RabbitMQ at {url.endpoint}"
+    on = f" ({what})" if what else ""
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return BrokerTimeout(
+            f"{at} did not answer in time{on}; check that it is running and not blocked "
+            "by a memory or disk alarm (rabbitmq-diagnostics alarms), then run again"
+        )
+    if isinstance(exc, amqp_errors.ProbableAuthenticationError | amqp_errors.AuthenticationError):
+        return ConnectionFailed(
+            f"{at} refused the login of user {url.username!r}; check the user and password "
+            "in --url / RABBITRY_URL"
+        )
+    if _is_vhost_refusal(exc):
+        return ConnectionFailed(
+            f"{at} has no vhost {url.vhost!r} that user {url.username!r} may use; create it "
+            f"(rabbitmqctl add_vhost {url.vhost!r}) and grant permissions, or fix --url"
+        )
+    if isinstance(exc, amqp_errors.ChannelAccessRefused):
+        return AccessRefused(
+            f"{at} refused access{on}: {reply_text(exc)}; "
+            f"grant user {url.username!r} configure/write/read permissions on vhost {url.vhost!r}"
+        )
+    if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
+        return NotFound(f"{at}: not found{on}: {reply_text(exc)}")
+    if isinstance(exc, amqp_errors.ChannelPreconditionFailed):
+        return PreconditionFailed(
+            f"{at} refused{on}: {reply_text(exc)}; the broker's object differs from the spec: "
+            "`rabbitry plan` shows how"
+        )
+    if isinstance(exc, amqp_errors.ChannelLockedResource):
+        return AccessRefused(
+            f"{at}: locked{on}: {reply_text(exc)}; another connection holds it exclusively"
+        )
+    if isinstance(exc, amqp_errors.ChannelClosed | amqp_errors.ChannelInvalidStateError):
+        return BrokerError(f"{at} closed the channel{on}: {reply_text(exc)}; run again")
+    if isinstance(exc, ConnectionError | OSError | amqp_errors.AMQPError | RuntimeError):
+        return ConnectionFailed(
+            f"cannot talk to {at}{on}: {reply_text(exc)}; check that it is running "
+            "(rabbitmq-diagnostics ping) and that --url / RABBITRY_URL is right"
+        )
+    return BrokerError(f"{at}{on}: {type(exc).__name__}: {reply_text(exc)}")
+
+
+def _is_vhost_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, amqp_errors.ConnectionNotAllowed):
+        return True
+    # aiormq 7 reports the broker's Connection.Close after Connection.Open
+    # (no such vhost, or no permission on it) as an unexpected frame.
+    text = reply_text(exc)
+    return isinstance(exc, amqp_errors.InvalidFrameError) and "Connection.Close" in text
+
+
+async def connect(url: BrokerURL, *, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
+    """An open ``aiormq.Connection`` to ``url``, or a ``BrokerError`` within ``timeout``."""
+    try:
+        return await asyncio.wait_for(aiormq.connect(url.amqp, **kwargs), timeout)
+    except (TimeoutError, Exception) as exc:
+        raise broker_error(exc, url, f"connecting to vhost {url.vhost!r}") from None

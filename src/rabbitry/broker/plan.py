@@ -1,0 +1,263 @@
+"""The diff between what the spec wants and what a vhost has: ``rabbitry plan``.
+
+A plan is a list of ``Change``s in the order ``apply`` carries them out:
+exchanges, queues, bindings to create or replace, then (with prune)
+deletions in reverse order.  Nothing here talks to a broker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rabbitry.broker.state import (
+    BindingState,
+    ExchangeState,
+    QueueState,
+    Topology,
+    is_reserved_exchange,
+)
+from rabbitry.spec import Binding as SpecBinding
+from rabbitry.spec import Spec
+
+__all__ = ["Action", "Change", "FieldChange", "Kind", "Plan", "diff"]
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    REPLACE = "replace"  # an immutable property differs: delete, then declare again
+    DELETE = "delete"
+
+
+class Kind(StrEnum):
+    EXCHANGE = "exchange"
+    QUEUE = "queue"
+    BINDING = "binding"
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    old: Any
+    new: Any
+
+    def describe(self) -> str:
+        return f"{self.field}: {_show(self.old)} → {_show(self.new)}"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    kind: Kind
+    name: str
+    fields: tuple[FieldChange, ...] = ()
+    #: The object as the spec wants it (create, replace) or as the broker has it (delete).
+    exchange: ExchangeState | None = None
+    queue: QueueState | None = None
+    binding: BindingState | None = None
+    #: For a queue that is replaced or deleted: what the broker says it holds.
+    messages: int | None = None
+    consumers: int | None = None
+
+    @property
+    def loses_data(self) -> bool:
+        """Carrying this out would drop messages or consumers (unknown counts as yes)."""
+        if self.kind is not Kind.QUEUE or self.action is Action.CREATE:
+            return False
+        return self.messages != 0 or self.consumers != 0
+
+    def describe(self) -> str:
+        head = f"{self.action.value} {self.kind.value} {self.name}"
+        if self.kind is Kind.QUEUE and self.action is not Action.CREATE:
+            head += f" (holds {_count(self.messages)} messages, {_count(self.consumers)} consumers)"
+        return head
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "action": self.action.value,
+            "kind": self.kind.value,
+            "name": self.name,
+            "fields": [{"field": f.field, "old": f.old, "new": f.new} for f in self.fields],
+        }
+        if self.kind is Kind.QUEUE and self.action is not Action.CREATE:
+            data["messages"] = self.messages
+            data["consumers"] = self.consumers
+        return data
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+    #: Objects on the broker that the spec does not have, left alone without prune.
+    unmanaged: tuple[str, ...] = field(default=())
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    @property
+    def data_loss(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.loses_data)
+
+    def counts(self) -> dict[str, int]:
+        found = {a.value: 0 for a in Action}
+        for change in self.changes:
+            found[change.action.value] += 1
+        return found
+
+
+def diff(want: Topology, have: Topology, spec: Spec | None = None, *, prune: bool = False) -> Plan:
+    """The changes that turn ``have`` into ``want``.
+
+    ``spec`` lets run-time bindings on the broker (made by consumers from a
+    ``{param}`` binding) be recognised, so that they are never pruned.
+    """
+    changes: list[Change] = []
+    changes.extend(_exchanges(want.exchanges, have.exchanges))
+    replaced_queues = set()
+    for change in _queues(want.queues, have.queues):
+        changes.append(change)
+        if change.action is Action.REPLACE:
+            replaced_queues.add(change.name)
+    replaced_exchanges = {
+        c.name for c in changes if c.kind is Kind.EXCHANGE and c.action is Action.REPLACE
+    }
+    changes.extend(_bindings(want.bindings, have.bindings, replaced_queues, replaced_exchanges))
+    unmanaged = _unmanaged(want, have, spec)
+    if prune:
+        changes.extend(_deletions(unmanaged, have))
+    names = tuple(sorted(f"{kind.value} {name}" for kind, name, _ in unmanaged))
+    return Plan(tuple(changes), () if prune else names)
+
+
+def _differences(want: Mapping[str, Any], have: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+    found = []
+    for name in want:
+        if want[name] != have.get(name):
+            found.append(FieldChange(name, have.get(name), want[name]))
+    return tuple(found)
+
+
+def _exchanges(
+    want: Mapping[str, ExchangeState], have: Mapping[str, ExchangeState]
+) -> Iterable[Change]:
+    for name in sorted(want):
+        target, current = want[name], have.get(name)
+        if current is None:
+            yield Change(Action.CREATE, Kind.EXCHANGE, name, exchange=target)
+        elif target != current:
+            fields = _differences(target.fields(), current.fields())
+            yield Change(Action.REPLACE, Kind.EXCHANGE, name, fields, exchange=target)
+
+
+def _queues(want: Mapping[str, QueueState], have: Mapping[str, QueueState]) -> Iterable[Change]:
+    for name in sorted(want):
+        target, current = want[name], have.get(name)
+        if current is None:
+            yield Change(Action.CREATE, Kind.QUEUE, name, queue=target)
+        elif target != current:
+            fields = _differences(target.fields(), current.fields())
+            yield Change(
+                Action.REPLACE,
+                Kind.QUEUE,
+                name,
+                fields,
+                queue=target,
+                messages=current.messages,
+                consumers=current.consumers,
+            )
+
+
+def _bindings(
+    want: frozenset[BindingState],
+    have: frozenset[BindingState],
+    replaced_queues: set[str],
+    replaced_exchanges: set[str],
+) -> Iterable[Change]:
+    """Bindings to create: missing ones, and those a replaced object loses when deleted."""
+    for binding in sorted(want):
+        touches_replaced = (
+            binding.source in replaced_exchanges
+            or (binding.destination_type == "queue" and binding.destination in replaced_queues)
+            or (
+                binding.destination_type == "exchange" and binding.destination in replaced_exchanges
+            )
+        )
+        if binding not in have or touches_replaced:
+            yield Change(Action.CREATE, Kind.BINDING, binding.describe(), binding=binding)
+
+
+_Unmanaged = tuple[Kind, str, Any]
+
+
+def _unmanaged(want: Topology, have: Topology, spec: Spec | None) -> list[_Unmanaged]:
+    """What the broker has and the spec does not (reserved and run-time objects excepted)."""
+    found: list[_Unmanaged] = []
+    runtime_queues = {name for name, q in have.queues.items() if q.exclusive}
+    for binding in sorted(have.bindings - want.bindings):
+        if binding.source == "" or _made_at_run_time(binding, spec, runtime_queues):
+            continue
+        found.append((Kind.BINDING, binding.describe(), binding))
+    for name in sorted(set(have.queues) - set(want.queues)):
+        owned_elsewhere = name in runtime_queues or name.startswith("amq.")
+        if not owned_elsewhere and (spec is None or name not in spec.queues):
+            found.append((Kind.QUEUE, name, have.queues[name]))
+    for name in sorted(set(have.exchanges) - set(want.exchanges)):
+        if not is_reserved_exchange(name):
+            found.append((Kind.EXCHANGE, name, have.exchanges[name]))
+    return found
+
+
+def _made_at_run_time(binding: BindingState, spec: Spec | None, runtime_queues: set[str]) -> bool:
+    if binding.destination_type == "queue" and binding.destination in runtime_queues:
+        return True
+    if spec is None:
+        return False
+    return any(_fills(template, binding) for template in spec.bindings if template.runtime)
+
+
+def _fills(template: SpecBinding, binding: BindingState) -> bool:
+    """``binding`` is ``template`` with its ``{param}``s filled in by a consumer."""
+    if (template.source, template.destination_type) != (binding.source, binding.destination_type):
+        return False
+    if template.destination_type == "exchange" and template.destination != binding.destination:
+        return False
+    pattern = "".join(
+        "[^.]*" if part.startswith("{") else re.escape(part)
+        for part in re.split(r"(\{[^{}]*\})", template.key)
+        if part
+    )
+    return re.fullmatch(pattern, binding.routing_key) is not None
+
+
+def _deletions(unmanaged: list[_Unmanaged], have: Topology) -> Iterable[Change]:
+    """Deletions in reverse order: bindings, then queues, then exchanges."""
+    for kind, name, state in unmanaged:
+        if kind is Kind.BINDING:
+            yield Change(Action.DELETE, kind, name, binding=state)
+    for kind, name, state in unmanaged:
+        if kind is Kind.QUEUE:
+            yield Change(
+                Action.DELETE,
+                kind,
+                name,
+                queue=state,
+                messages=state.messages,
+                consumers=state.consumers,
+            )
+    for kind, name, state in unmanaged:
+        if kind is Kind.EXCHANGE:
+            yield Change(Action.DELETE, kind, name, exchange=state)

@@ -1,0 +1,99 @@
+"""Broker addresses: the AMQP URL, its vhost, the management API's URL, and a safe display.
+
+The password never leaves this module in text form: ``str(url)`` and
+``url.masked`` show ``***`` in its place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+from rabbitry.errors import UsageError
+
+__all__ = ["DEFAULT_URL", "BrokerURL", "parse_url"]
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
+MANAGEMENT_PORT = 15672
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    scheme: str
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    vhost: str
+    #: An explicit management API base URL; derived from the AMQP URL when ``None``.
+    management_override: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port``, for messages."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def amqp(self) -> str:
+        """The full URL, password included: for the client library only, never for output."""
+        auth = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        return f"{self.scheme}://{auth}{self.host}:{self.port}/{quote(self.vhost, safe='')}"
+
+    @property
+    def masked(self) -> str:
+        """The URL with the password hidden."""
+        auth = f"{quote(self.username, safe='')}:***@" if self.username else ""
+        return f"{self.scheme}://{auth}{self.host}:{self.port}/{quote(self.vhost, safe='')}"
+
+    @property
+    def management(self) -> str:
+        """The management API's base URL (``http://host:15672``)."""
+        if self.management_override:
+            return self.management_override.rstrip("/")
+        scheme = "https" if self.scheme == "amqps" else "http"
+        return f"{scheme}://{self.host}:{MANAGEMENT_PORT}"
+
+    def with_management(self, url: str | None) -> BrokerURL:
+        if not url:
+            return self
+        return BrokerURL(
+            self.scheme, self.host, self.port, self.username, self.password, self.vhost, url
+        )
+
+    def __str__(self) -> str:
+        return self.masked
+
+
+def parse_url(text: str | None = None, *, management: str | None = None) -> BrokerURL:
+    """Parse an AMQP URL (default ``$RABBITRY_URL``, then ``DEFAULT_URL``).
+
+    The vhost is the path, percent-decoded (``/%2F`` is ``/``); an empty path
+    is the default vhost ``/``, as in aiormq.
+    """
+    raw = text or os.environ.get("RABBITRY_URL") or DEFAULT_URL
+    parts = urlsplit(raw)
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise UsageError(f"{_mask(raw)} is not an AMQP URL: it must start with amqp:// or amqps://")
+    try:
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise UsageError(f"{_mask(raw)}: the port is not a number") from None
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return BrokerURL(
+        scheme=parts.scheme,
+        host=parts.hostname or "localhost",
+        port=port,
+        username=unquote(parts.username) if parts.username is not None else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        vhost=vhost,
+        management_override=management,
+    )
+
+
+def _mask(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.password is None:
+        return raw
+    return raw.replace(f":{parts.password}@", ":***@", 1)
