@@ -144,10 +144,16 @@ def diff(want: Topology, have: Topology, spec: Spec | None = None, *, prune: boo
 
 
 def _differences(want: Mapping[str, Any], have: Mapping[str, Any]) -> tuple[FieldChange, ...]:
-    found = []
-    for name in want:
-        if want[name] != have.get(name):
-            found.append(FieldChange(name, have.get(name), want[name]))
+    """Field by field, old → new; argument tables argument by argument."""
+    found: list[FieldChange] = []
+    for name, new in want.items():
+        old = have.get(name)
+        if isinstance(new, Mapping) and isinstance(old, Mapping):
+            for key in sorted(set(new) | set(old)):
+                if new.get(key) != old.get(key):
+                    found.append(FieldChange(f"{name}.{key}", old.get(key), new.get(key)))
+        elif new != old:
+            found.append(FieldChange(name, old, new))
     return tuple(found)
 
 
@@ -188,7 +194,7 @@ def _bindings(
     replaced_exchanges: set[str],
 ) -> Iterable[Change]:
     """Bindings to create: missing ones, and those a replaced object loses when deleted."""
-    for binding in sorted(want):
+    for binding in sorted(want, key=BindingState.sort_key):
         touches_replaced = (
             binding.source in replaced_exchanges
             or (binding.destination_type == "queue" and binding.destination in replaced_queues)
@@ -207,7 +213,7 @@ def _unmanaged(want: Topology, have: Topology, spec: Spec | None) -> list[_Unman
     """What the broker has and the spec does not (reserved and run-time objects excepted)."""
     found: list[_Unmanaged] = []
     runtime_queues = {name for name, q in have.queues.items() if q.exclusive}
-    for binding in sorted(have.bindings - want.bindings):
+    for binding in sorted(have.bindings - want.bindings, key=BindingState.sort_key):
         if binding.source == "" or _made_at_run_time(binding, spec, runtime_queues):
             continue
         found.append((Kind.BINDING, binding.describe(), binding))

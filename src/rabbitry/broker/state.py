@@ -17,6 +17,7 @@ from rabbitry.spec import Spec
 __all__ = [
     "BindingState",
     "ExchangeState",
+    "Flag",
     "QueueState",
     "Topology",
     "desired",
@@ -25,8 +26,21 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Flag:
+    """A boolean argument value that never equals a number (Python's ``True == 1`` does)."""
+
+    value: bool
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
 def normalise_value(value: Any) -> Any:
-    """One spelling per value: 5.0 → 5 (the API may give either), nested tables sorted."""
+    """One spelling per value: 5.0 → 5 (the API may give either), nested tables sorted,
+    booleans kept apart from integers."""
+    if isinstance(value, bool):
+        return Flag(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):
@@ -89,6 +103,7 @@ class QueueState:
             "type": self.type,
             "durable": self.durable,
             "auto_delete": self.auto_delete,
+            "exclusive": self.exclusive,
             "arguments": dict(self.arguments),
         }
 
@@ -110,13 +125,23 @@ class QueueState:
         return table
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class BindingState:
     source: str
     destination_type: str  # "queue" or "exchange"
     destination: str
     routing_key: str = ""
     arguments: tuple[tuple[str, Any], ...] = ()
+
+    def sort_key(self) -> tuple[str, str, str, str, str]:
+        """A total order, whatever the argument values' types."""
+        return (
+            self.source,
+            self.destination_type,
+            self.destination,
+            self.routing_key,
+            repr(self.arguments),
+        )
 
     def describe(self) -> str:
         arrow = f"{self.source} → {self.destination_type} {self.destination}"
@@ -129,7 +154,9 @@ class BindingState:
 
 
 def _plain(value: Any) -> Any:
-    """Undo ``normalise_value``'s tuples for sending to the broker."""
+    """Undo ``normalise_value`` for sending to the broker."""
+    if isinstance(value, Flag):
+        return value.value
     if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
         return {k: _plain(v) for k, v in value}
     if isinstance(value, tuple):

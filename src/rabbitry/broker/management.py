@@ -1,0 +1,245 @@
+"""A vhost's live topology, read through RabbitMQ's management HTTP API.
+
+Three GETs, sent concurrently, each asking only for the columns the topology
+needs: ``/api/exchanges/{vhost}``, ``/api/queues/{vhost}`` and
+``/api/bindings/{vhost}``.  The answer is normalised with ``state``'s helpers,
+so that a vhost just applied from a spec compares equal to ``desired(spec)``.
+
+httpx's exceptions and the API's error statuses are mapped here, once, into
+rabbitry's tree; messages name the API's ``host:port``, never the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from rabbitry.broker.state import (
+    BindingState,
+    ExchangeState,
+    QueueState,
+    Topology,
+    normalise_arguments,
+)
+from rabbitry.broker.url import BrokerURL
+from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, ManagementError
+
+__all__ = ["read_vhost"]
+
+_EXCHANGE_COLUMNS = "name,type,durable,auto_delete,internal,arguments"
+_QUEUE_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments,messages,consumers"
+_BINDING_COLUMNS = "source,destination,destination_type,routing_key,arguments"
+#: Seconds to wait for the TCP (and TLS) connection; a firewall that drops
+#: packets should read as "not reachable" quickly, not use up the whole deadline.
+_CONNECT_TIMEOUT = 5.0
+
+_ENABLE_HINT = "enable it (rabbitmq-plugins enable rabbitmq_management) or pass --management-url"
+
+Row = Mapping[str, Any]
+
+
+async def read_vhost(url: BrokerURL, *, timeout: float) -> Topology:
+    """Every exchange, queue and binding of ``url.vhost``, within ``timeout`` seconds.
+
+    The default exchange and ``amq.*`` are included (``plan.diff`` leaves them
+    alone); the default exchange's implicit bindings (source ``""``) are not.
+    Exclusive (run-time) queues are included with ``exclusive=True``.
+    """
+    vhost = quote(url.vhost, safe="")
+    try:
+        client = httpx.AsyncClient(
+            base_url=_base(url.management),
+            auth=httpx.BasicAuth(url.username, url.password),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT)),
+            headers={"accept": "application/json"},
+        )
+    except (httpx.InvalidURL, ValueError):
+        raise ManagementError(
+            f"{_endpoint(url.management)} is not a management API URL (http://host:15672); "
+            "fix --management-url"
+        ) from None
+    try:
+        async with client, asyncio.timeout(timeout), asyncio.TaskGroup() as group:
+            exchanges = group.create_task(
+                _get(client, url, f"/api/exchanges/{vhost}", _EXCHANGE_COLUMNS)
+            )
+            queues = group.create_task(_get(client, url, f"/api/queues/{vhost}", _QUEUE_COLUMNS))
+            bindings = group.create_task(
+                _get(client, url, f"/api/bindings/{vhost}", _BINDING_COLUMNS)
+            )
+    except TimeoutError:
+        raise _timeout(url) from None
+    except BaseExceptionGroup as failures:
+        raise _first_broker_error(failures) from None
+    return Topology(
+        exchanges={row["name"]: _exchange(row) for row in exchanges.result()},
+        queues={row["name"]: _queue(row) for row in queues.result()},
+        bindings=frozenset(_binding(row) for row in bindings.result() if row["source"] != ""),
+    )
+
+
+def _exchange(row: Row) -> ExchangeState:
+    return ExchangeState(
+        name=row["name"],
+        type=row["type"],
+        durable=bool(row.get("durable", True)),
+        auto_delete=bool(row.get("auto_delete", False)),
+        internal=bool(row.get("internal", False)),
+        arguments=normalise_arguments(row.get("arguments")),
+    )
+
+
+def _queue(row: Row) -> QueueState:
+    arguments = row.get("arguments") or {}
+    return QueueState(
+        name=row["name"],
+        # 3.10 always says ``type``; older brokers only had the argument, or nothing (classic).
+        type=row.get("type") or arguments.get("x-queue-type") or "classic",
+        durable=bool(row.get("durable", True)),
+        auto_delete=bool(row.get("auto_delete", False)),
+        exclusive=bool(row.get("exclusive", False)),
+        arguments=normalise_arguments(arguments),
+        # Missing counts stay None (unknown), never 0.  The API fills ``messages``
+        # and ``consumers`` from statistics emitted every collect_statistics_interval
+        # (5 s by default): a queue declared and published to a moment ago is listed
+        # without them (seen on 3.10.8 with 3 messages in it), and for a few seconds
+        # more they may say 0 while it holds messages.  0 would tell apply it may
+        # delete the queue; None makes it ask (``QueueState.holds_data``), and
+        # ``live.read_live`` asks the queues whose counts matter over AMQP.
+        messages=_count(row.get("messages")),
+        consumers=_count(row.get("consumers")),
+    )
+
+
+def _binding(row: Row) -> BindingState:
+    return BindingState(
+        source=row["source"],
+        destination_type=row["destination_type"],
+        destination=row["destination"],
+        routing_key=row.get("routing_key") or "",
+        arguments=normalise_arguments(row.get("arguments")),
+    )
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+async def _get(client: httpx.AsyncClient, url: BrokerURL, path: str, columns: str) -> list[Row]:
+    """The JSON list at ``path``, or a ``BrokerError`` saying what went wrong and what to do."""
+    try:
+        response = await client.get(path, params={"columns": columns})
+    except httpx.ConnectTimeout as exc:
+        raise _unreachable(url, exc) from None
+    except httpx.TimeoutException:
+        raise _timeout(url) from None
+    except httpx.HTTPError as exc:  # refused, DNS, TLS, reset, protocol
+        raise _unreachable(url, exc) from None
+    if response.status_code != 200:
+        raise _status_error(url, response)
+    try:
+        rows = response.json()
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list):
+        raise ManagementError(
+            f"{_where(url)} answered {path} with something that is not the RabbitMQ management "
+            f"API's JSON; check --management-url"
+        )
+    return rows
+
+
+def _status_error(url: BrokerURL, response: httpx.Response) -> BrokerError:
+    where, user, vhost = _where(url), url.username, url.vhost
+    error, reason = _error_body(response)
+    status = response.status_code
+    if status == 401:
+        if reason == "Not management user":
+            return ConnectionFailed(
+                f"{where} refused user {user!r}: it is not a management user; give it the "
+                f"'management' tag (rabbitmqctl set_user_tags {user} management)"
+            )
+        if "virtual host" in reason:
+            return ConnectionFailed(
+                f"{where}: user {user!r} may not use vhost {vhost!r}; grant permissions "
+                f"(rabbitmqctl set_permissions -p {vhost!r} {user} '.*' '.*' '.*') or fix --url"
+            )
+        return ConnectionFailed(
+            f"{where} refused the login of user {user!r}; check the user and password "
+            "in --url / RABBITRY_URL"
+        )
+    if status == 404 and error == "Object Not Found":
+        return ConnectionFailed(
+            f"{where}: RabbitMQ has no vhost {vhost!r}; create it "
+            f"(rabbitmqctl add_vhost {vhost!r}) or fix --url"
+        )
+    if status == 404:
+        return ManagementError(
+            f"{where} has no RabbitMQ management API at {response.request.url.path}; "
+            "check --management-url"
+        )
+    detail = f": {reason or error}" if (reason or error) else ""
+    return ManagementError(
+        f"{where} answered HTTP {status} for {response.request.url.path}{detail}; run again, "
+        "or read the broker's log"
+    )
+
+
+def _error_body(response: httpx.Response) -> tuple[str, str]:
+    """RabbitMQ's ``{"error": ..., "reason": ...}``; empty strings when it is not that."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("error") or ""), " ".join(str(body.get("reason") or "").split())[:200]
+
+
+def _unreachable(url: BrokerURL, exc: httpx.HTTPError) -> ManagementError:
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return ManagementError(f"{_where(url)} is not reachable ({detail}); {_ENABLE_HINT}")
+
+
+def _timeout(url: BrokerURL) -> BrokerTimeout:
+    return BrokerTimeout(
+        f"{_where(url)} did not answer in time; check that RabbitMQ is running and not "
+        "overloaded (rabbitmq-diagnostics status), then run again"
+    )
+
+
+def _first_broker_error(group: BaseExceptionGroup) -> BaseException:
+    """The first of a task group's failures; each is already a ``BrokerError``."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_broker_error(exc)
+        if isinstance(exc, BrokerError):
+            return exc
+    return group.exceptions[0]
+
+
+def _where(url: BrokerURL) -> str:
+    return f"RabbitMQ's management API at {_endpoint(url.management)}"
+
+
+def _endpoint(management: str) -> str:
+    """``host:port`` of the API's URL, any user and password in it left out."""
+    parts = urlsplit(management)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # not a number: show what was given
+        return parts.netloc.rpartition("@")[2] or management
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+def _base(management: str) -> str:
+    """The API's base URL without user info (credentials come from the AMQP URL)."""
+    parts = urlsplit(management)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc))

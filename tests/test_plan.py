@@ -1,0 +1,289 @@
+"""The plan: a pure diff between the spec's topology and a vhost's, no broker needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rabbitry.broker.plan import Action, Change, Kind, Plan, diff
+from rabbitry.broker.state import (
+    BindingState,
+    ExchangeState,
+    QueueState,
+    Topology,
+    desired,
+    normalise_arguments,
+)
+from rabbitry.spec.model import Binding, Exchange, ExchangeType, Queue, QueueType, Spec
+
+NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
+
+
+@st.composite
+def topologies(draw: st.DrawFn) -> Topology:
+    exchange_names = draw(st.sets(NAMES, max_size=4))
+    queue_names = draw(st.sets(NAMES.map(lambda n: f"q.{n}"), max_size=4))
+    exchanges = {
+        name: ExchangeState(
+            name,
+            draw(st.sampled_from(["direct", "fanout", "topic", "headers"])),
+            draw(st.booleans()),
+            arguments=normalise_arguments(draw(st.sampled_from([{}, {"alternate-exchange": "x"}]))),
+        )
+        for name in exchange_names
+    }
+    queues = {
+        name: QueueState(
+            name,
+            draw(st.sampled_from(["classic", "quorum"])),
+            arguments=normalise_arguments(
+                draw(st.sampled_from([{}, {"x-message-ttl": 1000}, {"x-max-length": 5}]))
+            ),
+            messages=draw(st.integers(0, 3)),
+            consumers=draw(st.integers(0, 1)),
+        )
+        for name in queue_names
+    }
+    bindings: set[BindingState] = set()
+    if exchanges and queues:
+        for _ in range(draw(st.integers(0, 6))):
+            source = draw(st.sampled_from(sorted(exchanges)))
+            to_queue = draw(st.booleans())
+            pool = sorted(queues) if to_queue else sorted(exchanges)
+            bindings.add(
+                BindingState(
+                    source,
+                    "queue" if to_queue else "exchange",
+                    draw(st.sampled_from(pool)),
+                    draw(st.sampled_from(["", "k", "k.#"])),
+                )
+            )
+    return Topology(exchanges, queues, frozenset(bindings))
+
+
+def simulate(plan: Plan, have: Topology) -> Topology:
+    """What a broker would hold after carrying out ``plan`` on ``have``."""
+    exchanges = dict(have.exchanges)
+    queues = dict(have.queues)
+    bindings = set(have.bindings)
+    for change in plan.changes:
+        if change.kind is Kind.EXCHANGE:
+            if change.action is not Action.CREATE:
+                exchanges.pop(change.name)
+                bindings = {
+                    b
+                    for b in bindings
+                    if b.source != change.name
+                    and not (b.destination_type == "exchange" and b.destination == change.name)
+                }
+            if change.action is not Action.DELETE:
+                assert change.exchange is not None
+                exchanges[change.name] = change.exchange
+        elif change.kind is Kind.QUEUE:
+            if change.action is not Action.CREATE:
+                queues.pop(change.name)
+                bindings = {
+                    b
+                    for b in bindings
+                    if not (b.destination_type == "queue" and b.destination == change.name)
+                }
+            if change.action is not Action.DELETE:
+                assert change.queue is not None
+                queues[change.name] = change.queue
+        else:
+            assert change.binding is not None
+            if change.action is Action.DELETE:
+                bindings.discard(change.binding)
+            else:
+                bindings.add(change.binding)
+    return Topology(exchanges, queues, frozenset(bindings))
+
+
+@settings(max_examples=300)
+@given(topologies())
+def test_a_topology_diffed_against_itself_needs_nothing(topology: Topology) -> None:
+    assert diff(topology, topology, prune=True).empty
+
+
+@settings(max_examples=300)
+@given(topologies(), topologies())
+def test_carrying_out_a_pruning_plan_gives_exactly_the_wanted_topology(
+    want: Topology, have: Topology
+) -> None:
+    plan = diff(want, have, prune=True)
+    after = simulate(plan, have)
+    assert after.exchanges == want.exchanges
+    assert after.queues == want.queues
+    assert after.bindings == want.bindings
+    assert diff(want, after, prune=True).empty
+
+
+@settings(max_examples=300)
+@given(topologies(), topologies())
+def test_without_prune_nothing_is_deleted_and_what_is_wanted_exists(
+    want: Topology, have: Topology
+) -> None:
+    plan = diff(want, have)
+    assert all(c.action is not Action.DELETE for c in plan.changes)
+    after = simulate(plan, have)
+    assert all(after.exchanges[name] == e for name, e in want.exchanges.items())
+    assert all(after.queues[name] == q for name, q in want.queues.items())
+    assert want.bindings <= after.bindings
+
+
+@settings(max_examples=200)
+@given(topologies(), topologies())
+def test_changes_come_in_apply_order(want: Topology, have: Topology) -> None:
+    def stage(change: Change) -> int:
+        if change.action is Action.DELETE:
+            return {Kind.BINDING: 3, Kind.QUEUE: 4, Kind.EXCHANGE: 5}[change.kind]
+        return {Kind.EXCHANGE: 0, Kind.QUEUE: 1, Kind.BINDING: 2}[change.kind]
+
+    found = [stage(c) for c in diff(want, have, prune=True).changes]
+    assert found == sorted(found)
+
+
+def queue(name: str = "q", **fields: Any) -> QueueState:
+    return QueueState(name, **fields)
+
+
+def test_a_changed_argument_is_a_replace_with_the_field_old_and_new_and_the_counts() -> None:
+    have = Topology(
+        queues={"q": queue(arguments=normalise_arguments({"x-message-ttl": 1000}), messages=3)}
+    )
+    want = Topology(queues={"q": queue(arguments=normalise_arguments({"x-message-ttl": 2000}))})
+    (change,) = diff(want, have).changes
+    assert (change.action, change.kind, change.name) == (Action.REPLACE, Kind.QUEUE, "q")
+    assert [f.describe() for f in change.fields] == ["arguments.x-message-ttl: 1000 → 2000"]
+    assert change.messages == 3
+    assert change.loses_data
+    assert "holds 3 messages" in change.describe()
+
+
+def test_an_empty_queue_without_consumers_can_be_replaced_without_losing_data() -> None:
+    have = Topology(queues={"q": queue(durable=False, messages=0, consumers=0)})
+    want = Topology(queues={"q": queue()})
+    (change,) = diff(want, have).changes
+    assert change.action is Action.REPLACE
+    assert [f.describe() for f in change.fields] == ["durable: False → True"]
+    assert not change.loses_data
+
+
+def test_unknown_counts_count_as_data() -> None:
+    have = Topology(queues={"q": queue(durable=False)})  # counts None: read without the API
+    (change,) = diff(Topology(queues={"q": queue()}), have).changes
+    assert change.loses_data
+
+
+def test_a_replaced_queue_gets_its_bindings_back_in_the_same_plan() -> None:
+    binding = BindingState("x", "queue", "q", "k")
+    exchange = ExchangeState("x", "topic")
+    have = Topology({"x": exchange}, {"q": queue(type="classic")}, frozenset({binding}))
+    want = Topology({"x": exchange}, {"q": queue(type="quorum")}, frozenset({binding}))
+    changes = diff(want, have).changes
+    assert [(c.action, c.kind) for c in changes] == [
+        (Action.REPLACE, Kind.QUEUE),
+        (Action.CREATE, Kind.BINDING),
+    ]
+    assert changes[1].binding == binding
+
+
+def test_without_prune_extra_objects_are_listed_not_deleted() -> None:
+    have = Topology(
+        {"old": ExchangeState("old", "fanout")},
+        {"stale": queue("stale", messages=0, consumers=0)},
+    )
+    plan = diff(Topology(), have)
+    assert plan.empty
+    assert plan.unmanaged == ("exchange old", "queue stale")
+
+
+def test_prune_spares_reserved_exchanges_and_run_time_objects() -> None:
+    spec = Spec(
+        path=Path("t.yaml"),
+        exchanges={"jobs.status": Exchange("jobs.status", ExchangeType.TOPIC)},
+        queues={"job-status": Queue("job-status", QueueType.CLASSIC, exclusive=True)},
+        bindings=(Binding("jobs.status", "job-status", key="{job_id}"),),
+    )
+    server_named = queue("amq.gen-abc", durable=False, exclusive=True)
+    shared = queue("watchers", messages=0, consumers=0)
+    have = Topology(
+        {
+            "": ExchangeState("", "direct"),
+            "amq.topic": ExchangeState("amq.topic", "topic"),
+            "jobs.status": ExchangeState("jobs.status", "topic"),
+        },
+        {"amq.gen-abc": server_named, "watchers": shared},
+        frozenset(
+            {
+                BindingState("", "queue", "watchers", "watchers"),
+                BindingState("jobs.status", "queue", "amq.gen-abc", "42"),
+                BindingState("jobs.status", "queue", "watchers", "7c1d"),
+                BindingState("jobs.status", "queue", "watchers", "two.words"),
+            }
+        ),
+    )
+    plan = diff(desired(spec), have, spec, prune=True)
+    deleted = {(c.kind, c.name) for c in plan.changes if c.action is Action.DELETE}
+    # "two.words" cannot come from the one-word {job_id} binding: it is not run-time.
+    assert deleted == {
+        (Kind.BINDING, "jobs.status → queue watchers key 'two.words'"),
+        (Kind.QUEUE, "watchers"),
+    }
+
+
+def test_desired_leaves_run_time_queues_and_param_bindings_to_the_runtime() -> None:
+    spec = Spec(
+        path=Path("t.yaml"),
+        exchanges={"x": Exchange("x", ExchangeType.HEADERS)},
+        queues={
+            "durable": Queue("durable", QueueType.QUORUM, arguments={"x-delivery-limit": 5}),
+            "mine": Queue("mine", exclusive=True, durable=False),
+        },
+        bindings=(
+            Binding("x", "durable", headers={"format": "pdf"}, match=None),
+            Binding("x", "mine", key="{id}"),
+        ),
+    )
+    topology = desired(spec)
+    assert set(topology.queues) == {"durable"}
+    assert topology.queues["durable"].arguments == (("x-delivery-limit", 5),)
+    (binding,) = topology.bindings
+    assert binding.destination == "durable"
+    assert dict(binding.arguments) == {"format": "pdf"}
+
+
+def test_normalised_arguments_ignore_integer_spelling_and_the_queue_type_argument() -> None:
+    assert normalise_arguments({"x-message-ttl": 1000.0, "x-queue-type": "quorum"}) == (
+        ("x-message-ttl", 1000),
+    )
+    assert normalise_arguments({"b": 1, "a": {"z": 1, "y": [2.0]}}) == (
+        ("a", (("y", (2,)), ("z", 1))),
+        ("b", 1),
+    )
+
+
+def test_a_boolean_argument_never_equals_a_number() -> None:
+    have = Topology(queues={"q": queue(arguments=normalise_arguments({"x-sac": 1}), messages=0)})
+    want = Topology(queues={"q": queue(arguments=normalise_arguments({"x-sac": True}))})
+    (change,) = diff(want, have).changes
+    assert [f.describe() for f in change.fields] == ["arguments.x-sac: 1 → True"]
+    assert QueueState("q", arguments=normalise_arguments({"x-sac": True})).declare_arguments() == {
+        "x-sac": True
+    }
+
+
+def test_bindings_whose_argument_values_differ_in_type_still_sort() -> None:
+    one = BindingState("h", "queue", "q", "", normalise_arguments({"v": 1}))
+    other = BindingState("h", "queue", "q", "", normalise_arguments({"v": "1"}))
+    plan = diff(Topology(bindings=frozenset({one, other})), Topology(), prune=True)
+    assert {c.binding for c in plan.changes} == {one, other}
+
+
+def test_a_queue_that_differs_only_in_exclusivity_names_that_field() -> None:
+    have = Topology(queues={"q": queue(exclusive=True, messages=0, consumers=1)})
+    (change,) = diff(Topology(queues={"q": queue()}), have).changes
+    assert [f.describe() for f in change.fields] == ["exclusive: True → False"]
