@@ -287,11 +287,14 @@ class _Builder:
         if body is None:
             return None
         arguments = self.arguments(body, what, QUEUE_ARGUMENTS)
+        before = len(self.problems)
         kind = self.choice(body.get("type"), f"{what} type", QueueType, None)
         written = arguments.pop("x-queue-type", None)
+        raw = body.get("arguments")
+        written_at = raw.value_loc("x-queue-type") if isinstance(raw, YMap) else body.loc
         if written is not None and kind is not None and written != kind.value:
             self.fault(
-                body.loc,
+                written_at,
                 Code.SUGAR_CONFLICT,
                 f"{what} type is {kind.value!r} but arguments say x-queue-type: {written!r}",
                 "keep one of the two, or make them agree",
@@ -300,11 +303,13 @@ class _Builder:
             kind = _queue_type(written)
             if kind is None:
                 self.fault(
-                    body.loc,
+                    written_at,
                     Code.BAD_VALUE,
                     f"{what} x-queue-type {written!r} is not valid",
                     "use one of: classic, quorum, stream",
                 )
+        # With its type unknown (reported), what the type supports cannot be judged.
+        type_known = len(self.problems) == before
         kind = kind or QueueType.CLASSIC
         exclusive = self.flag(body.get("exclusive"), f"{what} exclusive", False)
         queue = Queue(
@@ -317,14 +322,17 @@ class _Builder:
             description=self.text(body.get("description"), f"{what} description"),
             locs=self.locs(body, key_loc),
         )
-        self.queue_type_faults(queue, body)
+        if type_known:
+            self.queue_type_faults(queue, body)
         return queue
 
     def queue_type_faults(self, queue: Queue, body: YMap) -> None:
         what = f"{queue.type.value} queue {queue.name!r}"
         if queue.type is not QueueType.CLASSIC:
             for attr, bad in (("durable", False), ("exclusive", True), ("auto_delete", True)):
-                if getattr(queue, attr) is bad:
+                # Not durable only because exclusive: that is the fault, reported once.
+                implied = attr == "durable" and attr not in queue.locs.fields
+                if getattr(queue, attr) is bad and not implied:
                     self.fault(
                         queue.locs.of(attr),
                         Code.QUEUE_TYPE_CONFLICT,
@@ -399,6 +407,14 @@ class _Builder:
                 )
         schema = self.text(body.get("schema"), f"{what} schema")
         exchange = self.text(body.get("exchange"), f"{what} exchange")
+        if schema is not None and "\0" in schema:
+            self.fault(
+                body.value_loc("schema"),
+                Code.BAD_VALUE,
+                f"{what} schema {schema!r} is not a file name",
+                "remove the NUL character",
+            )
+            return None
         if schema is None or exchange is None:
             return None
         return Message(
@@ -506,11 +522,14 @@ class _Builder:
         messages = self.objects(root, "messages", "message", self.message)
         services = self.objects(root, "services", "service", self.service)
         bindings = []
+        broken_bindings = 0
         for i, node in enumerate(self.sequence(root.get("bindings"), "`bindings`")):
             before = len(self.problems)
             binding = self.binding(i, node)
             if binding is not None and len(self.problems) == before:
                 bindings.append(binding)
+            else:
+                broken_bindings += 1
         codegen = self.codegen(root.get("codegen"))
         return Spec(
             path=self.path,
@@ -523,6 +542,7 @@ class _Builder:
             codegen=codegen,
             broken_exchanges=frozenset(broken_exchanges),
             broken_queues=frozenset(broken_queues),
+            broken_bindings=broken_bindings,
             locs=self.locs(root, root.loc),
         )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from rabbitry.spec._build import build_spec
 from rabbitry.spec._yaml import YamlError, parse_yaml
@@ -44,10 +46,22 @@ def read(path: Path | str) -> tuple[Spec | None, list[Diagnostic]]:
     }
     store, schema_problems = load_schemas(wanted)
     messages = {
-        name: replace(m, schema=MappingProxyType(store.contents(spec.schema_file(m))))
+        name: replace(m, schema=_as_mapping(store.contents(spec.schema_file(m))))
         if spec.schema_file(m).resolve() in store.documents
         else m
         for name, m in spec.messages.items()
     }
     spec = replace(spec, messages=MappingProxyType(messages), schemas=store)
     return spec, [*problems, *schema_problems, *run_checks(spec)]
+
+
+def _as_mapping(schema: Any) -> Mapping[str, Any]:
+    """A schema as a read-only mapping: ``true`` is ``{}``, ``false`` is ``{"not": {}}``.
+
+    Anything else that is not an object is an invalid schema (already reported).
+    """
+    if isinstance(schema, Mapping):
+        return MappingProxyType(schema)
+    if schema is False:
+        return MappingProxyType({"not": {}})
+    return MappingProxyType({})

@@ -104,10 +104,25 @@ class _Walker:
             self._done[id(node)] = YSeq((), loc)
             result = YSeq(tuple(self.walk(item) for item in node.value), loc)
         else:
-            value = self.constructor.construct_object(node, deep=True)
-            result = YScalar(value, loc, str(node.value))
+            result = YScalar(self._scalar(node, loc), loc, str(node.value))
         self._done[id(node)] = result
         return result
+
+    def _scalar(self, node: yaml.Node, loc: Location) -> Any:
+        """The scalar's value; one its tag cannot build (``2020-13-45``, ``!!int x``) is
+        reported and kept as the text written, so the rest of the file is still read."""
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            self.problems.append(
+                Diagnostic(
+                    loc,
+                    Code.YAML,
+                    f"YAML: {node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]}: {exc}",
+                    "quote it to make it a string, or fix the value",
+                )
+            )
+            return str(node.value)
 
     def _mapping(self, node: yaml.MappingNode, loc: Location) -> YMap:
         own: dict[str, Location] = {}
@@ -137,14 +152,14 @@ class _Walker:
         if isinstance(key_node, yaml.ScalarNode):
             # The written text, not the resolved value: `on:` stays "on", `1:` stays "1".
             return str(key_node.value)
-        self.problems.append(
-            Diagnostic(
-                _loc(self.file, key_node),
-                Code.YAML,
-                "a mapping key must be a plain name, not a list or mapping",
-                "write the key as a string",
-            )
+        problem = Diagnostic(
+            _loc(self.file, key_node),
+            Code.YAML,
+            "a mapping key must be a plain name, not a list or mapping",
+            "write the key as a string",
         )
+        if problem not in self.problems:  # each key is read twice: report it once
+            self.problems.append(problem)
         return f"<key at {_loc(self.file, key_node)}>"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from rabbitry.spec.diagnostics import Code, Diagnostic, did_you_mean
@@ -169,7 +170,7 @@ def check_bindings(spec: Spec) -> Iterator[Diagnostic]:
             binding.destination_type,
             binding.destination,
             binding.key,
-            tuple(sorted(binding.broker_arguments.items(), key=lambda kv: kv[0])),
+            _frozen(binding.broker_arguments),
         )
         if (first := seen.get(identity)) is not None:
             yield Diagnostic(
@@ -180,6 +181,15 @@ def check_bindings(spec: Spec) -> Iterator[Diagnostic]:
             )
         else:
             seen[identity] = binding
+
+
+def _frozen(value: object) -> object:
+    """``value`` as something hashable; lists and tables inside included, types kept apart."""
+    if isinstance(value, Mapping):
+        return ("table", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return ("array", tuple(_frozen(v) for v in value))
+    return (type(value).__name__, repr(value))
 
 
 def _placeholder_words(template: str, where: Location, what: str) -> Iterator[Diagnostic]:
@@ -205,9 +215,14 @@ def check_placeholders(spec: Spec) -> Iterator[Diagnostic]:
         schema_path = spec.schema_file(message)
         if store is None or schema_path.resolve() not in store.documents:
             continue  # the schema itself is reported
-        _, root = store.resolve(schema_path, store.contents(schema_path))
+        root_path, root = store.resolve(schema_path, store.contents(schema_path))
+        if root is None:
+            continue  # its $ref does not resolve: reported with the schema
         for field in message.params:
-            problem = _field_problem(store, schema_path, root, field)
+            whole = _WORD_PLACEHOLDER.match(f"{{{field}}}")
+            if field in placeholders(message.routing_key) and not whole:
+                continue  # not a placeholder word: reported above
+            problem = _field_problem(store, root_path, root, field)
             if problem:
                 loc = (
                     where
@@ -222,21 +237,26 @@ def check_placeholders(spec: Spec) -> Iterator[Diagnostic]:
                 )
 
 
-def _field_problem(store: SchemaStore, path: Any, root: Any, field: str) -> str | None:
+def _field_problem(store: SchemaStore, path: Path, root: Any, field: str) -> str | None:
     if not isinstance(root, Mapping):
         return "cannot be filled: the schema is not an object schema"
     properties = root.get("properties")
     if not isinstance(properties, Mapping) or field not in properties:
         return "is not a property of the schema"
-    if field not in (root.get("required") or ()):
+    required = root.get("required")
+    if not isinstance(required, list) or field not in required:
         return "is not a required property: the routing key could not be filled"
     _, prop = store.resolve(path, properties[field])
+    if prop is None:
+        return None  # its $ref does not resolve: reported with the schema
     if not isinstance(prop, Mapping):
         return "has no usable schema"
+    if "$ref" in prop:  # resolve gave up: the chain loops
+        return f"has a $ref chain that never ends ({prop['$ref']!r})"
     if prop.get("type") in ("string", "integer"):
         return None
     values = prop.get("enum", [prop["const"]] if "const" in prop else None)
-    if "type" not in prop and values and all(_word_value(v) for v in values):
+    if "type" not in prop and isinstance(values, list) and values and all(map(_word_value, values)):
         return None
     return f"has type {prop.get('type')!r}; a routing-key word must be a string or integer"
 

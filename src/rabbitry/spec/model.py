@@ -251,11 +251,13 @@ class Spec:
     #: of the model, but naming them elsewhere is not an "unknown" reference.
     broken_exchanges: frozenset[str] = field(default=frozenset(), compare=False)
     broken_queues: frozenset[str] = field(default=frozenset(), compare=False)
+    #: How many bindings were written with faults (already reported) and left out.
+    broken_bindings: int = field(default=0, compare=False)
 
     @property
     def complete(self) -> bool:
-        """Every declared exchange and queue made it into the model."""
-        return not (self.broken_exchanges or self.broken_queues)
+        """Every declared exchange, queue and binding made it into the model."""
+        return not (self.broken_exchanges or self.broken_queues or self.broken_bindings)
 
     locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
     #: The loaded schema files (a ``rabbitry.spec.schemas.SchemaStore``), when loaded.

@@ -66,15 +66,30 @@ class SchemaStore:
         return self.documents[path.resolve()].contents
 
     def resolve(self, path: Path, schema: Any) -> tuple[Path, Any]:
-        """Follow ``$ref`` chains from ``schema`` (in file ``path``) to a schema without one."""
+        """Follow ``$ref`` chains from ``schema`` (in file ``path``) to a schema without one.
+
+        A ``$ref`` that does not resolve (reported by ``load_schemas``) gives ``None``.
+        """
         base = self.uri(path)
         for _ in range(_MAX_REF_DEPTH):
             if not (isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str)):
                 break
             target = urljoin(base, schema["$ref"])
-            schema = self.registry.resolver(base_uri=base).lookup(target).contents
+            schema = self.lookup(base, target)
             base = urldefrag(target).url or base
         return _path_of(base), schema
+
+    def lookup(self, base: str, ref: str) -> Any:
+        """The schema ``ref`` points at from ``base``, or ``None`` when it does not resolve.
+
+        The registry has no ``retrieve``: a remote ``$ref`` is never fetched.
+        """
+        try:
+            return self.registry.resolver(base_uri=base).lookup(ref).contents
+        except referencing.exceptions.Unresolvable:
+            return None
+        except (LookupError, TypeError, ValueError):  # a JSON pointer into the wrong shape
+            return None
 
     def locate(self, path: Path, parts: Sequence[str | int]) -> Location:
         """Line and column of the value at JSON path ``parts`` in ``path`` (best effort)."""
@@ -121,16 +136,30 @@ def _read(
     return _Document(path.resolve(), display, contents, tree), None
 
 
+#: Keywords whose value is data, not a schema: a ``$ref`` inside is just a string.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+#: Keywords whose value maps names to schemas: a name there is never a keyword.
+_SCHEMA_MAPS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+
+
 def _refs(
-    schema: Any, parts: tuple[str | int, ...] = ()
+    schema: Any, parts: tuple[str | int, ...] = (), *, names: bool = False
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """Every ``$ref`` string in ``schema`` with the JSON path of its value."""
+    """Every ``$ref`` string in ``schema`` with the JSON path of its value.
+
+    With ``names``, ``schema`` is a map of names to schemas (``properties``):
+    a property called ``default`` or ``$ref`` is still searched.
+    """
     if isinstance(schema, Mapping):
         for key, value in schema.items():
-            if key == "$ref" and isinstance(value, str):
-                yield (*parts, key), value
-            elif key not in ("const", "enum", "default", "examples"):
+            if names:
                 yield from _refs(value, (*parts, key))
+            elif key == "$ref" and isinstance(value, str):
+                yield (*parts, key), value
+            elif key not in _DATA_KEYWORDS:
+                yield from _refs(value, (*parts, key), names=key in _SCHEMA_MAPS)
     elif isinstance(schema, list):
         for index, item in enumerate(schema):
             yield from _refs(item, (*parts, index))
@@ -176,9 +205,7 @@ def load_schemas(
             target = _ref_target(doc.path, ref)
             if isinstance(target, str) or target in store.missing:
                 continue  # reported above
-            try:
-                store.registry.resolver(base_uri=doc.path.as_uri()).lookup(ref)
-            except referencing.exceptions.Unresolvable:
+            if store.lookup(doc.path.as_uri(), ref) is None:
                 where = store.locate(doc.path, parts)
                 what = f"{json_path(parts)}: $ref {ref!r} does not resolve"
                 hint = "point it at an existing JSON pointer, e.g. '#/$defs/Name'"
@@ -199,6 +226,8 @@ def _ref_target(path: Path, ref: str) -> Path | str | None:
     target, _ = urldefrag(ref)
     if not target:
         return None
+    if "\0" in target:
+        return f"$ref {ref!r} is not a file name"
     scheme = urlsplit(target).scheme
     if scheme in ("http", "https", "ftp", "urn") or (scheme and scheme != "file"):
         return f"$ref {ref!r} is remote; remote references are refused"
@@ -221,7 +250,8 @@ def _meta_problems(store: SchemaStore, doc: _Document) -> list[Diagnostic]:
             )
         return problems
     declared = contents.get("$schema")
-    if declared is not None and declared.rstrip("#") != DRAFT_2020_12:
+    # Not a string: the meta-schema check below reports it.
+    if isinstance(declared, str) and declared.rstrip("#") != DRAFT_2020_12:
         problems.append(
             Diagnostic(
                 store.locate(path, ("$schema",)),
