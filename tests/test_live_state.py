@@ -113,7 +113,7 @@ async def declare(channel: Any, topology: Topology) -> None:
             auto_delete=q.auto_delete,
             arguments=q.declare_arguments(),
         )
-    for b in sorted(topology.bindings):
+    for b in sorted(topology.bindings, key=BindingState.sort_key):
         bind = channel.queue_bind if b.destination_type == "queue" else channel.exchange_bind
         await bind(
             b.destination, b.source, routing_key=b.routing_key, arguments=b.declare_arguments()
