@@ -7,6 +7,8 @@
     ├── RoutingError           a routing question about something the spec does not have
     ├── UsageError             the command line asks for something that cannot be done
     ├── DataLossRefused        apply would delete messages or consumers; nothing was changed
+    ├── ContractViolation      a message does not fit its schema (or its routing key cannot be
+    │                          filled); carries the message name and each fault's JSON path
     └── BrokerError            talking to RabbitMQ failed; the message names host:port (password
         │                      masked), the object and what to do
         ├── ConnectionFailed   unreachable, wrong credentials, missing vhost, connection lost
@@ -23,6 +25,7 @@ this tree where they are caught, once; nothing above that layer sees them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,7 +36,9 @@ __all__ = [
     "BrokerError",
     "BrokerTimeout",
     "ConnectionFailed",
+    "ContractViolation",
     "DataLossRefused",
+    "Fault",
     "ManagementError",
     "NotFound",
     "PreconditionFailed",
@@ -64,6 +69,33 @@ class RoutingError(RabbitryError):
 
 class UsageError(RabbitryError):
     """The command line asks for something that cannot be done."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One way a message breaks its contract: where (a JSON Pointer) and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '/'}: {self.reason}"
+
+
+class ContractViolation(RabbitryError):
+    """A message does not fit its schema; nothing was sent.
+
+    ``faults`` lists every problem, each with the JSON Pointer of the value
+    (``/job_id``); ``path`` and ``reason`` are the first one's.
+    """
+
+    def __init__(self, message: str, faults: Sequence[Fault]) -> None:
+        self.message_name = message
+        self.faults = tuple(faults)
+        first = self.faults[0] if self.faults else Fault("", "invalid")
+        self.path, self.reason = first.path, first.reason
+        more = f" (and {len(self.faults) - 1} more)" if len(self.faults) > 1 else ""
+        super().__init__(f"{message} {first}{more}")
 
 
 class DataLossRefused(RabbitryError):

@@ -1,0 +1,242 @@
+"""The messaging contract: what the runtime needs of a spec, compiled and ready.
+
+A ``Contract`` knows, for each message, its exchange, how to fill its routing
+key and headers, whether it is persistent, and a compiled validator of its
+(bundled) schema; for each queue, which messages it carries and, for run-time
+queues, how the consumer declares and binds it.  It is plain data underneath
+(``to_data`` / ``from_data``), so generated code embeds it and needs neither
+the spec file nor the schema files at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+
+from rabbitry.check import load_spec, reach
+from rabbitry.errors import ContractViolation, Fault, UsageError
+from rabbitry.spec import Spec
+from rabbitry.spec.bundle import bundle
+from rabbitry.spec.model import placeholders
+
+__all__ = ["Contract", "MessageContract", "QueueContract", "RuntimeBinding"]
+
+FORMAT = 1
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def _fill(template: str, payload: Mapping[str, Any], message: str) -> str:
+    """``template`` with each ``{field}`` replaced by the payload's value: one routing-key word."""
+
+    def value(match: re.Match[str]) -> str:
+        field = match.group(1)
+        raw = payload.get(field)
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise ContractViolation(
+                message, [Fault(f"/{field}", f"needed for the routing key, got {raw!r}")]
+            )
+        text = str(raw)
+        if "." in text:
+            raise ContractViolation(
+                message,
+                [Fault(f"/{field}", f"{text!r} fills one routing-key word and may not hold '.'")],
+            )
+        return text
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def _pointer(parts: Iterable[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@dataclass(frozen=True)
+class MessageContract:
+    name: str
+    exchange: str
+    routing_key: str
+    headers: Mapping[str, Any]
+    #: Sent with delivery mode 2 when it can reach a durable queue.
+    persistent: bool
+    schema: Mapping[str, Any]
+
+    @cached_property
+    def _validator(self) -> Any:
+        return jsonschema_rs.validator_for(dict(self.schema), validate_formats=True)
+
+    def faults(self, payload: Any) -> list[Fault]:
+        """Every way ``payload`` breaks the schema, each with its JSON Pointer."""
+        validator = self._validator
+        if validator.is_valid(payload):
+            return []
+        return [Fault(_pointer(e.instance_path), e.message) for e in validator.iter_errors(payload)]
+
+    def validate(self, payload: Any) -> None:
+        """``ContractViolation`` listing every fault, or nothing."""
+        if not self._validator.is_valid(payload):
+            raise ContractViolation(self.name, self.faults(payload))
+
+    def routing_key_for(self, payload: Mapping[str, Any]) -> str:
+        return _fill(self.routing_key, payload, self.name)
+
+    def headers_for(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            name: _fill(value, payload, self.name) if isinstance(value, str) else value
+            for name, value in self.headers.items()
+        }
+
+
+@dataclass(frozen=True)
+class RuntimeBinding:
+    """A binding the consumer of a run-time queue makes with its own values."""
+
+    exchange: str
+    key: str
+    arguments: Mapping[str, Any]
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return placeholders(self.key)
+
+    def key_for(self, values: Mapping[str, str | int]) -> str:
+        return _fill(self.key, values, f"binding {self.exchange} {self.key}")
+
+
+@dataclass(frozen=True)
+class QueueContract:
+    name: str
+    #: The messages a consumer of this queue may receive (its ``type`` is one of these).
+    accepts: tuple[str, ...]
+    #: Declared by its consumer (exclusive, server-named) rather than by ``apply``.
+    runtime: bool
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    arguments: Mapping[str, Any]
+    bindings: tuple[RuntimeBinding, ...]
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """What a consumer must give to bind this queue: the union of its bindings' params."""
+        found: list[str] = []
+        for binding in self.bindings:
+            found.extend(p for p in binding.params if p not in found)
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class Contract:
+    messages: Mapping[str, MessageContract]
+    queues: Mapping[str, QueueContract]
+    #: service → (messages it publishes, queue → messages it consumes there)
+    services: Mapping[str, tuple[tuple[str, ...], Mapping[str, tuple[str, ...]]]]
+
+    @classmethod
+    def load(cls, path: Path | str) -> Contract:
+        """The contract of the spec file at ``path`` (``SpecError`` if it has errors)."""
+        return cls.from_spec(load_spec(path))
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> Contract:
+        return cls.from_data(contract_data(spec))
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Contract:
+        if data.get("format") != FORMAT:
+            raise UsageError(
+                f"contract data of format {data.get('format')!r}; this rabbitry reads {FORMAT}: "
+                "regenerate the package with `rabbitry generate`"
+            )
+        messages = {
+            name: MessageContract(
+                name,
+                m["exchange"],
+                m["routing_key"],
+                m["headers"],
+                m["persistent"],
+                m["schema"],
+            )
+            for name, m in data["messages"].items()
+        }
+        queues = {
+            name: QueueContract(
+                name,
+                tuple(q["accepts"]),
+                q["runtime"],
+                q["durable"],
+                q["exclusive"],
+                q["auto_delete"],
+                q["arguments"],
+                tuple(
+                    RuntimeBinding(b["exchange"], b["key"], b["arguments"]) for b in q["bindings"]
+                ),
+            )
+            for name, q in data["queues"].items()
+        }
+        services = {
+            name: (tuple(s["publishes"]), {q: tuple(ms) for q, ms in s["consumes"].items()})
+            for name, s in data["services"].items()
+        }
+        return cls(messages, queues, services)
+
+    def message(self, name: str) -> MessageContract:
+        try:
+            return self.messages[name]
+        except KeyError:
+            known = ", ".join(sorted(self.messages))
+            raise UsageError(f"the contract has no message {name!r}; it has: {known}") from None
+
+    def queue(self, name: str) -> QueueContract:
+        try:
+            return self.queues[name]
+        except KeyError:
+            known = ", ".join(sorted(self.queues))
+            raise UsageError(f"the contract has no queue {name!r}; it has: {known}") from None
+
+
+def contract_data(spec: Spec) -> dict[str, Any]:
+    """The contract of ``spec`` as plain JSON-able data (what generated code embeds)."""
+    messages: dict[str, Any] = {}
+    for message in sorted(spec.messages.values(), key=lambda m: m.name):
+        reached = reach(spec, message)
+        messages[message.name] = {
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+            "headers": dict(message.headers),
+            "persistent": any(spec.queues[q].durable for q in reached if q in spec.queues),
+            "schema": bundle(spec.schemas, spec.schema_file(message)),
+        }
+    accepts: dict[str, list[str]] = {}
+    for service in spec.services.values():
+        for queue_name, names in service.consumes.items():
+            accepts.setdefault(queue_name, [])
+            accepts[queue_name].extend(n for n in names if n not in accepts[queue_name])
+    queues: dict[str, Any] = {}
+    for queue in sorted(spec.queues.values(), key=lambda q: q.name):
+        queues[queue.name] = {
+            "accepts": sorted(accepts.get(queue.name, [])),
+            "runtime": queue.runtime,
+            "durable": queue.durable,
+            "exclusive": queue.exclusive,
+            "auto_delete": queue.auto_delete,
+            "arguments": dict(queue.arguments),
+            "bindings": [
+                {"exchange": b.source, "key": b.key, "arguments": b.broker_arguments}
+                for b in spec.bindings_to_queue(queue.name)
+                if b.runtime
+            ],
+        }
+    services = {
+        name: {
+            "publishes": list(s.publishes),
+            "consumes": {q: list(m) for q, m in s.consumes.items()},
+        }
+        for name, s in sorted(spec.services.items())
+    }
+    return {"format": FORMAT, "messages": messages, "queues": queues, "services": services}
