@@ -287,3 +287,39 @@ def test_a_queue_that_differs_only_in_exclusivity_names_that_field() -> None:
     have = Topology(queues={"q": queue(exclusive=True, messages=0, consumers=1)})
     (change,) = diff(Topology(queues={"q": queue()}), have).changes
     assert [f.describe() for f in change.fields] == ["exclusive: True → False"]
+
+
+def test_replacing_an_exchange_that_carries_foreign_bindings_counts_as_data_loss() -> None:
+    runtime = BindingState("x", "queue", "amq.gen-1", "42")  # a consumer's run-time binding
+    owned = BindingState("x", "queue", "q", "k")
+    have = Topology(
+        {"x": ExchangeState("x", "direct")},
+        {"q": queue(messages=0, consumers=0)},
+        frozenset({runtime, owned}),
+    )
+    want = Topology(
+        {"x": ExchangeState("x", "topic")},
+        {"q": queue(messages=0, consumers=0)},
+        frozenset({owned}),
+    )
+    changes = diff(want, have).changes
+    replace = changes[0]
+    assert (replace.action, replace.kind, replace.lost_bindings) == (
+        Action.REPLACE,
+        Kind.EXCHANGE,
+        1,
+    )
+    assert replace.loses_data
+    assert replace.before == ExchangeState("x", "direct")
+    assert "drops 1 binding" in replace.describe()
+    # the spec's own binding is re-declared after the replace
+    assert [c.binding for c in changes[1:]] == [owned]
+
+
+def test_replacing_an_exchange_with_only_owned_bindings_loses_nothing() -> None:
+    owned = BindingState("x", "queue", "q", "k")
+    have = Topology({"x": ExchangeState("x", "direct")}, {}, frozenset({owned}))
+    want = Topology({"x": ExchangeState("x", "topic")}, {}, frozenset({owned}))
+    (replace, rebind) = diff(want, have).changes
+    assert not replace.loses_data
+    assert rebind.binding == owned

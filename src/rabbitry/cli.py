@@ -8,10 +8,13 @@ into one clear message here, in one place.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +22,12 @@ import click
 import yaml
 
 from rabbitry import __version__
+from rabbitry.broker import converge
+from rabbitry.broker.amqp import DEFAULT_TIMEOUT
+from rabbitry.broker.report import plan_lines, summary
+from rabbitry.broker.url import DEFAULT_URL, BrokerURL, parse_url
 from rabbitry.check import Report, check
-from rabbitry.errors import RabbitryError, SpecError
+from rabbitry.errors import DataLossRefused, RabbitryError, SpecError
 from rabbitry.routing import Destination, route
 from rabbitry.spec import Diagnostic, Severity
 
@@ -79,7 +86,7 @@ def cli() -> None:
 @_format_option
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 def check_command(
-    spec: Path | None, spec_option: Path | None, output_format: str, strict: bool
+    *, spec: Path | None, spec_option: Path | None, output_format: str, strict: bool
 ) -> None:
     """Run every offline check of the spec.
 
@@ -108,10 +115,15 @@ def _print_report(path: Path, report: Report, strict: bool) -> None:
         errors, warnings = errors + warnings, 0
     if report.spec is not None and not errors:
         spec = report.spec
-        counts = (
-            f"{len(spec.exchanges)} exchanges, {len(spec.queues)} queues, "
-            f"{len(spec.bindings)} bindings, {len(spec.messages)} messages, "
-            f"{len(spec.services)} services"
+        counts = ", ".join(
+            _plural(len(objects), word)
+            for objects, word in (
+                (spec.exchanges, "exchange"),
+                (spec.queues, "queue"),
+                (spec.bindings, "binding"),
+                (spec.messages, "message"),
+                (spec.services, "service"),
+            )
         )
         suffix = f", {_plural(warnings, 'warning')}" if warnings else ""
         click.echo(click.style(f"{path}: ok", fg="green", bold=True) + f" ({counts}){suffix}")
@@ -170,6 +182,7 @@ def _parse_header(text: str) -> tuple[str, Any]:
 )
 @_format_option
 def route_command(
+    *,
     exchange: str,
     key: str,
     spec_option: Path | None,
@@ -223,11 +236,184 @@ def _load_for_command(path: Path) -> Any:
     return report.spec
 
 
+# -- plan and apply ---------------------------------------------------------------
+
+
+def _broker_options(func: F) -> F:
+    """``--url``, ``--management-url`` and ``--timeout``: where the broker is."""
+    func = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help="Seconds any one broker call may take.",
+    )(func)
+    func = click.option(
+        "--management-url",
+        metavar="URL",
+        default=None,
+        help="The management HTTP API [default: http://HOST:15672, from --url].",
+    )(func)
+    return click.option(
+        "--url",
+        metavar="URL",
+        default=None,
+        help=f"The broker; its path is the vhost [default: $RABBITRY_URL, then {DEFAULT_URL}].",
+    )(func)
+
+
+_PRUNE_HELP = (
+    "Treat the vhost as owned by the spec: also delete every exchange, queue and binding "
+    "the spec does not have (amq.*, the default exchange and run-time objects excepted)."
+)
+
+
+@cli.command("plan")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@_spec_options
+@_broker_options
+@click.option("--prune", is_flag=True, help=_PRUNE_HELP)
+@_format_option
+def plan_command(
+    *,
+    spec: Path | None,
+    spec_option: Path | None,
+    url: str | None,
+    management_url: str | None,
+    timeout: float,
+    prune: bool,
+    output_format: str,
+) -> None:
+    """Show what apply would change on the live broker; change nothing.
+
+    Exit 0 when the broker matches the spec, 3 when changes are pending, 1 on errors.
+    """
+    model = _load_for_command(_which_spec(spec, spec_option))
+    target = parse_url(url, management=management_url)
+    planned = asyncio.run(converge.plan(model, target, prune=prune, timeout=timeout))
+    if output_format == "json":
+        click.echo(json.dumps(_plan_json(target, planned), indent=2))
+    else:
+        _print_plan(target, planned)
+    sys.exit(0 if planned.plan.empty else 3)
+
+
+@cli.command("apply")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@_spec_options
+@_broker_options
+@click.option("--prune", is_flag=True, help=_PRUNE_HELP)
+@click.option(
+    "--allow-data-loss",
+    is_flag=True,
+    help="Allow deleting or replacing queues that hold messages or have consumers.",
+)
+@_format_option
+def apply_command(
+    *,
+    spec: Path | None,
+    spec_option: Path | None,
+    url: str | None,
+    management_url: str | None,
+    timeout: float,
+    prune: bool,
+    allow_data_loss: bool,
+    output_format: str,
+) -> None:
+    """Converge the broker to the spec: exchanges, queues, bindings, then deletions.
+
+    Idempotent: a second run changes nothing. A queue that holds messages or has
+    consumers is never deleted or replaced without --allow-data-loss.
+    """
+    model = _load_for_command(_which_spec(spec, spec_option))
+    target = parse_url(url, management=management_url)
+    with _progress(enabled=output_format == "text") as progress:
+        done = asyncio.run(
+            converge.apply(
+                model,
+                target,
+                prune=prune,
+                allow_data_loss=allow_data_loss,
+                timeout=timeout,
+                progress=progress,
+            )
+        )
+    if output_format == "json":
+        data = _plan_json(target, done.planned)
+        data["applied"] = done.result.applied
+        data["seconds"] = round(done.result.seconds, 3)
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_plan(target, done.planned, applied=True)
+    if not done.planned.plan.empty:
+        click.echo(
+            f"applied {_plural(done.result.applied, 'change')} in {done.result.seconds:.2f} s"
+        )
+
+
+_SOURCES = {"management": "the management API", "amqp": "passive declares over AMQP"}
+
+
+def _print_plan(target: BrokerURL, planned: converge.Planned, *, applied: bool = False) -> None:
+    live, plan = planned.live, planned.plan
+    where = f"vhost {target.vhost!r} at {target.endpoint}"
+    how = _SOURCES.get(live.source, live.source)
+    click.echo(f"{'Applied to' if applied else 'Plan for'} {where} (read through {how}):")
+    for note in live.blind_spots:
+        click.echo(click.style(f"  note: {note}", fg="yellow"))
+    if plan.empty:
+        click.echo(click.style("  in sync: nothing to change", fg="green"))
+    else:
+        for line in plan_lines(plan):
+            colour = {"+": "green", "~": "yellow", "-": "red"}.get(line.strip()[:1])
+            click.echo(click.style(line, fg=colour) if line.startswith("  ") else line)
+    if plan.unmanaged or not plan.empty:
+        click.echo(summary(plan))
+
+
+def _plan_json(target: BrokerURL, planned: converge.Planned) -> dict[str, Any]:
+    return {
+        "broker": target.masked,
+        "vhost": target.vhost,
+        "source": planned.live.source,
+        "blind_spots": list(planned.live.blind_spots),
+        "in_sync": planned.plan.empty,
+        "counts": planned.plan.counts(),
+        "changes": [c.as_json() for c in planned.plan.changes],
+        "unmanaged": list(planned.plan.unmanaged),
+    }
+
+
+@contextlib.contextmanager
+def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr when it is a terminal and the apply is long; else nothing."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    # Only for terminals: keep start-up light.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import Progress  # noqa: PLC0415
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("applying", total=None)
+
+        def report(done: int, total: int) -> None:
+            if total >= _PROGRESS_THRESHOLD:
+                bar.update(task, completed=done, total=total)
+
+        yield report
+
+
+_PROGRESS_THRESHOLD = 200
+
+
 # -- entry point --------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: run the CLI, mapping every expected failure to a message."""
+    # aiormq logs what it also raises; the raised error is reported once, below.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
         cli.main(
             args=list(argv) if argv is not None else None,
@@ -248,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "`rabbitry check` shows them all",
             err=True,
         )
+        sys.exit(1)
+    except DataLossRefused as exc:
+        click.echo(f"refused: {exc}", err=True)
         sys.exit(1)
     except RabbitryError as exc:
         click.echo(f"error: {exc}", err=True)

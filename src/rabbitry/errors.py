@@ -16,6 +16,13 @@
         ├── NotFound           404: an object the operation needs does not exist
         ├── PreconditionFailed 406: an object exists with other properties (inequivalent arg)
         ├── BrokerTimeout      a call did not finish by its deadline
+        │   └── PublishTimeout a publish was not confirmed by its deadline (also a
+        │                      PublishFailed): ``sent`` says whether it left (outcome
+        │                      UNKNOWN: it may have reached its queues) or never did
+        ├── PublishFailed      a published message is not known to be delivered; carries
+        │   │                  ``message_name``, ``message_id`` and, in publish_many, ``index``
+        │   ├── Unroutable     returned (mandatory): no queue is bound for its routing key
+        │   └── PublishNacked  the broker refused it (nack: a queue's overflow limit, ...)
         └── ManagementError    the management HTTP API answered with an error
 
 Lower-layer exceptions (PyYAML, jsonschema, httpx, aiormq) are mapped into
@@ -42,9 +49,13 @@ __all__ = [
     "ManagementError",
     "NotFound",
     "PreconditionFailed",
+    "PublishFailed",
+    "PublishNacked",
+    "PublishTimeout",
     "RabbitryError",
     "RoutingError",
     "SpecError",
+    "Unroutable",
     "UsageError",
 ]
 
@@ -86,16 +97,19 @@ class ContractViolation(RabbitryError):
     """A message does not fit its schema; nothing was sent.
 
     ``faults`` lists every problem, each with the JSON Pointer of the value
-    (``/job_id``); ``path`` and ``reason`` are the first one's.
+    (``/job_id``); ``path`` and ``reason`` are the first one's; ``index`` is the
+    item's position when it came from ``publish_many`` (``None`` otherwise).
     """
 
-    def __init__(self, message: str, faults: Sequence[Fault]) -> None:
+    def __init__(self, message: str, faults: Sequence[Fault], *, index: int | None = None) -> None:
         self.message_name = message
         self.faults = tuple(faults)
+        self.index = index
         first = self.faults[0] if self.faults else Fault("", "invalid")
         self.path, self.reason = first.path, first.reason
         more = f" (and {len(self.faults) - 1} more)" if len(self.faults) > 1 else ""
-        super().__init__(f"{message} {first}{more}")
+        item = f"item {index}: " if index is not None else ""
+        super().__init__(f"{item}{message} {first}{more}")
 
 
 class DataLossRefused(RabbitryError):
@@ -124,6 +138,39 @@ class PreconditionFailed(BrokerError):
 
 class BrokerTimeout(BrokerError):
     """A broker call did not finish by its deadline."""
+
+
+class PublishFailed(BrokerError):
+    """A published message is not known to have reached its queues.
+
+    ``message_name`` and ``message_id`` say which message; ``index`` is its
+    position in a ``publish_many`` (``None`` for ``publish``).  The runtime
+    fills them in after ``broker_error`` has made the error.
+    """
+
+    message_name: str | None = None
+    message_id: str | None = None
+    index: int | None = None
+
+
+class Unroutable(PublishFailed):
+    """The broker returned the message (``mandatory``): no queue is bound for its routing key."""
+
+
+class PublishNacked(PublishFailed):
+    """The broker refused the message (``basic.nack``): e.g. a queue at its length limit."""
+
+
+class PublishTimeout(PublishFailed, BrokerTimeout):
+    """No confirm by the deadline.
+
+    ``sent`` is ``True`` when the message was written to the broker: then
+    the outcome is UNKNOWN (it may have reached its queues, and a retry may
+    duplicate it; its ``message_id`` tells the copies apart).  ``False``: it
+    never left this process.
+    """
+
+    sent: bool = True
 
 
 class ManagementError(BrokerError):

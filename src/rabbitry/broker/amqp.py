@@ -7,6 +7,10 @@ the socket, ``asyncio.TimeoutError`` from deadlines, and — for a vhost that
 does not exist — an ``InvalidFrameError`` about a ``Connection.Close``.
 ``broker_error`` is the one place that turns each into rabbitry's tree with a
 message naming the broker (password masked), the object and what to do.
+Publisher confirms add two: ``PublishError`` (a ``basic.return`` of a
+``mandatory`` message) becomes ``Unroutable``, any other ``DeliveryError``
+(a ``basic.nack``) ``PublishNacked``.  ``is_permanent`` says which failures to
+connect are not worth retrying (credentials, vhost).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from rabbitry.errors import (
     ConnectionFailed,
     NotFound,
     PreconditionFailed,
+    PublishNacked,
+    Unroutable,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "broker_error", "connect", "reply_text"]
+__all__ = ["DEFAULT_TIMEOUT", "broker_error", "connect", "is_permanent", "reply_text"]
 
 #: Seconds any single broker call may take unless the caller says otherwise.
 DEFAULT_TIMEOUT = 10.0
@@ -65,6 +71,11 @@ def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerEr
             f"{at} has no vhost {url.vhost!r} that user {url.username!r} may use; create it "
             f"(rabbitmqctl add_vhost {url.vhost!r}) and grant permissions, or fix --url"
         )
+    if isinstance(exc, amqp_errors.ChannelAccessRefused) and "reserved prefix" in reply_text(exc):
+        return AccessRefused(
+            f"{at} refused{on}: {reply_text(exc)}; names starting with 'amq.' belong to "
+            "the broker: rename the object in the spec"
+        )
     if isinstance(exc, amqp_errors.ChannelAccessRefused):
         return AccessRefused(
             f"{at} refused access{on}: {reply_text(exc)}; "
@@ -72,6 +83,12 @@ def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerEr
         )
     if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
         return NotFound(f"{at}: not found{on}: {reply_text(exc)}")
+    if isinstance(exc, amqp_errors.ChannelPreconditionFailed) and _is_delete_guard(exc):
+        return PreconditionFailed(
+            f"{at} kept{on}: {reply_text(exc)}; it got messages or consumers after the plan "
+            "was made, so it was not deleted: run again, and pass --allow-data-loss to delete "
+            "it anyway"
+        )
     if isinstance(exc, amqp_errors.ChannelPreconditionFailed):
         return PreconditionFailed(
             f"{at} refused{on}: {reply_text(exc)}; the broker's object differs from the spec: "
@@ -81,6 +98,22 @@ def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerEr
         return AccessRefused(
             f"{at}: locked{on}: {reply_text(exc)}; another connection holds it exclusively"
         )
+    if isinstance(exc, amqp_errors.PublishError):
+        frame = exc.frame
+        code = getattr(frame, "reply_code", None)
+        text = getattr(frame, "reply_text", None) or "returned"
+        return Unroutable(
+            f"{at} returned{on} with {code} {text}: no queue is bound to exchange "
+            f"{getattr(frame, 'exchange', '')!r} for routing key "
+            f"{getattr(frame, 'routing_key', '')!r}; `rabbitry route` shows where it would go, "
+            "`rabbitry apply` makes the spec's bindings (a run-time queue's binding exists only "
+            "while its consumer runs)"
+        )
+    if isinstance(exc, amqp_errors.DeliveryError):
+        return PublishNacked(
+            f"{at} refused{on} (basic.nack): a queue it routes to did not take it, e.g. "
+            "one at its length limit with overflow reject-publish; it was not delivered there"
+        )
     if isinstance(exc, amqp_errors.ChannelClosed | amqp_errors.ChannelInvalidStateError):
         return BrokerError(f"{at} closed the channel{on}: {reply_text(exc)}; run again")
     if isinstance(exc, ConnectionError | OSError | amqp_errors.AMQPError | RuntimeError):
@@ -89,6 +122,18 @@ def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerEr
             "(rabbitmq-diagnostics ping) and that --url / RABBITRY_URL is right"
         )
     return BrokerError(f"{at}{on}: {type(exc).__name__}: {reply_text(exc)}")
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A failure to connect that retrying cannot fix: refused credentials, or no such vhost."""
+    return isinstance(
+        exc, amqp_errors.ProbableAuthenticationError | amqp_errors.AuthenticationError
+    ) or _is_vhost_refusal(exc)
+
+
+def _is_delete_guard(exc: BaseException) -> bool:
+    """A ``queue.delete`` with ``if_empty``/``if_unused`` refused: the queue is not empty/unused."""
+    return reply_text(exc).endswith(("' not empty", "' in use"))
 
 
 def _is_vhost_refusal(exc: BaseException) -> bool:

@@ -64,21 +64,35 @@ class Change:
     exchange: ExchangeState | None = None
     queue: QueueState | None = None
     binding: BindingState | None = None
+    #: The object as the broker has it now (replace).
+    before: ExchangeState | QueueState | None = None
     #: For a queue that is replaced or deleted: what the broker says it holds.
     messages: int | None = None
     consumers: int | None = None
+    #: For an exchange that is replaced: its bindings the spec does not own (run-time
+    #: ones among them), which deleting it drops and apply does not put back.
+    lost_bindings: int = 0
 
     @property
     def loses_data(self) -> bool:
-        """Carrying this out would drop messages or consumers (unknown counts as yes)."""
-        if self.kind is not Kind.QUEUE or self.action is Action.CREATE:
+        """Carrying this out would drop messages, consumers or foreign bindings.
+
+        Unknown counts count as data.
+        """
+        if self.action is Action.CREATE:
             return False
-        return self.messages != 0 or self.consumers != 0
+        if self.kind is Kind.EXCHANGE:
+            return self.lost_bindings > 0
+        if self.kind is Kind.QUEUE:
+            return self.messages != 0 or self.consumers != 0
+        return False
 
     def describe(self) -> str:
         head = f"{self.action.value} {self.kind.value} {self.name}"
         if self.kind is Kind.QUEUE and self.action is not Action.CREATE:
             head += f" (holds {_count(self.messages)} messages, {_count(self.consumers)} consumers)"
+        if self.lost_bindings:
+            head += f" (drops {self.lost_bindings} binding(s) the spec does not own)"
         return head
 
     def as_json(self) -> dict[str, Any]:
@@ -126,7 +140,7 @@ def diff(want: Topology, have: Topology, spec: Spec | None = None, *, prune: boo
     ``{param}`` binding) be recognised, so that they are never pruned.
     """
     changes: list[Change] = []
-    changes.extend(_exchanges(want.exchanges, have.exchanges))
+    changes.extend(_exchanges(want, have))
     replaced_queues = set()
     for change in _queues(want.queues, have.queues):
         changes.append(change)
@@ -157,16 +171,27 @@ def _differences(want: Mapping[str, Any], have: Mapping[str, Any]) -> tuple[Fiel
     return tuple(found)
 
 
-def _exchanges(
-    want: Mapping[str, ExchangeState], have: Mapping[str, ExchangeState]
-) -> Iterable[Change]:
-    for name in sorted(want):
-        target, current = want[name], have.get(name)
+def _exchanges(want: Topology, have: Topology) -> Iterable[Change]:
+    for name in sorted(want.exchanges):
+        target, current = want.exchanges[name], have.exchanges.get(name)
         if current is None:
             yield Change(Action.CREATE, Kind.EXCHANGE, name, exchange=target)
         elif target != current:
             fields = _differences(target.fields(), current.fields())
-            yield Change(Action.REPLACE, Kind.EXCHANGE, name, fields, exchange=target)
+            foreign = [
+                b
+                for b in have.bindings - want.bindings
+                if b.source == name or (b.destination_type == "exchange" and b.destination == name)
+            ]
+            yield Change(
+                Action.REPLACE,
+                Kind.EXCHANGE,
+                name,
+                fields,
+                exchange=target,
+                before=current,
+                lost_bindings=len(foreign),
+            )
 
 
 def _queues(want: Mapping[str, QueueState], have: Mapping[str, QueueState]) -> Iterable[Change]:
@@ -182,6 +207,7 @@ def _queues(want: Mapping[str, QueueState], have: Mapping[str, QueueState]) -> I
                 name,
                 fields,
                 queue=target,
+                before=current,
                 messages=current.messages,
                 consumers=current.consumers,
             )

@@ -84,6 +84,10 @@ class ExchangeState:
             "arguments": dict(self.arguments),
         }
 
+    def declare_arguments(self) -> dict[str, Any]:
+        """The argument table to declare it with."""
+        return {k: _plain(v) for k, v in self.arguments}
+
 
 @dataclass(frozen=True)
 class QueueState:

@@ -1,0 +1,61 @@
+"""Plan and apply, end to end: read the vhost, diff it with the spec, carry out the diff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rabbitry.broker.apply import ApplyResult, execute
+from rabbitry.broker.live import LiveState, read_live
+from rabbitry.broker.plan import Plan, diff
+from rabbitry.broker.state import desired
+from rabbitry.broker.url import BrokerURL
+from rabbitry.errors import UsageError
+from rabbitry.spec import Spec
+
+__all__ = ["Converged", "Planned", "apply", "plan"]
+
+
+@dataclass(frozen=True)
+class Planned:
+    live: LiveState
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Converged:
+    planned: Planned
+    result: ApplyResult
+
+
+async def plan(spec: Spec, url: BrokerURL, *, prune: bool = False, timeout: float) -> Planned:
+    """What apply would change in ``url``'s vhost; changes nothing."""
+    live = await read_live(url, spec, timeout=timeout)
+    if prune and not live.can_prune:
+        raise UsageError(
+            f"--prune needs the management API to see what the spec does not have, and "
+            f"{url.management} did not answer; enable it (rabbitmq-plugins enable "
+            "rabbitmq_management) or pass --management-url"
+        )
+    return Planned(live, diff(desired(spec), live.topology, spec, prune=prune))
+
+
+async def apply(
+    spec: Spec,
+    url: BrokerURL,
+    *,
+    prune: bool = False,
+    allow_data_loss: bool = False,
+    timeout: float,
+    progress: Callable[[int, int], None] | None = None,
+) -> Converged:
+    """Converge ``url``'s vhost to ``spec``; refuses data loss unless allowed."""
+    planned = await plan(spec, url, prune=prune, timeout=timeout)
+    result = await execute(
+        planned.plan,
+        url,
+        allow_data_loss=allow_data_loss,
+        timeout=timeout,
+        progress=progress,
+    )
+    return Converged(planned, result)
