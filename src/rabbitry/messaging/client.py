@@ -1,81 +1,52 @@
 """The runtime's public face: a supervised connection that publishes and consumes by contract.
 
-API shape (agreed with code generation; implementation in progress)::
+::
 
     async with Client(contract, url, service="server") as client:
         await client.publish("Start", {...})                 # validated, confirmed, routed
         async with client.subscribe("job-status", job_id=j) as sub:
             async for delivery in sub:                      # validated by the contract
                 ...
+
+The pieces, each in a private module: ``_supervisor`` (the connection,
+reconnecting and restoring), ``_publisher`` (confirms, ``mandatory``, batched
+writes), ``_consumer`` (strict decoding, handlers, acks, dead-lettering),
+``_subscription`` (run-time queues), ``_decode`` and ``_frames``.  Errors are
+rabbitry's (``rabbitry.errors``): ``ContractViolation``, ``Unroutable``,
+``PublishNacked``, ``PublishTimeout``, ``ConnectionFailed``, ...
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+import contextlib
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Self
 
-from rabbitry.broker.url import BrokerURL
-from rabbitry.messaging.contract import Contract
+from rabbitry.broker.url import BrokerURL, parse_url
+from rabbitry.errors import UsageError
+from rabbitry.messaging import _frames
+from rabbitry.messaging._consumer import Consumer, Handler
+from rabbitry.messaging._delivery import Delivery
+from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
+from rabbitry.messaging._subscription import Subscription
+from rabbitry.messaging._supervisor import Supervisor
+from rabbitry.messaging.contract import Contract, MessageContract
 
 __all__ = ["Client", "Consumer", "Delivery", "Handler", "Subscription"]
 
-T_co = TypeVar("T_co", covariant=True)
-
-
-@dataclass(frozen=True)
-class Delivery(Generic[T_co]):
-    """A received message that passed its contract: ``type`` is its name, ``body`` its payload."""
-
-    type: str
-    body: T_co
-    exchange: str
-    routing_key: str
-    message_id: str | None = None
-    timestamp: datetime | None = None
-    redelivered: bool = False
-    headers: Mapping[str, Any] = field(default_factory=dict)
-
-
-Handler = Callable[[Delivery[Any]], Awaitable[None]]
-
-
-class Consumer:
-    """A registered consumer of a durable queue; ``cancel()`` stops it."""
-
-    async def cancel(self) -> None:
-        raise NotImplementedError
-
-
-class Subscription:
-    """A run-time queue: declared exclusive, bound with the consumer's values, removed at exit."""
-
-    async def __aenter__(self) -> Self:
-        raise NotImplementedError
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        raise NotImplementedError
-
-    def __aiter__(self) -> AsyncIterator[Delivery[Any]]:
-        raise NotImplementedError
-
-    async def bind(self, **params: str | int) -> None:
-        """Also receive what is routed with these values (e.g. another job id)."""
-        raise NotImplementedError
-
-    async def unbind(self, **params: str | int) -> None:
-        raise NotImplementedError
-
 
 class Client:
-    """A supervised connection to the broker, speaking one contract."""
+    """A supervised connection to the broker, speaking one contract.
+
+    ``service`` (a service of the spec) limits the client to what that service
+    publishes and consumes, and names its connection.  ``connect_timeout``
+    bounds the wait for the broker at start; ``reconnect_timeout`` (default:
+    the same) the wait after a connection loss, after which everything fails
+    with ``ConnectionFailed``.  ``timeout`` is the deadline of every other
+    operation (a publish, a declaration) unless given per call; ``heartbeat``
+    (seconds) gets a dead peer noticed after ``(heartbeat + 1) * 3`` seconds of silence.
+    """
 
     def __init__(
         self,
@@ -87,11 +58,51 @@ class Client:
         timeout: float = 10.0,
         heartbeat: int = 5,
         prefetch: int = 64,
+        reconnect_timeout: float | None = None,
+        attempts: int = 3,
     ) -> None:
         self.contract = contract
+        self.url = url if isinstance(url, BrokerURL) else parse_url(url)
+        if service is not None and service not in contract.services:
+            known = ", ".join(sorted(contract.services)) or "none"
+            raise UsageError(f"the contract has no service {service!r}; it has: {known}")
+        if prefetch < 1:
+            raise UsageError(f"prefetch must be at least 1, not {prefetch}")
+        self.service = service
+        self.timeout = timeout
+        self.prefetch = prefetch
+        #: How many times a consumer's handler is tried on one message before it is dead-lettered.
+        self.attempts = attempts
+        self._connect_timeout = connect_timeout
+        self._reconnect_timeout = (
+            connect_timeout if reconnect_timeout is None else reconnect_timeout
+        )
+        self._heartbeat = heartbeat
+        self._templates: dict[str, _frames.HeaderTemplate] = {}
+        self._supervisor: Supervisor | None = None
+        self._publisher: Publisher | None = None
+        self._inboxes: list[Consumer | Subscription[Any]] = []
+
+    def __repr__(self) -> str:
+        return f"<Client {self.service or '(any service)'} at {self.url.masked}>"
+
+    # -- life cycle --------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        raise NotImplementedError
+        if self._supervisor is not None:
+            raise UsageError("this client is already open")
+        supervisor = Supervisor(
+            self.url,
+            name=f"rabbitry {self.service}" if self.service else "rabbitry",
+            heartbeat=self._heartbeat,
+            connect_timeout=self._connect_timeout,
+            reconnect_timeout=self._reconnect_timeout,
+            timeout=self.timeout,
+        )
+        await supervisor.start()
+        self._supervisor = supervisor
+        self._publisher = Publisher(supervisor)
+        return self
 
     async def __aexit__(
         self,
@@ -99,23 +110,172 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        raise NotImplementedError
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop consumers and subscriptions gracefully, then close the connection."""
+        supervisor, publisher = self._supervisor, self._publisher
+        if supervisor is None or publisher is None:
+            return
+        for inbox in reversed(list(self._inboxes)):
+            with contextlib.suppress(Exception):
+                if isinstance(inbox, Consumer):
+                    await inbox.cancel()
+                else:
+                    await inbox._stop(self.timeout)
+        self._inboxes.clear()
+        await publisher.close()
+        await supervisor.close()
+        self._supervisor = self._publisher = None
+
+    def _open(self) -> tuple[Supervisor, Publisher]:
+        if self._supervisor is None or self._publisher is None:
+            raise UsageError("the client is not open: use `async with Client(...) as client`")
+        return self._supervisor, self._publisher
+
+    # -- publishing ----------------------------------------------------------
+
+    def _message(self, name: str) -> tuple[MessageContract, _frames.HeaderTemplate]:
+        template = self._templates.get(name)
+        contract = self.contract.message(name)
+        if template is None:
+            if self.service is not None:
+                publishes = self.contract.services[self.service][0]
+                if name not in publishes:
+                    raise UsageError(
+                        f"service {self.service!r} does not publish {name}; it publishes: "
+                        f"{', '.join(publishes) or 'nothing'} (see the spec's services)"
+                    )
+            template = _frames.HeaderTemplate(
+                message_type=name,
+                content_type=CONTENT_TYPE,
+                persistent=contract.persistent,
+                app_id=self.service,
+            )
+            self._templates[name] = template
+        return contract, template
 
     async def publish(
         self, message: str, payload: Mapping[str, Any], *, timeout: float | None = None
     ) -> None:
-        """Validate, then publish with confirms and ``mandatory``; raises if not delivered."""
-        raise NotImplementedError
+        """Validate, then publish with confirms and ``mandatory``; raises if not delivered.
+
+        ``ContractViolation`` (nothing sent) when ``payload`` breaks the schema;
+        ``Unroutable`` when no queue is bound for it; ``PublishNacked`` when the
+        broker refused it; ``PublishTimeout`` when no confirm came by the
+        deadline (``sent=True``: the outcome is unknown).  A connection lost in
+        between is waited out and the message written again (same message_id).
+        """
+        _, publisher = self._open()
+        contract, template = self._message(message)
+        outgoing = prepare(contract, template, payload)
+        await publisher.send((outgoing,), self.timeout if timeout is None else timeout)
 
     async def publish_many(
         self, items: Iterable[tuple[str, Mapping[str, Any]]], *, timeout: float | None = None
     ) -> None:
-        raise NotImplementedError
+        """Validate every item first (nothing is sent if one is bad: ``ContractViolation`` with
+        its ``index``), then publish them all in batched writes and wait for every confirm.
 
-    def consume(self, queue: str, handler: Handler, *, prefetch: int | None = None) -> Consumer:
-        raise NotImplementedError
+        ``timeout`` bounds the whole call (default: the client's ``timeout`` plus one second
+        per 1,000 messages).  The first failure (by index) is raised, noting how many
+        failed; the others were confirmed.
+        """
+        _, publisher = self._open()
+        outgoing: list[Outgoing] = []
+        for index, (name, payload) in enumerate(items):
+            contract, template = self._message(name)
+            out = prepare(contract, template, payload, index=index)
+            out.index = index
+            outgoing.append(out)
+        if timeout is None:
+            timeout = self.timeout + len(outgoing) / 1000
+        await publisher.send(outgoing, timeout)
+
+    # -- consuming -----------------------------------------------------------
+
+    def _accepts(self, queue: str) -> dict[str, MessageContract]:
+        contract = self.contract.queue(queue)
+        names: tuple[str, ...] = contract.accepts
+        if self.service is not None:
+            consumes = self.contract.services[self.service][1]
+            if queue not in consumes:
+                raise UsageError(
+                    f"service {self.service!r} does not consume queue {queue!r}; it consumes: "
+                    f"{', '.join(consumes) or 'nothing'} (see the spec's services)"
+                )
+            names = consumes[queue]
+        return {name: self.contract.message(name) for name in names}
+
+    def consume(
+        self,
+        queue: str,
+        handler: Handler,
+        *,
+        prefetch: int | None = None,
+        attempts: int | None = None,
+    ) -> Consumer:
+        """Call ``handler`` with each valid message of ``queue`` (a queue ``apply`` declares).
+
+        Returns at once; the consumer starts in the background (``await
+        consumer.ready()`` to wait for it, or to learn that the queue is missing).
+        Handlers run concurrently, up to ``prefetch`` at a time (default: the client's).
+        The message is acked when the handler returns; an exception is retried
+        (``attempts`` in all, default the client's) and the message then
+        dead-lettered, as are messages that fail decoding or validation.
+        """
+        supervisor, publisher = self._open()
+        contract = self.contract.queue(queue)
+        if contract.runtime:
+            raise UsageError(
+                f"queue {queue!r} is a run-time queue (exclusive, bound with values): use "
+                f"subscribe({queue!r}, {', '.join(f'{p}=...' for p in contract.params)})"
+            )
+        consumer = Consumer(
+            supervisor,
+            publisher,
+            contract,
+            self._accepts(queue),
+            handler,
+            prefetch=prefetch or self.prefetch,
+            attempts=self.attempts if attempts is None else attempts,
+            shutdown_timeout=self.timeout,
+        )
+        self._keep(consumer)
+        consumer._start()
+        return consumer
 
     def subscribe(
         self, queue: str, *, prefetch: int | None = None, **params: str | int
-    ) -> Subscription:
-        raise NotImplementedError
+    ) -> Subscription[Any]:
+        """A run-time queue bound with ``params`` (e.g. ``job_id=...``); use ``async with``.
+
+        Iterating it yields each valid ``Delivery``, acked when the next one is
+        asked for; ``bind()``/``unbind()`` change the values it follows.
+        """
+        supervisor, publisher = self._open()
+        contract = self.contract.queue(queue)
+        if not contract.runtime:
+            raise UsageError(
+                f"queue {queue!r} is declared by `rabbitry apply`, not at run time: use "
+                f"consume({queue!r}, handler)"
+            )
+        subscription: Subscription[Any] = Subscription(
+            supervisor,
+            publisher,
+            contract,
+            self._accepts(queue),
+            prefetch=prefetch or self.prefetch,
+            params=params,
+        )
+        self._keep(subscription)
+        return subscription
+
+    def _keep(self, inbox: Consumer | Subscription[Any]) -> None:
+        self._inboxes.append(inbox)
+
+        def forget() -> None:
+            with contextlib.suppress(ValueError):
+                self._inboxes.remove(inbox)
+
+        inbox.on_stop = forget

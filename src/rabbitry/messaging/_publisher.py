@@ -1,0 +1,547 @@
+"""Publishing with confirms and ``mandatory``, in batched writes.
+
+Every message is validated and marshalled by the caller's task (``prepare``:
+nothing is queued when it fails), then queued.  One writer task takes what
+is queued — one message, or hundreds from ``publish_many`` and concurrent
+``publish`` calls — assigns consecutive delivery tags, registers each
+message's confirmation in aiormq's own ``Channel.confirmations`` /
+``Channel.message_id_delivery_tag`` (so aiormq's reader settles it: ``ack``,
+``nack``, and ``basic.return``, which arrives before the ``ack`` of the same
+message and marks it unroutable) and writes the whole batch's frames as ONE
+``ChannelFrame`` on the connection's ``write_queue``.  Only this writer
+publishes on its channel, so ``Channel.delivery_tag`` stays the broker's
+count.
+
+Every publish has a deadline.  When the channel or connection closes, the
+messages written and not yet confirmed are written again (same
+``message_id``) on the next channel, after the reconnect: delivery is
+at-least-once.  A message still unconfirmed at its deadline raises
+``PublishTimeout``: ``sent=True`` means the outcome is unknown, never that it
+was delivered.  Before its first message to an exchange on a channel, the
+writer checks that the exchange exists (a passive declare on a probe
+channel), because a publish to a missing exchange closes the channel with
+every confirm in flight on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiormq.exceptions as amqp_errors
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+
+from rabbitry.broker.amqp import broker_error
+from rabbitry.errors import (
+    BrokerError,
+    ConnectionFailed,
+    ContractViolation,
+    Fault,
+    PublishFailed,
+    PublishTimeout,
+)
+from rabbitry.messaging import _frames
+from rabbitry.messaging._supervisor import Supervisor, backoff
+from rabbitry.messaging.contract import MessageContract
+
+__all__ = ["Outgoing", "Publisher"]
+
+log = logging.getLogger("rabbitry.messaging")
+
+CONTENT_TYPE = "application/json"
+#: Most messages one write carries, and about the most bytes.
+BATCH_MESSAGES = 512
+BATCH_BYTES = 512 * 1024
+#: Most unconfirmed messages on the channel; the writer waits for confirms beyond.
+MAX_UNCONFIRMED = 4096
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_NAMED_EXCHANGE = re.compile(r"exchange '((?:[^'\\]|\\.)*)'")
+
+
+class _Waiter:
+    """What one ``publish``/``publish_many`` call waits for: all its messages settled."""
+
+    __slots__ = ("failures", "future", "pending")
+
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+        self.future = future
+        self.pending = count
+        self.failures: list[tuple[int, BaseException]] = []
+
+    def settle(self, index: int, failure: BaseException | None) -> None:
+        if failure is not None:
+            self.failures.append((index, failure))
+        self.pending -= 1
+        if self.pending <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+
+class Outgoing:
+    """One message on its way: payloads marshalled, framed per channel when written."""
+
+    __slots__ = (
+        "body",
+        "done",
+        "exchange",
+        "future",
+        "header",
+        "index",
+        "line",
+        "message_id",
+        "method",
+        "name",
+        "owner",
+        "routing_key",
+        "sent",
+        "tag",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        exchange: str,
+        routing_key: str,
+        method: bytes,
+        header: bytes,
+        body: bytes,
+        message_id: str,
+    ) -> None:
+        self.name = name
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.method = method
+        self.header = header
+        self.body = body
+        self.message_id = message_id
+        self.index = 0
+        self.waiter: _Waiter | None = None
+        self.owner: Publisher | None = None
+        #: Ever written to a broker (then a missing confirm means: outcome unknown).
+        self.sent = False
+        self.done = False
+        self.future: asyncio.Future[Any] | None = None
+        #: The channel it is written on and awaits its confirm from (None: queued or settled).
+        self.line: _Line | None = None
+        self.tag = 0
+
+    def __call__(self, future: asyncio.Future[Any]) -> None:
+        """Done-callback of this message's confirmation future (set by aiormq's reader)."""
+        if self.owner is not None:
+            self.owner._confirmed(self, future)
+
+    def settle(self, failure: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if failure is not None:
+            if isinstance(failure, PublishFailed):
+                failure.message_name = self.name
+                failure.message_id = self.message_id
+                failure.index = self.index
+            with contextlib.suppress(Exception):
+                failure.add_note(f"message {self.name} (message_id {self.message_id})")
+        if self.waiter is not None:
+            self.waiter.settle(self.index, failure)
+
+    def describe(self) -> str:
+        return f"{self.name} to exchange {self.exchange!r} with routing key {self.routing_key!r}"
+
+
+def prepare(
+    contract: MessageContract,
+    template: _frames.HeaderTemplate,
+    payload: Mapping[str, Any],
+    *,
+    index: int | None = None,
+) -> Outgoing:
+    """Validate and marshal one message; ``ContractViolation`` (nothing queued) if it is bad."""
+    name = contract.name
+    try:
+        contract.validate(payload)
+        routing_key = contract.routing_key_for(payload)
+        body = _ENCODER.encode(payload).encode()
+    except ContractViolation as exc:
+        if index is None:
+            raise
+        raise ContractViolation(exc.message_name, exc.faults, index=index) from None
+    except (TypeError, ValueError) as exc:  # not JSON-able although the schema let it pass
+        raise ContractViolation(name, [Fault("", f"not JSON: {exc}")], index=index) from None
+    try:
+        method = _frames.publish_method(contract.exchange, routing_key, mandatory=True)
+    except ValueError as exc:
+        raise ContractViolation(name, [Fault("", f"routing key: {exc}")], index=index) from None
+    message_id = _frames.message_id()
+    headers = contract.headers_for(payload) if contract.headers else None
+    header = template.payload(len(body), message_id, int(time.time()), headers)
+    return Outgoing(
+        name,
+        exchange=contract.exchange,
+        routing_key=routing_key,
+        method=method,
+        header=header,
+        body=body,
+        message_id=message_id,
+    )
+
+
+def prepare_raw(
+    what: str,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: spec.Basic.Properties,
+) -> Outgoing:
+    """A message with given properties (a dead-letter copy): not validated."""
+    message_id = properties.message_id or _frames.message_id()
+    properties.message_id = message_id
+    method = _frames.publish_method(exchange, routing_key, mandatory=True)
+    header = _frames.raw_header(len(body), properties)
+    return Outgoing(
+        what,
+        exchange=exchange,
+        routing_key=routing_key,
+        method=method,
+        header=header,
+        body=body,
+        message_id=message_id,
+    )
+
+
+class _Line:
+    """One publishing channel and what is unconfirmed on it; lost once, never reused."""
+
+    __slots__ = ("channel", "lost", "missing", "unconfirmed", "verified")
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.unconfirmed: dict[int, Outgoing] = {}
+        self.verified: set[str] = {""}  # the default exchange always exists
+        self.missing: dict[str, BrokerError] = {}
+        self.lost = False
+
+
+class Publisher:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self._url = supervisor.url
+        self._timeout = supervisor.timeout
+        self._queue: deque[Outgoing] = deque()
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._line: _Line | None = None
+        self._probe: Any = None
+        self._closed = False
+        self._task = asyncio.create_task(self._run(), name="rabbitry-publisher")
+
+    # -- the callers' side -------------------------------------------------
+
+    async def send(self, messages: Iterable[Outgoing], timeout: float) -> None:
+        """Queue ``messages`` and wait until every one is confirmed, or raise the first failure."""
+        outgoing = list(messages)
+        if not outgoing:
+            return
+        if self._closed:
+            raise ConnectionFailed(f"the client of {self._url.endpoint} is closed")
+        failure = self._supervisor.failure
+        if failure is not None:
+            raise _copy(failure)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), len(outgoing))
+        for out in outgoing:
+            out.waiter = waiter
+            out.owner = self
+        self._queue.extend(outgoing)
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.future
+        except TimeoutError:
+            for out in outgoing:
+                out.settle(self._timed_out(out, timeout))
+        except BaseException:
+            for out in outgoing:  # the caller gave up: stop writing what is not written
+                out.done = True
+            raise
+        if waiter.failures:
+            waiter.failures.sort(key=lambda item: item[0])
+            index, first = waiter.failures[0]
+            if len(outgoing) > 1:
+                first.add_note(
+                    f"{len(waiter.failures)} of {len(outgoing)} messages failed; "
+                    f"the first is item {index}"
+                )
+            raise first
+
+    def _timed_out(self, out: Outgoing, timeout: float) -> PublishTimeout:
+        if out.sent:
+            error = PublishTimeout(
+                f"RabbitMQ at {self._url.endpoint} did not confirm {out.describe()} within "
+                f"{timeout:g} s: the outcome is UNKNOWN (it may have reached its queues; a "
+                "retry may duplicate it, with the same message_id)"
+            )
+            error.sent = True
+        else:
+            error = PublishTimeout(
+                f"{out.describe()} was not sent within {timeout:g} s: RabbitMQ at "
+                f"{self._url.endpoint} was unreachable or blocked; nothing was delivered"
+            )
+            error.sent = False
+        return error
+
+    # -- the writer --------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        failure = ConnectionFailed(f"the client of {self._url.endpoint} was closed")
+        line, self._line = self._line, None
+        unconfirmed = list(line.unconfirmed.values()) if line is not None else []
+        for out in [*unconfirmed, *self._queue]:
+            out.settle(_copy(failure))
+        self._queue.clear()
+        for channel in (line.channel if line is not None else None, self._probe):
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.close(), self._timeout)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            try:
+                await self._write_some()
+                attempt = 0
+            except BrokerError as exc:
+                if exc is self._supervisor.failure:
+                    self._fail_all(exc)
+                else:
+                    attempt += 1
+                    log.warning("rabbitry: publishing: %s; trying again", exc)
+                    await asyncio.sleep(backoff(attempt))
+            except Exception:  # a bug must not leave callers waiting for ever
+                log.exception("rabbitry: the publisher failed; restarting it")
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+
+    def _fail_all(self, failure: BrokerError) -> None:
+        """The connection is given up: settle everything queued."""
+        while self._queue:
+            out = self._queue.popleft()
+            if out.sent and not out.done:
+                error = PublishTimeout(
+                    f"{failure}; {out.describe()} was written but not confirmed: the outcome "
+                    "is UNKNOWN"
+                )
+                error.sent = True
+                out.settle(error)
+            else:
+                out.settle(_copy(failure))
+
+    async def _line_now(self) -> _Line:
+        line = self._line
+        if line is not None and not self._dead(line):
+            return line
+        connection = await self._supervisor.connection()
+        try:
+            channel = await connection.channel(publisher_confirms=True, timeout=self._timeout)
+        except Exception as exc:
+            raise broker_error(exc, self._url, "opening the publishing channel") from None
+        line = self._line = _Line(channel)
+        channel.closing.add_done_callback(lambda _: self._lose(line))
+        return line
+
+    def _dead(self, line: _Line) -> bool:
+        if not line.lost and line.channel.is_closed:
+            self._lose(line)  # its close callback may not have run yet
+        return line.lost
+
+    async def _write_some(self) -> None:
+        line = await self._line_now()
+        await self._verify_exchanges(line)
+        if self._dead(line):
+            return
+        if len(line.unconfirmed) >= MAX_UNCONFIRMED:
+            self._room.clear()
+            await self._room.wait()
+            return
+        batch, parts = self._take_batch(line)
+        if not batch:
+            return
+        channel = line.channel
+        drained = asyncio.get_running_loop().create_future()
+        payload = ChannelFrame(payload=b"".join(parts), should_close=False, drain_future=drained)
+        try:
+            channel.write_queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            # The queue of a connection that died is never emptied: do not wait for ever.
+            put = asyncio.ensure_future(channel.write_queue.put(payload))
+            closing = channel.closing
+            await asyncio.wait([put, closing], return_when=asyncio.FIRST_COMPLETED)
+            closing.cancel()
+            if not put.done():
+                put.cancel()
+                self._lose(line)  # the batch goes back to the queue, not written
+                return
+        for out in batch:
+            out.sent = True
+        # Let the socket take it before the next batch (TCP back-pressure).
+        closing = channel.closing
+        await asyncio.wait([drained, closing], return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+
+    def _take_batch(self, line: _Line) -> tuple[list[Outgoing], list[bytes]]:
+        """Take what goes in one write, registering each confirmation with aiormq's channel."""
+        loop = asyncio.get_running_loop()
+        channel = line.channel
+        number = channel.number
+        max_content = channel.max_content_size
+        confirmations = channel.confirmations
+        ids = channel.message_id_delivery_tag
+        unconfirmed = line.unconfirmed
+        queue = self._queue
+        frame = _frames.frame
+        parts: list[bytes] = []
+        batch: list[Outgoing] = []
+        size = 0
+        most = min(BATCH_MESSAGES, MAX_UNCONFIRMED - len(unconfirmed))
+        while queue and len(batch) < most and size < BATCH_BYTES:
+            out = queue[0]
+            if out.done:
+                queue.popleft()
+                continue
+            missing = line.missing.get(out.exchange)
+            if missing is not None:
+                queue.popleft()
+                out.settle(_copy(missing))
+                continue
+            if out.exchange not in line.verified:
+                break  # verified before the next batch
+            queue.popleft()
+            channel.delivery_tag += 1
+            tag = channel.delivery_tag
+            future = loop.create_future()
+            future.add_done_callback(out)
+            out.future = future
+            out.line = line
+            out.tag = tag
+            confirmations[tag] = future
+            ids[out.message_id] = tag
+            unconfirmed[tag] = out
+            batch.append(out)
+            parts.extend(frame(_frames.METHOD, number, out.method))
+            parts.extend(frame(_frames.HEADER, number, out.header))
+            body = out.body
+            if len(body) <= max_content:
+                if body:
+                    parts.extend(frame(_frames.BODY, number, body))
+            else:
+                for start in range(0, len(body), max_content):
+                    parts.extend(frame(_frames.BODY, number, body[start : start + max_content]))
+            size += len(body) + 64
+        return batch, parts
+
+    async def _verify_exchanges(self, line: _Line) -> None:
+        upcoming = itertools.islice(self._queue, BATCH_MESSAGES)
+        unknown = {out.exchange for out in upcoming} - line.verified - line.missing.keys()
+        for exchange in sorted(unknown):
+            probe = self._probe
+            try:
+                if probe is None or probe.is_closed:
+                    connection = await self._supervisor.connection()
+                    probe = self._probe = await connection.channel(
+                        publisher_confirms=False, timeout=self._timeout
+                    )
+                await probe.exchange_declare(exchange, passive=True, timeout=self._timeout)
+            except amqp_errors.ChannelNotFoundEntity as exc:
+                line.missing[exchange] = broker_error(
+                    exc, self._url, f"exchange {exchange!r}: `rabbitry apply` declares it"
+                )
+            except Exception as exc:
+                raise broker_error(exc, self._url, f"checking exchange {exchange!r}") from None
+            else:
+                line.verified.add(exchange)
+            if self._dead(line):
+                return
+
+    # -- aiormq's reader's side ---------------------------------------------
+
+    def _confirmed(self, out: Outgoing, future: asyncio.Future[Any]) -> None:
+        line = out.line
+        if out.future is not future or line is None:
+            return  # an earlier attempt's, on a channel that is gone
+        out.line = out.future = None
+        line.unconfirmed.pop(out.tag, None)
+        line.channel.message_id_delivery_tag.pop(out.message_id, None)
+        if len(line.unconfirmed) < MAX_UNCONFIRMED // 2:
+            self._room.set()
+        if future.cancelled():
+            return
+        failure = future.exception()
+        if failure is None:
+            out.settle(None)
+        else:
+            out.settle(broker_error(failure, self._url, out.describe()))
+
+    def _lose(self, line: _Line) -> None:
+        """``line``'s channel closed: what it did not confirm is written again on the next."""
+        if line.lost:
+            return
+        line.lost = True
+        if self._line is line:
+            self._line = None
+        closing = line.channel.closing
+        reason = closing.exception() if closing.done() and not closing.cancelled() else None
+        pending = sorted(line.unconfirmed.items())
+        line.unconfirmed = {}
+        self._room.set()
+        refused = _refused_exchange(reason)
+        again: list[Outgoing] = []
+        for _, out in pending:
+            if out.line is not line:
+                continue
+            out.line = out.future = None
+            if out.done:
+                continue
+            if reason is not None and refused is not None and out.exchange == refused:
+                out.settle(broker_error(reason, self._url, out.describe()))
+            else:
+                again.append(out)
+        if again:
+            log.warning(
+                "rabbitry: the publishing channel closed (%s); writing %d unconfirmed "
+                "message(s) again",
+                reason,
+                len(again),
+            )
+            self._queue.extendleft(reversed(again))
+            self._wakeup.set()
+
+
+def _refused_exchange(reason: BaseException | None) -> str | None:
+    """The exchange a channel error is about, when it is a 403/404 naming one."""
+    if not isinstance(reason, amqp_errors.ChannelNotFoundEntity | amqp_errors.ChannelAccessRefused):
+        return None
+    match = _NAMED_EXCHANGE.search(str(reason.args[0]) if reason.args else "")
+    return match.group(1) if match else None
+
+
+def _copy(error: BrokerError) -> BrokerError:
+    """A fresh instance of ``error``, for each caller (notes and tracebacks are per raise)."""
+    return type(error)(*error.args)

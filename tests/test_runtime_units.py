@@ -1,0 +1,331 @@
+"""The runtime's pieces without a broker: frames, strict decoding, ack batching, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pamqp.frame
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+
+from rabbitry.errors import ContractViolation
+from rabbitry.messaging import _frames
+from rabbitry.messaging._consumer import ACK, REJECT, REQUEUE, Settler
+from rabbitry.messaging._decode import MAX_BODY, MAX_DEPTH, Refusal, decode, parse
+from rabbitry.messaging._publisher import prepare
+from rabbitry.messaging._supervisor import BACKOFF_CAP, backoff
+from rabbitry.messaging.client import Delivery
+from rabbitry.messaging.contract import Contract
+from specs import FLAGSHIP
+
+AT = "2024-05-01T12:00:00Z"
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
+exchanges = st.from_regex(r"[a-zA-Z0-9_.:-]{0,127}", fullmatch=True)  # what AMQP allows
+
+
+@pytest.fixture(scope="module")
+def contract() -> Contract:
+    return Contract.load(FLAGSHIP)
+
+
+def unmarshal_all(data: bytes) -> list[Any]:
+    frames = []
+    while data:
+        consumed, channel, frame = pamqp.frame.unmarshal(data)
+        frames.append((channel, frame))
+        data = data[consumed:]
+    return frames
+
+
+# -- frames ------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    exchange=exchanges,
+    routing_key=names,
+    mandatory=st.booleans(),
+    channel=st.integers(1, 65535),
+)
+def test_publish_method_is_what_pamqp_makes(
+    exchange: str, routing_key: str, mandatory: bool, channel: int
+) -> None:
+    ours = b"".join(
+        _frames.frame(
+            _frames.METHOD,
+            channel,
+            _frames.publish_method(exchange, routing_key, mandatory=mandatory),
+        )
+    )
+    theirs = pamqp.frame.marshal(
+        spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
+        channel,
+    )
+    assert ours == theirs
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_type=names.filter(bool),  # names in a spec are never empty
+    app_id=st.none() | names.filter(bool),
+    persistent=st.booleans(),
+    size=st.integers(0, 2**40),
+    stamp=st.integers(0, 2**32),
+    headers=st.none() | st.dictionaries(names.filter(bool), names, max_size=4),
+)
+def test_content_header_is_what_pamqp_makes(
+    *,
+    message_type: str,
+    app_id: str | None,
+    persistent: bool,
+    size: int,
+    stamp: int,
+    headers: dict[str, Any] | None,
+) -> None:
+    template = _frames.HeaderTemplate(
+        message_type=message_type,
+        content_type="application/json",
+        persistent=persistent,
+        app_id=app_id,
+    )
+    message_id = _frames.message_id()
+    ours = b"".join(
+        _frames.frame(_frames.HEADER, 7, template.payload(size, message_id, stamp, headers))
+    )
+    properties = spec.Basic.Properties(
+        content_type="application/json",
+        headers=headers or None,
+        delivery_mode=2 if persistent else 1,
+        message_id=message_id,
+        timestamp=datetime.fromtimestamp(stamp, UTC),
+        message_type=message_type,
+        app_id=app_id,
+    )
+    assert ours == pamqp.frame.marshal(ContentHeader(0, size, properties), 7)
+
+
+def test_a_prepared_message_unmarshals_to_what_was_published(contract: Contract) -> None:
+    payload = {"job_id": str(uuid.uuid4()), "job_type": "build", "steps": 2, "submitted_at": AT}
+    message = contract.message("Start")
+    template = _frames.HeaderTemplate(
+        message_type="Start", content_type="application/json", persistent=True, app_id="server"
+    )
+    out = prepare(message, template, payload)
+    data = b"".join(
+        part
+        for kind, payload_ in (
+            (_frames.METHOD, out.method),
+            (_frames.HEADER, out.header),
+            (_frames.BODY, out.body),
+        )
+        for part in _frames.frame(kind, 3, payload_)
+    )
+    (_, method), (_, header), (_, body) = unmarshal_all(data)
+    assert method.exchange == "jobs.new"
+    assert method.routing_key == "job.build"
+    assert method.mandatory
+    assert header.body_size == len(out.body)
+    assert header.properties.message_type == "Start"
+    assert header.properties.delivery_mode == 2
+    assert header.properties.message_id == out.message_id
+    assert isinstance(body, ContentBody)
+    assert json.loads(body.value) == payload
+
+
+def test_routing_keys_and_names_longer_than_255_bytes_are_refused(contract: Contract) -> None:
+    with pytest.raises(ValueError, match="255"):
+        _frames.shortstr("é" * 128)
+    template = _frames.HeaderTemplate(
+        message_type="Stop", content_type="application/json", persistent=False, app_id=None
+    )
+    long_id = "a" * 300
+    stop = contract.message("Stop")
+    # the schema refuses it first (a uuid), so fake a contract without that check
+    relaxed = type(stop)(
+        stop.name, stop.exchange, stop.routing_key, stop.headers, stop.persistent, {}
+    )
+    with pytest.raises(ContractViolation, match="routing key"):
+        prepare(relaxed, template, {"job_id": long_id, "requested_at": AT})
+
+
+def test_message_ids_are_uuid4_hex_and_distinct() -> None:
+    ids = [_frames.message_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:50]:
+        assert len(text) == 32
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+# -- strict decoding ------------------------------------------------------------------
+
+
+class Props:
+    def __init__(self, **values: Any) -> None:
+        self.content_type = values.get("content_type")
+        self.message_type = values.get("message_type")
+        self.message_id = values.get("message_id")
+        self.timestamp = values.get("timestamp")
+        self.headers = values.get("headers")
+
+
+def run_decode(contract: Contract, body: bytes, **props: Any) -> Delivery[Any] | Refusal:
+    return decode(
+        body,
+        Props(**props),
+        exchange="jobs.new",
+        routing_key="job.x",
+        redelivered=False,
+        queue="jobs.ready",
+        accepts={"Start": contract.message("Start")},
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{nope", "not JSON"),
+        (b"[NaN]", "NaN is not a JSON number"),
+        (b"[-Infinity]", "-Infinity"),
+        (b"\xc3\x28", "not UTF-8"),
+        (b"", "not JSON"),
+        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "nests deeper"),
+        (b"[" * 100000 + b"]" * 100000, "nests deeper"),
+        (b" " * (MAX_BODY + 1), "over the limit"),
+    ],
+)
+def test_parse_refuses(body: bytes, reason: str) -> None:
+    result = parse(body)
+    assert isinstance(result, Refusal)
+    assert reason in result.reason
+
+
+def test_parse_takes_nesting_up_to_the_limit() -> None:
+    body = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    assert not isinstance(parse(body), Refusal)
+    assert parse(b'{"a": [1, {"b": 2}]}') == {"a": [1, {"b": 2}]}
+
+
+def test_decode_validates_against_the_type(contract: Contract) -> None:
+    good = {"job_id": str(uuid.uuid4()), "job_type": "x", "steps": 1, "submitted_at": AT}
+    stamp = datetime(2024, 1, 1, tzinfo=UTC)
+    delivery = run_decode(
+        contract,
+        json.dumps(good).encode(),
+        message_type="Start",
+        content_type="application/json; charset=utf-8",
+        message_id="m1",
+        timestamp=stamp,
+    )
+    assert isinstance(delivery, Delivery)
+    assert (delivery.type, delivery.body, delivery.message_id) == ("Start", good, "m1")
+    assert delivery.timestamp == stamp
+
+    bad = run_decode(contract, json.dumps({**good, "steps": 0}).encode(), message_type="Start")
+    assert isinstance(bad, Refusal)
+    assert bad.path == "/steps"
+    assert bad.reason.startswith("Start /steps: ")
+
+    other = run_decode(contract, json.dumps(good).encode(), message_type="Stop")
+    assert isinstance(other, Refusal)
+    assert "takes (Start)" in other.reason
+
+    untyped = run_decode(contract, json.dumps(good).encode())
+    assert isinstance(untyped, Refusal)
+    assert "no `type` property" in untyped.reason
+
+    xml = run_decode(contract, b"<a/>", message_type="Start", content_type="text/xml")
+    assert isinstance(xml, Refusal)
+    assert "text/xml" in xml.reason
+
+    surrogate = run_decode(contract, b'{"job_id": "\\ud800"}', message_type="Start")
+    assert isinstance(surrogate, Refusal)
+
+
+# -- acks -----------------------------------------------------------------------
+
+
+class FakeChannel:
+    number = 5
+    is_closed = False
+
+    def __init__(self) -> None:
+        self.write_queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def written(self) -> list[Any]:
+        frames = []
+        while not self.write_queue.empty():
+            frames += [f for _, f in unmarshal_all(self.write_queue.get_nowait().payload)]
+        return frames
+
+
+def describe(frames: list[Any]) -> list[tuple[str, int, bool]]:
+    out = []
+    for frame in frames:
+        if isinstance(frame, spec.Basic.Ack):
+            out.append(("ack", frame.delivery_tag, frame.multiple))
+        else:
+            out.append(("requeue" if frame.requeue else "reject", frame.delivery_tag, False))
+    return out
+
+
+def test_settler_acks_a_settled_head_with_one_multiple_ack() -> None:
+    async def body() -> None:
+        channel = FakeChannel()
+        settler = Settler(channel, prefetch=100)
+        for tag in range(1, 8):
+            settler.received(tag)
+        for tag in (1, 2, 3):
+            settler.settle(tag, ACK)
+        settler.settle(4, REJECT)
+        settler.settle(5, ACK)
+        settler.settle(7, ACK)  # 6 still in a handler
+        settler.flush()
+        assert describe(channel.written()) == [
+            ("ack", 3, True),
+            ("reject", 4, False),
+            ("ack", 5, True),
+            ("ack", 7, False),
+        ]
+        settler.settle(6, REQUEUE)
+        settler.flush()
+        assert describe(channel.written()) == [("requeue", 6, False)]
+        assert settler.pending() == 0
+        settler.received(8)
+        settler.settle(8, ACK)
+        await asyncio.sleep(Settler.DELAY * 5)  # flushed by its timer
+        assert describe(channel.written()) == [("ack", 8, True)]
+
+    asyncio.run(body())
+
+
+def test_settler_flushes_when_a_quarter_of_the_window_is_settled() -> None:
+    async def body() -> None:
+        channel = FakeChannel()
+        settler = Settler(channel, prefetch=8)
+        for tag in range(1, 5):
+            settler.received(tag)
+            settler.settle(tag, ACK)
+            await asyncio.sleep(0)
+        assert describe(channel.written()) == [("ack", 2, True), ("ack", 4, True)]
+
+    asyncio.run(body())
+
+
+def test_backoff_doubles_is_capped_and_jittered() -> None:
+    low = [backoff(n, rand=lambda: 0.0) for n in range(12)]
+    high = [backoff(n, rand=lambda: 1.0) for n in range(12)]
+    assert high[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert low[:2] == pytest.approx([0.05, 0.1])
+    assert max(high) == BACKOFF_CAP
+    assert all(lo == hi / 2 for lo, hi in zip(low, high, strict=True))
+    assert backoff(10_000) <= BACKOFF_CAP
