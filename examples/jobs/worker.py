@@ -1,0 +1,164 @@
+"""A jobs worker: takes Start from jobs.ready, runs the job, reports on it, obeys Stop.
+
+Built only on the generated ``jobs_contracts`` package.  It never learns who
+dispatched a job: it listens for Stop on its own run-time queue, bound to
+``jobs.control`` with the id of the job it runs, and reports on ``jobs.status``
+with that id as the routing key.
+
+    python examples/jobs/worker.py --url amqp://guest:guest@localhost:5672/
+
+runs until interrupted (Ctrl-C or SIGTERM), finishing the jobs it holds.
+A job of type ``explode`` fails on purpose, to show the failure path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from jobs_contracts import (
+    JobControlSubscription,
+    JobsReadyDelivery,
+    Start,
+    StartSuccess,
+    Update,
+    Worker,
+)
+from jobs_contracts.messages import Finished, FinishedOutcome
+from rabbitry.errors import Unroutable
+
+__all__ = ["JobWorker", "main"]
+
+M = TypeVar("M")
+
+#: Seconds a status message waits for the server's queue to be bound again.
+REPORT_PATIENCE = 30.0
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class JobWorker:
+    """Runs each Start it is given, one step every ``step_seconds``."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        name: str,
+        *,
+        step_seconds: float = 0.2,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.worker = worker
+        self.name = name
+        self.step_seconds = step_seconds
+        self.say = say
+
+    async def handle(self, delivery: JobsReadyDelivery) -> None:
+        """One job, start to end; the Start is acknowledged when this returns."""
+        start: Start = delivery.body
+        job_id = start["job_id"]
+        async with self.worker.subscribe_job_control(job_id=job_id) as control:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(self._watch(control, stop))
+            try:
+                await self._run(start, stop)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def _watch(self, control: JobControlSubscription, stop: asyncio.Event) -> None:
+        async for delivery in control:
+            if delivery.type == "Stop":
+                self.say(f"{self.name}: STOP for {delivery.body['job_id'][:8]}")
+                stop.set()
+
+    async def _run(self, start: Start, stop: asyncio.Event) -> None:
+        job_id, steps = start["job_id"], start["steps"]
+        hello: StartSuccess = {"job_id": job_id, "worker": self.name, "started_at": now()}
+        await self._report(self.worker.publish_start_success, hello)
+        done = 0
+        outcome: FinishedOutcome = "completed"
+        error = ""
+        for step in range(1, steps + 1):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.step_seconds)
+            if stop.is_set():
+                outcome = "stopped"
+                break
+            if start["job_type"] == "explode" and step > steps // 2:
+                outcome, error = "failed", f"step {step} exploded, as jobs of this type do"
+                break
+            done = step
+            update: Update = {
+                "job_id": job_id,
+                "step": step,
+                "progress": round(100 * step / steps, 1),
+                "note": f"{start['job_type']}: step {step} of {steps}",
+                "at": now(),
+            }
+            await self._report(self.worker.publish_update, update)
+        finished: Finished = {
+            "job_id": job_id,
+            "outcome": outcome,
+            "steps_done": done,
+            "finished_at": now(),
+        }
+        if error:
+            finished["error"] = error
+        await self._report(self.worker.publish_finished, finished)
+
+    async def _report(self, publish: Callable[[M], Awaitable[None]], message: M) -> None:
+        """Publish a status message, waiting out a server that is reconnecting.
+
+        The server's run-time queue (and its binding for this job) is gone while
+        the server reconnects: the message is then returned as unroutable, and is
+        tried again for up to ``REPORT_PATIENCE`` seconds.
+        """
+        deadline = asyncio.get_running_loop().time() + REPORT_PATIENCE
+        while True:
+            try:
+                await publish(message)
+                return
+            except Unroutable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+
+async def run(url: str | None, name: str, step_seconds: float, prefetch: int) -> None:
+    async with Worker(url, prefetch=prefetch) as worker:
+        jobs = JobWorker(worker, name, step_seconds=step_seconds)
+        consumer = worker.consume_jobs_ready(jobs.handle)
+        await consumer.ready()
+        print(f"{name}: waiting for jobs on jobs.ready", flush=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        print(f"{name}: stopping; finishing the jobs in hand", flush=True)
+        await consumer.cancel()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("RABBITRY_URL"), help="the broker")
+    parser.add_argument("--name", default=f"worker@{socket.gethostname()}:{os.getpid()}")
+    parser.add_argument("--step-seconds", type=float, default=0.2)
+    parser.add_argument("--prefetch", type=int, default=2, help="jobs run at once")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.url, args.name, args.step_seconds, args.prefetch))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Helpers for the code generation tests (no tests here): generate, import, type-check, lint.
+
+mypy runs in-process (``mypy.api``) with a cache shared by the session;
+ruff runs as the dev tool it is (the executable next to this Python).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+from mypy import api as mypy_api
+
+from rabbitry.check import load_spec
+from rabbitry.codegen import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+FLAGSHIP_PACKAGE = SRC / "jobs_contracts"
+PYPROJECT = ROOT / "pyproject.toml"
+RUFF = Path(sys.executable).with_name("ruff")
+
+# mypy raises the recursion limit when it runs; raise it once, before hypothesis notices.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 2**14))
+
+_MYPY_ERROR = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): error: (?P<message>.*)$")
+
+
+def generate_package(spec: Path, out: Path) -> Path:
+    """Load ``spec`` (it must be free of errors) and generate its package into ``out``."""
+    generate(load_spec(spec), out)
+    return out
+
+
+def mypy_errors(
+    files: Sequence[Path], *, search: Sequence[Path], cache: Path
+) -> list[tuple[str, int, str]]:
+    """``mypy --strict`` over ``files`` (packages and snippets): each error as (file name, line,
+    message).  Modules found on ``search`` but not listed are followed silently."""
+    cache.mkdir(parents=True, exist_ok=True)
+    config = Path(tempfile.mkdtemp(prefix="mypy-config-")) / "mypy.ini"
+    config.write_text(
+        "\n".join(
+            [
+                "[mypy]",
+                "strict = True",
+                "python_version = 3.11",
+                "follow_imports = silent",
+                "warn_unused_configs = False",
+                f"mypy_path = {':'.join(str(p) for p in search)}",
+                f"cache_dir = {cache}",
+                "[mypy-jsonschema_rs.*,aiormq.*,pamqp.*]",
+                "ignore_missing_imports = True",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    stdout, stderr, status = mypy_api.run(["--config-file", str(config), *map(str, files)])
+    assert status in (0, 1), f"mypy crashed ({status}):\n{stdout}\n{stderr}"
+    errors = []
+    for line in stdout.splitlines():
+        found = _MYPY_ERROR.match(line)
+        if found:
+            errors.append((Path(found["file"]).name, int(found["line"]), found["message"]))
+    assert status == (1 if errors else 0), stdout
+    return errors
+
+
+def ruff(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The ruff dev tool with the project's configuration."""
+    return subprocess.run(
+        [str(RUFF), *map(str, args), "--config", str(PYPROJECT)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def imported(folder: Path, package: str) -> Iterator[ModuleType]:
+    """``package`` imported from ``folder``; forgotten again afterwards."""
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module(package)
+    finally:
+        sys.path.remove(str(folder))
+        for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+            del sys.modules[name]
