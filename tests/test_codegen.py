@@ -16,6 +16,7 @@ from jobs_contracts import strategies
 from rabbitry.check import load_spec
 from rabbitry.cli import main
 from rabbitry.codegen import MARKER, check_fresh, generate, render
+from rabbitry.errors import UsageError
 from rabbitry.messaging.contract import contract_data
 from specs import FLAGSHIP, copy_flagship, edit_schema, write_spec
 from test_codegen_support import FLAGSHIP_PACKAGE, ROOT, imported, ruff
@@ -258,3 +259,40 @@ def test_publish_methods_follow_the_spec_order() -> None:
         "publish_update",
         "publish_finished",
     ]
+
+
+ODD_SPEC = """
+version: 1
+codegen: {package: odd_contracts, out: odd_contracts}
+exchanges:
+  odd: {type: topic}
+queues:
+  odd.q: {exclusive: true}
+bindings:
+  - {from: odd, queue: odd.q, key: "{prefetch}.{queue}"}
+messages:
+  Odd: {schema: schemas/odd.json, exchange: odd, routing_key: "{prefetch}.{queue}"}
+services:
+  viewer:
+    consumes: {odd.q: [Odd]}
+"""
+ODD_SCHEMA = {
+    "type": "object",
+    "properties": {"prefetch": {"type": "string"}, "queue": {"type": "string"}},
+    "required": ["prefetch", "queue"],
+}
+
+
+def test_binding_params_named_like_the_runtime_s_own_arguments_still_call_through(
+    tmp_path: Path,
+) -> None:
+    spec = write_spec(tmp_path, ODD_SPEC, {"schemas/odd.json": ODD_SCHEMA})
+    generate(load_spec(spec), tmp_path / "odd_contracts")
+    clients = (tmp_path / "odd_contracts" / "clients.py").read_text()
+    assert '{"prefetch": prefetch2, "queue": queue}' in clients
+    with imported(tmp_path, "odd_contracts") as package:
+        viewer = package.Viewer("amqp://guest:guest@localhost:5672/")
+        params = {"prefetch2": "a", "queue": "b"}
+        # The arguments bind (no TypeError); the client is not open yet, which is what it says.
+        with pytest.raises(UsageError, match="not open"):
+            viewer.subscribe_odd_q(**params, prefetch=3)

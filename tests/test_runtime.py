@@ -560,3 +560,43 @@ def test_subscription_dead_letters_what_it_cannot_take(jobs: Vhost, contract: Co
         assert any("'Stop' is not a message queue 'job-status' takes" in r for r in reasons)
 
     run(body)
+
+
+ODD_NAMES = """
+version: 1
+exchanges:
+  odd: {type: topic}
+queues:
+  odd.q: {exclusive: true}
+bindings:
+  - {from: odd, queue: odd.q, key: "{prefetch}.{queue}"}
+messages:
+  Odd: {schema: schemas/odd.json, exchange: odd, routing_key: "{prefetch}.{queue}"}
+services:
+  app:
+    publishes: [Odd]
+    consumes: {odd.q: [Odd]}
+"""
+ODD = object_schema(
+    {"prefetch": {"type": "string"}, "queue": {"type": "string"}}, ["prefetch", "queue"]
+)
+
+
+def test_binding_values_may_have_any_name_through_the_mapping(vhost: Vhost, tmp_path: Path) -> None:
+    contract = apply(vhost, write_spec(tmp_path, ODD_NAMES, {"schemas/odd.json": ODD}))
+
+    async def body() -> None:
+        async with Client(contract, vhost.amqp_url, service="app") as client:
+            values = {"prefetch": "a", "queue": "b"}
+            async with client.subscribe("odd.q", values, prefetch=4) as subscription:
+                await subscription.bind({"prefetch": "c", "queue": "d"})
+                await client.publish("Odd", {"prefetch": "c", "queue": "d"})
+                await client.publish("Odd", {"prefetch": "a", "queue": "b"})
+                received = []
+                async for delivery in subscription:
+                    received.append(delivery.body)
+                    if len(received) == 2:
+                        break
+        assert sorted(r["prefetch"] for r in received) == ["a", "c"]
+
+    run(body)

@@ -78,6 +78,7 @@ def environment() -> jinja2.Environment:
     env.globals["signature"] = signature
     env.globals["statement"] = statement
     env.globals["bind_args"] = bind_args
+    env.globals["bind_mapping"] = bind_mapping
     return env
 
 
@@ -112,11 +113,19 @@ def statement(
 
 
 def bind_args(subscription: SubscriptionClass) -> list[tuple[str, str]]:
-    """The params of a run-time queue as keyword arguments of ``subscribe``/``bind``."""
+    """The params of a run-time queue as keyword arguments of ``subscribe``/``bind``
+    (none when they go as a mapping: see ``bind_mapping``)."""
     if subscription.simple:
         return [(p.key, p.name) for p in subscription.params]
+    return []
+
+
+def bind_mapping(subscription: SubscriptionClass) -> list[str]:
+    """The params as the positional mapping, for names that cannot be keywords there."""
+    if subscription.simple:
+        return []
     mapping = ", ".join(f"{py_str(p.key)}: {p.name}" for p in subscription.params)
-    return [("**", "{" + mapping + "}")]
+    return ["{" + mapping + "}"]
 
 
 # -- module-level text ----------------------------------------------------------------

@@ -130,13 +130,20 @@ class Subscription(Inbox, Generic[T]):
                     timeout=self._timeout,
                 )
 
-    async def bind(self, **params: str | int) -> None:
-        """Also receive what is routed with these values (e.g. another job id)."""
-        await self._change(params, bind=True)
+    async def bind(
+        self, params: Mapping[str, str | int] | None = None, /, **values: str | int
+    ) -> None:
+        """Also receive what is routed with these values (e.g. another job id).
 
-    async def unbind(self, **params: str | int) -> None:
+        Values come as keywords (``job_id=...``) or, for any name, as a mapping.
+        """
+        await self._change({**(params or {}), **values}, bind=True)
+
+    async def unbind(
+        self, params: Mapping[str, str | int] | None = None, /, **values: str | int
+    ) -> None:
         """Stop receiving what is routed with these values."""
-        await self._change(params, bind=False)
+        await self._change({**(params or {}), **values}, bind=False)
 
     async def _change(self, params: Mapping[str, str | int], *, bind: bool) -> None:
         checked = self._checked(params)

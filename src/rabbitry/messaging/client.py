@@ -246,9 +246,18 @@ class Client:
         return consumer
 
     def subscribe(
-        self, queue: str, *, prefetch: int | None = None, **params: str | int
+        self,
+        queue: str,
+        params: Mapping[str, str | int] | None = None,
+        /,
+        *,
+        prefetch: int | None = None,
+        **values: str | int,
     ) -> Subscription[Any]:
-        """A run-time queue bound with ``params`` (e.g. ``job_id=...``); use ``async with``.
+        """A run-time queue bound with its values (``job_id=...``); use ``async with``.
+
+        Values come as keywords or, for any name (``prefetch`` included), as the
+        ``params`` mapping.
 
         Iterating it yields each valid ``Delivery``, acked when the next one is
         asked for; ``bind()``/``unbind()`` change the values it follows.
@@ -266,7 +275,7 @@ class Client:
             contract,
             self._accepts(queue),
             prefetch=prefetch or self.prefetch,
-            params=params,
+            params={**(params or {}), **values},
         )
         self._keep(subscription)
         return subscription
