@@ -8,8 +8,10 @@ is a class wrapping a rabbitry client (``async with Server(url) as client: ...``
 has hypothesis strategies of valid messages.
 """
 
+from rabbitry.messaging.client import ClientOptions
+
 from ._contract import CONTRACT
-from .clients import ClientOptions, JobControlSubscription, JobStatusSubscription, Server, Worker
+from .clients import JobControlSubscription, JobStatusSubscription, Server, Worker
 from .deliveries import (
     FinishedDelivery,
     JobControlDelivery,

@@ -9,23 +9,14 @@ it with ``async with``.
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Self, TypedDict, Unpack, cast
+from typing import Self, Unpack, cast
 
 from rabbitry.broker.url import BrokerURL
-from rabbitry.messaging.client import Client, Consumer, Handler, Subscription
+from rabbitry.messaging.client import Client, ClientOptions, Consumer, Handler, Subscription
 
 from ._contract import CONTRACT
 from .deliveries import JobControlDelivery, JobsReadyDelivery, JobStatusDelivery
 from .messages import Finished, JobId, Start, StartSuccess, Stop, Update
-
-
-class ClientOptions(TypedDict, total=False):
-    """Options of ``rabbitry.messaging.client.Client``, passed through."""
-
-    connect_timeout: float
-    timeout: float
-    heartbeat: int
-    prefetch: int
 
 
 class JobStatusSubscription:

@@ -169,7 +169,7 @@ def _package_context(
     ]
     local = [
         ("._contract", ["CONTRACT"]),
-        (".clients", ["ClientOptions", *services, *subscriptions]),
+        (".clients", [*services, *subscriptions]),
         (".deliveries", ["Received", *deliveries]),
         (".messages", types),
     ]
@@ -177,7 +177,12 @@ def _package_context(
         {"CONTRACT", "ClientOptions", "Received", *services, *subscriptions, *deliveries, *types},
         key=dunder_all_key,
     )
-    return {"doc": docstring(doc, 0), "imports": import_block([local]), "exports": exports}
+    runtime = [("rabbitry.messaging.client", ["ClientOptions"])]
+    return {
+        "doc": docstring(doc, 0),
+        "imports": import_block([runtime, local]),
+        "exports": exports,
+    }
 
 
 def _deliveries_context(spec_name: str, model: Model, clients: Clients) -> dict[str, object]:
@@ -233,8 +238,7 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
         ("types", ["TracebackType"] if services or subscriptions else []),
         (
             "typing",
-            ["TypedDict"]
-            + (["Self"] if services or subscriptions else [])
+            (["Self"] if services or subscriptions else [])
             + (["Unpack"] if services else [])
             + (["cast"] if subscriptions or consumes else []),
         ),
@@ -243,7 +247,7 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
         ("rabbitry.broker.url", ["BrokerURL"] if services else []),
         (
             "rabbitry.messaging.client",
-            (["Client"] if services else [])
+            (["Client", "ClientOptions"] if services else [])
             + (["Consumer", "Handler"] if consumes else [])
             + (["Subscription"] if subscriptions else []),
         ),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.errors import UsageError
@@ -33,7 +33,18 @@ from rabbitry.messaging._subscription import Subscription
 from rabbitry.messaging._supervisor import Supervisor
 from rabbitry.messaging.contract import Contract, MessageContract
 
-__all__ = ["Client", "Consumer", "Delivery", "Handler", "Subscription"]
+__all__ = ["Client", "ClientOptions", "Consumer", "Delivery", "Handler", "Subscription"]
+
+
+class ClientOptions(TypedDict, total=False):
+    """``Client``'s keyword options; generated service classes take and pass them through."""
+
+    connect_timeout: float
+    timeout: float
+    heartbeat: int
+    prefetch: int
+    reconnect_timeout: float | None
+    attempts: int
 
 
 class Client:
