@@ -1,0 +1,172 @@
+"""Strings that match a regular expression: candidates for counterexamples.
+
+JSON Schema patterns are ECMA-262 regexes; Python's parser reads the common
+subset the same way, which is all this needs: every string produced here is
+only a *candidate*, judged afterwards by the real validator.  The parse tree
+comes from ``re._parser`` (the parser ``re.compile`` uses); a pattern it
+cannot read gives no samples.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import string
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["branches", "matches", "pattern_implies", "samples"]
+
+_parser: Any = importlib.import_module("re._parser")
+_constants: Any = importlib.import_module("re._constants")
+
+#: Characters drawn for "any character" and for negated classes, most readable first.
+_POOL = string.ascii_lowercase + string.digits + string.ascii_uppercase + "_-. :/@+!#~é"
+_CATEGORIES: dict[str, str] = {
+    "CATEGORY_DIGIT": string.digits,
+    "CATEGORY_NOT_DIGIT": string.ascii_letters + "_-. ",
+    "CATEGORY_SPACE": " \t",
+    "CATEGORY_NOT_SPACE": string.ascii_letters + string.digits + "_-.",
+    "CATEGORY_WORD": string.ascii_letters + string.digits + "_",
+    "CATEGORY_NOT_WORD": "-. :/@+!",
+}
+#: How many extra repetitions an unbounded quantifier takes at most.
+_SPREAD = 4
+
+
+def matches(pattern: str, text: str) -> bool | None:
+    """Whether Python's ``re.search`` finds ``pattern`` in ``text`` (``None``: cannot compile)."""
+    import re  # noqa: PLC0415
+
+    try:
+        return re.search(pattern, text) is not None
+    except (re.error, RecursionError, OverflowError):
+        return None
+
+
+#: Patterns every string matches (``pattern`` finds a match anywhere in the string).
+_UNIVERSAL = frozenset({"", ".*", ".*?", "^", "(?:)"})
+
+
+def branches(pattern: str) -> list[str]:
+    """The top-level alternatives of ``pattern`` (``a|b(c|d)`` → ``a``, ``b(c|d)``)."""
+    found: list[str] = []
+    depth, start, i, in_class = 0, 0, 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            found.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    found.append(pattern[start:])
+    return found
+
+
+def pattern_implies(pattern_a: str | None, pattern_b: str) -> bool:
+    """Proven: every string ``pattern_a`` finds a match in, ``pattern_b`` does too.
+
+    Only by form: the same pattern, a pattern every string matches, or each
+    top-level alternative of A also one of B's (``a`` → ``a|b``).
+    """
+    if pattern_b in _UNIVERSAL or pattern_a == pattern_b:
+        return True
+    if pattern_a is None:
+        return False
+    return set(branches(pattern_a)) <= set(branches(pattern_b))
+
+
+def samples(pattern: str, count: int = 12, seed: int = 0) -> Iterator[str]:
+    """Up to ``count`` distinct strings matching ``pattern`` (shortest repetitions first)."""
+    try:
+        tree = _parser.parse(pattern)
+    except Exception:
+        return
+    seen: set[str] = set()
+    rng = random.Random(seed)
+    for attempt in range(count * 3):
+        mode = ("min", "max", "random")[attempt % 3] if attempt < 3 else "random"
+        try:
+            text = "".join(_generate(tree, rng, mode, {}))
+        except _Impossible:
+            continue
+        except RecursionError:
+            return
+        if text not in seen and matches(pattern, text):
+            seen.add(text)
+            yield text
+            if len(seen) >= count:
+                return
+
+
+class _Impossible(Exception):
+    """A construct this sampler does not produce (a back-reference to an unset group)."""
+
+
+def _generate(tree: Any, rng: random.Random, mode: str, groups: dict[int, str]) -> Iterator[str]:
+    for op, arg in tree:
+        name = str(op)
+        if name == "LITERAL":
+            yield chr(arg)
+        elif name == "NOT_LITERAL":
+            yield next(c for c in _POOL if ord(c) != arg)
+        elif name == "ANY":
+            yield _POOL[0] if mode == "min" else rng.choice(_POOL[:36])
+        elif name == "IN":
+            yield _in_class(arg, rng, mode)
+        elif name == "BRANCH":
+            branches = arg[1]
+            branch = branches[0] if mode == "min" else rng.choice(branches)
+            yield from _generate(branch, rng, mode, groups)
+        elif name == "SUBPATTERN":
+            group, _, _, sub = arg
+            text = "".join(_generate(sub, rng, mode, groups))
+            if group is not None:
+                groups[group] = text
+            yield text
+        elif name == "ATOMIC_GROUP":
+            yield from _generate(arg, rng, mode, groups)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, sub = arg
+            high = low + _SPREAD if high == _constants.MAXREPEAT else min(high, low + _SPREAD)
+            times = low if mode == "min" else high if mode == "max" else rng.randint(low, high)
+            for _ in range(times):
+                yield from _generate(sub, rng, mode, groups)
+        elif name == "GROUPREF":
+            if arg not in groups:
+                raise _Impossible
+            yield groups[arg]
+        elif name in ("AT", "ASSERT", "ASSERT_NOT", "GROUPREF_EXISTS"):
+            continue  # anchors and lookarounds produce nothing; the final check filters
+        else:
+            raise _Impossible
+
+
+def _in_class(items: Any, rng: random.Random, mode: str) -> str:
+    negated = bool(items) and str(items[0][0]) == "NEGATE"
+    chars: list[str] = []
+    for op, arg in items[1:] if negated else items:
+        name = str(op)
+        if name == "LITERAL":
+            chars.append(chr(arg))
+        elif name == "RANGE":
+            low, high = arg
+            chars.extend(chr(c) for c in range(low, min(high, low + 200) + 1))
+        elif name == "CATEGORY":
+            chars.extend(_CATEGORIES.get(str(arg), ""))
+    if negated:
+        excluded = set(chars)
+        chars = [c for c in _POOL if c not in excluded]
+    if not chars:
+        raise _Impossible
+    return chars[0] if mode == "min" else chars[-1] if mode == "max" else rng.choice(chars)

@@ -1,0 +1,297 @@
+"""JSON Schema as data: ``$ref`` followed inside a bundle, exact conjunction, types, equality.
+
+Everything here works on *bundled* schemas (``rabbitry.spec.bundle``): one
+document per message whose every ``$ref`` is a JSON Pointer into itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jsonschema_rs
+
+__all__ = [
+    "ANNOTATIONS",
+    "FALSE",
+    "Root",
+    "conjoin",
+    "finite",
+    "is_false",
+    "json_equal",
+    "json_in",
+    "key",
+    "types_of",
+]
+
+#: Keywords that assert nothing (annotations, identifiers, containers of definitions).
+ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$anchor",
+        "$dynamicAnchor",
+        "$comment",
+        "$defs",
+        "definitions",
+        "$vocabulary",
+        "title",
+        "description",
+        "examples",
+        "default",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "contentMediaType",
+        "contentEncoding",
+        "contentSchema",
+    }
+)
+#: The schema nothing satisfies, in normal form.
+FALSE: Mapping[str, Any] = {"not": {}}
+_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_MAX_REF_HOPS = 32
+
+TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
+
+# Keywords that read their siblings: a schema holding one of a group cannot be merged
+# with another schema holding any of that group without changing what it means.
+_GROUPS = (
+    frozenset({"properties", "patternProperties", "additionalProperties"}),
+    frozenset({"prefixItems", "items", "contains", "minContains", "maxContains"}),
+    frozenset({"if", "then", "else"}),
+)
+_NEVER_MERGED = frozenset({"unevaluatedProperties", "unevaluatedItems", "$dynamicRef"})
+
+
+def key(value: Any) -> str:
+    """A stable text key for a JSON value (for caches and sets)."""
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def is_false(schema: Any) -> bool:
+    return schema is False or (isinstance(schema, Mapping) and dict(schema) == {"not": {}})
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON Schema equality: numbers by value, a boolean is never a number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def json_in(value: Any, values: Iterator[Any] | list[Any] | tuple[Any, ...]) -> bool:
+    return any(json_equal(value, v) for v in values)
+
+
+def _type_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def finite(schema: Mapping[str, Any]) -> list[Any] | None:
+    """The values ``const``/``enum`` allow (before the other keywords), or ``None``: unbounded."""
+    values: list[Any] | None = None
+    if "const" in schema:
+        values = [schema["const"]]
+    if isinstance(schema.get("enum"), list):
+        listed = list(schema["enum"])
+        values = listed if values is None else [v for v in values if json_in(v, listed)]
+    return values
+
+
+def types_of(schema: Mapping[str, Any]) -> frozenset[str] | None:
+    """The JSON types the schema allows (``integer`` within ``number``); ``None``: any."""
+    found: frozenset[str] | None = None
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        found = frozenset({declared})
+    elif isinstance(declared, list):
+        found = frozenset(t for t in declared if isinstance(t, str))
+    values = finite(schema)
+    if values is not None:
+        of_values = frozenset(_type_of(v) for v in values)
+        found = of_values if found is None else _intersect(found, of_values)
+    if is_false(schema):
+        found = frozenset()
+    return found
+
+
+def _intersect(a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+    out = set(a & b)
+    if ("integer" in a and "number" in b) or ("number" in a and "integer" in b):
+        out.add("integer")
+    return frozenset(out)
+
+
+class Root:
+    """One bundled schema: resolves ``$ref``s and brings subschemas to a normal form."""
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema if isinstance(schema, Mapping) else ({} if schema else dict(FALSE))
+        self._validators: dict[str, Any] = {}
+
+    def lookup(self, ref: str) -> Any:
+        """The subschema a ``#...`` reference points at, or ``None``."""
+        if ref == "#":
+            return self.schema
+        if not ref.startswith("#/"):
+            return None
+        node: Any = self.schema
+        for raw in ref[2:].split("/"):
+            part = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, Mapping) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+        return node
+
+    def norm(self, schema: Any) -> dict[str, Any]:
+        """``schema`` with ``$ref`` chains followed and annotations dropped.
+
+        ``true`` is ``{}``, ``false`` is ``{"not": {}}``; a ``$ref`` with siblings
+        becomes their exact conjunction.  An unresolvable reference reads as ``{}``
+        (the spec's own checks report it).
+        """
+        for _ in range(_MAX_REF_HOPS):
+            if schema is True or schema is None:
+                return {}
+            if schema is False:
+                return dict(FALSE)
+            if not isinstance(schema, Mapping):
+                return {}
+            plain = {k: v for k, v in schema.items() if k not in ANNOTATIONS}
+            ref = plain.pop("$ref", None)
+            if not isinstance(ref, str):
+                return plain
+            target = self.lookup(ref)
+            if not plain:
+                schema = target
+                continue
+            return conjoin(self.norm(target), plain)
+        return {}
+
+    def flat(self, schema: Any) -> dict[str, Any]:
+        """``norm(schema)`` with ``allOf`` members merged in where that is exact."""
+        out = self.norm(schema)
+        members = out.pop("allOf", None)
+        if not isinstance(members, list):
+            return out
+        for member in members:
+            out = conjoin(out, self.flat(member))
+        return out
+
+    # -- validating pieces of this document -------------------------------------------
+
+    def validator(self, schema: Any) -> Any | None:
+        """A compiled validator of ``schema`` (a piece of this document), or ``None``.
+
+        ``None`` when the piece refers to something outside ``#/$defs``: it cannot
+        be validated apart from the whole.
+        """
+        if not isinstance(schema, Mapping):
+            schema = {} if schema else dict(FALSE)
+        if any(not ref.startswith("#/$defs/") for ref in _refs(schema)):
+            return None
+        document = dict(schema)
+        defs = self.schema.get("$defs")
+        if isinstance(defs, Mapping):
+            document["$defs"] = {**defs, **(document.get("$defs") or {})}
+        document.setdefault("$schema", _DRAFT)
+        text = key(document)
+        if text not in self._validators:
+            try:
+                self._validators[text] = jsonschema_rs.validator_for(
+                    document, validate_formats=True
+                )
+            except Exception:
+                self._validators[text] = None
+        return self._validators[text]
+
+    def valid(self, schema: Any, value: Any) -> bool | None:
+        """Is ``value`` valid under the piece ``schema``?  ``None``: cannot tell apart."""
+        validator = self.validator(schema)
+        if validator is None:
+            return None
+        try:
+            return bool(validator.is_valid(value))
+        except Exception:
+            return None
+
+
+def _refs(schema: Any) -> Iterator[str]:
+    if isinstance(schema, Mapping):
+        for name, value in schema.items():
+            if name in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield value
+            elif name not in ("const", "enum", "default", "examples"):
+                yield from _refs(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _refs(item)
+
+
+def conjoin(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema meaning exactly ``a`` and ``b``: merged where that is exact, else ``allOf``."""
+    if not b:
+        return dict(a)
+    if not a:
+        return dict(b)
+    if is_false(a) or is_false(b):
+        return dict(FALSE)
+    if not _mergeable(a, b):
+        out = dict(a)
+        out["allOf"] = [*out.get("allOf", []), dict(b)]
+        return out
+    out = dict(a)
+    for name, value in b.items():
+        if name not in out or json_equal(out[name], value):
+            out[name] = value
+        elif name == "required":
+            out[name] = list(dict.fromkeys([*out[name], *value]))
+        elif name == "type":
+            mine, theirs = types_of({"type": out[name]}), types_of({"type": value})
+            common = _intersect(mine or frozenset(TYPES), theirs or frozenset(TYPES))
+            if not common:
+                return dict(FALSE)
+            out[name] = sorted(common)
+        elif name == "allOf":
+            out[name] = [*out[name], *value]
+    return out
+
+
+def _mergeable(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if _NEVER_MERGED & (a.keys() | b.keys()):
+        return False
+    for group in _GROUPS:
+        in_a, in_b = group & a.keys(), group & b.keys()
+        if in_a and in_b and not all(json_equal(a.get(k), b.get(k)) for k in group):
+            return False
+    for name in a.keys() & b.keys():
+        if name in ("required", "type", "allOf"):
+            if name == "required" and not (isinstance(a[name], list) and isinstance(b[name], list)):
+                return False
+            continue
+        if not json_equal(a[name], b[name]):
+            return False
+    return True

@@ -1,0 +1,385 @@
+"""Topology changes: what publishers send where, and what consumers rely on receiving.
+
+Breaking, whatever the mode (a deployment mixes old and new services either way):
+
+- a message removed, or its exchange, routing key or headers changed (old
+  publishers keep sending it the old way);
+- an exchange old publishers send to made internal;
+- a queue a service consumes from removed or re-declared differently;
+- a message no longer reaching a queue that a service consumes it from — the
+  routing model (``rabbitry.routing``, ``rabbitry.check.reach``) run on both
+  specs, and shown with a concrete message that the old spec routes there and
+  the new one does not.
+
+Additions (messages, exchanges, queues, bindings, services) and changes no
+consumer relies on are compatible; description changes are not findings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+from itertools import islice
+from typing import Any
+
+from rabbitry import routing
+from rabbitry.check import reach
+from rabbitry.compat._findings import Counterexample, Finding, Verdict
+from rabbitry.compat._schema import Root, key
+from rabbitry.compat._synth import Synth
+from rabbitry.errors import RabbitryError
+from rabbitry.messaging.contract import Contract, MessageContract
+from rabbitry.spec import Binding, Message, Spec
+
+__all__ = ["topology_findings"]
+
+_WHEN = re.compile(r"^when (.+?) = (.*)$")
+_BOUND = "bound at run time with "
+_TRIES = 48
+
+
+def _undocumented(value: Any) -> Any:
+    return dataclasses.replace(value, description=None)
+
+
+def _binding_key(b: Binding) -> str:
+    return key(
+        [
+            b.source,
+            b.destination,
+            b.destination_type,
+            b.key,
+            b.match,
+            dict(b.headers),
+            dict(b.arguments),
+        ]
+    )
+
+
+def _binding_name(b: Binding) -> str:
+    arrow = f"{b.source or '(default)'} → {b.destination_type} {b.destination}"
+    if b.match is not None or b.headers:
+        return f"binding {arrow} ({b.match or 'all'} {dict(b.headers)})"
+    return f"binding {arrow} key {b.key!r}"
+
+
+class _Topology:
+    def __init__(self, old: Spec, new: Spec, old_contract: Contract, new_contract: Contract):
+        self.old, self.new = old, new
+        self.contracts = {"old": old_contract, "new": new_contract}
+        self.findings: list[Finding] = []
+        #: Bindings on an old route to a consumer's queue that the new spec no longer serves.
+        self.broken_paths: set[str] = set()
+
+    def add(self, verdict: Verdict, subject: str, why: str, **extra: Any) -> None:
+        self.findings.append(Finding(verdict, subject, "", why, **extra))
+
+    def run(self) -> list[Finding]:
+        self._messages()
+        self._consumers()
+        self._objects()
+        return self.findings
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _messages(self) -> None:
+        old, new = self.old.messages, self.new.messages
+        for name in sorted(old.keys() - new.keys()):
+            example = _example(self.contracts["old"].messages[name])
+            evidence = Counterexample(example, "old", f"new has no message {name!r}")
+            why = "removed; old publishers still send it and no new consumer expects it"
+            self.add(
+                Verdict.BREAKING,
+                f"message {name}",
+                why,
+                counterexample=evidence if example is not None else None,
+                message=name,
+            )
+        for name in sorted(new.keys() - old.keys()):
+            self.add(Verdict.COMPATIBLE, f"message {name}", "added", message=name)
+        for name in sorted(old.keys() & new.keys()):
+            self._message_route(old[name], new[name])
+
+    def _message_route(self, old: Message, new: Message) -> None:
+        changes = [
+            f"{what} {before!r} → {after!r}"
+            for what, before, after in (
+                ("exchange", old.exchange, new.exchange),
+                ("routing key", old.routing_key, new.routing_key),
+                ("headers", dict(old.headers), dict(new.headers)),
+            )
+            if before != after
+        ]
+        if not changes:
+            return
+        why = "; ".join(changes) + " (old publishers still send it the old way)"
+        mc_old = self.contracts["old"].messages[old.name]
+        mc_new = self.contracts["new"].messages[new.name]
+        evidence = None
+        for instance in _instances(mc_old, mc_new):
+            sent_old, sent_new = _sent(mc_old, instance), _sent(mc_new, instance)
+            if sent_old is not None and sent_new is not None and sent_old != sent_new:
+                error = f"old sends it {_say_sent(sent_old)}, new {_say_sent(sent_new)}"
+                evidence = Counterexample(instance, "old", error)
+                break
+        verdict = Verdict.BREAKING if evidence is not None else Verdict.UNKNOWN
+        if evidence is None:
+            why += "; no message found that is sent differently"
+        self.add(verdict, f"message {old.name}", why, counterexample=evidence, message=old.name)
+
+    # -- consumers ------------------------------------------------------------------------------
+
+    def _consumers(self) -> None:
+        reported_queues: set[str] = set()
+        for service in sorted(self.old.services.values(), key=lambda s: s.name):
+            if service.name not in self.new.services:
+                continue  # a service the new spec retires relies on nothing
+            for queue, names in sorted(service.consumes.items()):
+                if queue not in self.old.queues:
+                    continue
+                if queue not in self.new.queues or _undocumented(
+                    self.new.queues[queue]
+                ) != _undocumented(self.old.queues[queue]):
+                    if queue not in reported_queues:
+                        reported_queues.add(queue)
+                        self._queue_changed(queue)
+                    continue
+                for name in names:
+                    if name in self.old.messages and name in self.new.messages:
+                        self._delivery(service.name, queue, name)
+
+    def _queue_changed(self, queue: str) -> None:
+        users = sorted(
+            f"{s.name} ({', '.join(ms)})"
+            for s in self.old.services.values()
+            for q, ms in s.consumes.items()
+            if q == queue
+        )
+        before = self.old.queues[queue]
+        after = self.new.queues.get(queue)
+        if after is None:
+            why = f"removed, but consumed by {'; '.join(users)}"
+        else:
+            diffs = [
+                f"{f.name} {getattr(before, f.name)!r} → {getattr(after, f.name)!r}"
+                for f in dataclasses.fields(before)
+                if f.compare
+                and f.name != "description"
+                and getattr(before, f.name) != getattr(after, f.name)
+            ]
+            why = (
+                f"changed ({'; '.join(diffs)}), but consumed by {'; '.join(users)}: "
+                "its consumers declare or expect the old queue"
+            )
+        self.add(Verdict.BREAKING, f"queue {queue}", why)
+
+    def _delivery(self, service: str, queue: str, name: str) -> None:
+        """Does ``name`` still reach ``queue``, as the old spec had it?"""
+        old_m, new_m = self.old.messages[name], self.new.messages[name]
+        if queue not in reach(self.old, old_m):
+            return  # never did (``check`` says so)
+        old_routes = {d.queue: d for d in routing.route_message(self.old, old_m)}
+        new_routes = {d.queue: d for d in routing.route_message(self.new, new_m)}
+        reached = queue in reach(self.new, new_m)
+        if reached and queue in new_routes and queue in old_routes:
+            narrowed = _limits(new_routes[queue].conditions) - _limits(old_routes[queue].conditions)
+            if not narrowed:
+                return
+        elif reached and queue not in old_routes:
+            return  # reached through dead-lettering before, and still reached
+        subject = f"message {name}"
+        mc_old = self.contracts["old"].messages[name]
+        mc_new = self.contracts["new"].messages[name]
+        hints = _when(old_routes[queue].conditions) if queue in old_routes else frozenset()
+        for instance in _instances(mc_old, mc_new, hints):
+            before = _concrete_reach(self.old, mc_old, instance, certain=True)
+            after = _concrete_reach(self.new, mc_new, instance, certain=False)
+            if before is None or after is None or queue not in before or queue in after:
+                continue
+            if queue in old_routes:
+                self.broken_paths.update(_binding_key(b) for b in old_routes[queue].path)
+            direct = _concrete_reach(self.old, mc_old, instance, certain=True, dead_letters=False)
+            direct_after = _concrete_reach(
+                self.new, mc_new, instance, certain=False, dead_letters=False
+            )
+            error = f"old routes it to {_queues(direct or set())}"
+            if direct is not None and queue not in direct:
+                error += f", dead-lettered on to {_queues(before - direct)}"
+            error += f"; new to {_queues(direct_after or set())}"
+            why = f"no longer reaches queue {queue!r}, where service {service!r} consumes it"
+            self.add(
+                Verdict.BREAKING,
+                subject,
+                why,
+                counterexample=Counterexample(instance, "old", error),
+                message=name,
+            )
+            return
+        conditions = "; ".join(new_routes[queue].conditions) if queue in new_routes else "never"
+        why = (
+            f"may no longer reach queue {queue!r}, where service {service!r} consumes it "
+            f"(new route: {conditions}); no message found that shows it"
+        )
+        self.add(Verdict.UNKNOWN, subject, why, message=name)
+
+    # -- exchanges, queues, bindings, services ---------------------------------------------------
+
+    def _objects(self) -> None:
+        old, new = self.old, self.new
+        published_to = {m.exchange: m.name for m in old.messages.values()}
+        for name in sorted(old.exchanges.keys() - new.exchanges.keys()):
+            self.add(Verdict.COMPATIBLE, f"exchange {name}", "removed (no new message uses it)")
+        for name in sorted(new.exchanges.keys() - old.exchanges.keys()):
+            self.add(Verdict.COMPATIBLE, f"exchange {name}", "added")
+        for name in sorted(old.exchanges.keys() & new.exchanges.keys()):
+            before, after = old.exchanges[name], new.exchanges[name]
+            if _undocumented(before) == _undocumented(after):
+                continue
+            if after.internal and not before.internal and name in published_to:
+                why = f"made internal, but old publishers send {published_to[name]} to it"
+                self.add(Verdict.BREAKING, f"exchange {name}", why)
+            else:
+                self.add(
+                    Verdict.COMPATIBLE, f"exchange {name}", "changed; no consumer lost a message"
+                )
+        consumed = {q for s in old.services.values() for q in s.consumes}
+        for name in sorted(old.queues.keys() - new.queues.keys()):
+            if name not in consumed:
+                self.add(Verdict.COMPATIBLE, f"queue {name}", "removed (no service consumed it)")
+        for name in sorted(new.queues.keys() - old.queues.keys()):
+            self.add(Verdict.COMPATIBLE, f"queue {name}", "added")
+        for name in sorted(old.queues.keys() & new.queues.keys()):
+            if name not in consumed and _undocumented(old.queues[name]) != _undocumented(
+                new.queues[name]
+            ):
+                self.add(Verdict.COMPATIBLE, f"queue {name}", "changed (no service consumes it)")
+        old_bindings = {_binding_key(b): b for b in old.bindings}
+        new_bindings = {_binding_key(b): b for b in new.bindings}
+        for ident in sorted(old_bindings.keys() - new_bindings.keys()):
+            if ident not in self.broken_paths:
+                why = "removed or changed; every consumer still receives what it expects"
+                self.add(Verdict.COMPATIBLE, _binding_name(old_bindings[ident]), why)
+        for ident in sorted(new_bindings.keys() - old_bindings.keys()):
+            self.add(Verdict.COMPATIBLE, _binding_name(new_bindings[ident]), "added")
+        for name in sorted(old.services.keys() - new.services.keys()):
+            self.add(Verdict.COMPATIBLE, f"service {name}", "removed")
+        for name in sorted(new.services.keys() - old.services.keys()):
+            self.add(Verdict.COMPATIBLE, f"service {name}", "added")
+
+
+def topology_findings(
+    old: Spec, new: Spec, old_contract: Contract, new_contract: Contract
+) -> list[Finding]:
+    return _Topology(old, new, old_contract, new_contract).run()
+
+
+# -- concrete messages ---------------------------------------------------------------------------
+
+
+def _limits(conditions: tuple[str, ...]) -> frozenset[str]:
+    """The conditions of a route that the consumer's own bindings do not satisfy."""
+    return frozenset(c for c in conditions if not c.startswith(_BOUND))
+
+
+def _when(conditions: tuple[str, ...]) -> frozenset[tuple[str, str]]:
+    found = (_WHEN.match(c) for c in conditions)
+    return frozenset((m.group(1), m.group(2)) for m in found if m is not None)
+
+
+def _example(contract: MessageContract) -> Any | None:
+    root = Root(dict(contract.schema))
+    for instance in islice(Synth(root).values(root.schema), 64):
+        if not contract.faults(instance):
+            return instance
+    return None
+
+
+def _instances(
+    old: MessageContract, new: MessageContract, hints: frozenset[tuple[str, str]] = frozenset()
+) -> Iterator[Any]:
+    """Messages valid under the old schema, those also valid under the new one first.
+
+    ``hints`` (field, value) are routing conditions of the old route: messages
+    with those values are built too, so a conditional old route is taken.
+    """
+    root = Root(dict(old.schema))
+    synth = Synth(root)
+    forced: dict[tuple[str | int, ...], list[Any]] = {}
+    for field, value in hints:
+        forced[(field,)] = [value, *([int(value)] if value.lstrip("-").isdigit() else [])]
+    streams = [synth.values(root.schema, forced)] if forced else []
+    streams.append(synth.values(root.schema))
+    later: list[Any] = []
+    for stream in streams:
+        for instance in islice(stream, _TRIES):
+            if old.faults(instance):
+                continue
+            if new.faults(instance):
+                later.append(instance)
+            else:
+                yield instance
+    yield from later
+
+
+def _sent(contract: MessageContract, instance: Any) -> tuple[str, str, Mapping[str, Any]] | None:
+    try:
+        return (
+            contract.exchange,
+            contract.routing_key_for(instance),
+            contract.headers_for(instance),
+        )
+    except RabbitryError:
+        return None
+
+
+def _say_sent(sent: tuple[str, str, Mapping[str, Any]]) -> str:
+    exchange, key, headers = sent
+    text = f"to {exchange or '(default)'!r} with key {key!r}"
+    return text + (f" and headers {dict(headers)}" if headers else "")
+
+
+def _queues(found: set[str]) -> str:
+    return ", ".join(sorted(found)) or "no queue"
+
+
+def _concrete_reach(
+    spec: Spec,
+    contract: MessageContract,
+    instance: Any,
+    *,
+    certain: bool,
+    dead_letters: bool = True,
+) -> set[str] | None:
+    """The queues ``instance`` reaches, dead-lettering on included.
+
+    Run-time bindings count as made (their consumer binds with the values it
+    follows).  ``certain``: only routes with no other condition; else every
+    route that may be taken (an alternate exchange taken "when no binding
+    matches").
+    """
+    sent = _sent(contract, instance)
+    if sent is None:
+        return None
+    exchange, key, headers = sent
+    try:
+        first = routing.route(spec, exchange, key, dict(headers))
+    except RabbitryError:
+        return None
+    found: set[str] = set()
+    todo = [d for d in first if not certain or all(c.startswith(_BOUND) for c in d.conditions)]
+    while todo:
+        destination = todo.pop()
+        if destination.queue in found:
+            continue
+        found.add(destination.queue)
+        if not dead_letters:
+            continue
+        try:
+            hops = routing.dead_letter_route(spec, destination.queue, key, dict(headers))
+        except RabbitryError:
+            continue
+        todo.extend(
+            d for d in hops if not certain or all(c.startswith(_BOUND) for c in d.conditions)
+        )
+    return found
