@@ -1,20 +1,29 @@
-"""Apply speed: rabbitry's executor against ``rabbitmqctl import_definitions``.
+"""Apply speed: rabbitry's apply against ``rabbitmqctl import_definitions``; the no-op plan.
 
     python bench/apply.py [--url URL] [--queues 2000] [--bindings 2000] [--exchanges 10]
-                          [--repeat 1] [--channels N] [--chunk N] [--skip-import]
+                          [--repeat 3] [--channels N] [--chunk N] [--skip-import]
 
-Builds one topology (classic durable queues, every other one with a TTL;
-topic, direct and fanout exchanges; queue bindings), then, in the same run and
-on the same broker, each in a fresh vhost of its own:
+``run.py`` calls ``bench_apply`` once per round; run alone (with ``--channels`` and
+``--chunk`` to tune the executor), this prints each round and the medians.
 
-(a) ``rabbitmqctl import_definitions FILE``: timed until every binding exists
-    (the command returns before the import has finished; the management API is
-    polled only after it returns, so that polling does not slow the import);
-(b) ``execute()`` of the plan from an empty vhost (``diff`` against nothing).
+One spec file (classic durable queues, every other one with ``message_ttl``;
+topic, direct and fanout exchanges; one binding per queue) is what both sides
+create, each in a fresh vhost of its own, deleted at the end of its turn:
 
-It prints both times, the ratio (rabbitmqctl / rabbitry), the machine, and,
-where the live reader is available, the time of a no-op plan (read the vhost
-rabbitry just applied, diff: must be empty).  Its vhosts are deleted at the end.
+import      its definitions file (the same topology: ``desired(spec)``) through
+            ``rabbitmqctl import_definitions FILE``, timed until every binding
+            exists: the command returns before the import has finished, so the
+            management API is polled every 50 ms after it returns;
+apply       ``rabbitry.broker.converge.apply(spec, url)`` in this process, as
+            ``rabbitry apply`` runs it once the spec is loaded: read the live vhost,
+            diff, carry the plan out (connecting included);
+no-op plan  right after that apply: ``converge.plan`` in this process, and the whole
+            ``rabbitry plan SPEC`` command (Python start, spec check, live read, diff,
+            output), which must exit 0 ("in sync");
+apply (CLI) the whole ``rabbitry apply SPEC`` command into another fresh vhost.
+
+With a local broker it also reads the ``beam.smp`` process's CPU time around
+each side (``broker_cpu_s``): on a small machine that is what bounds the ratio.
 Needs ``rabbitmqctl`` (root, or the rabbitmq user) and the management API.
 """
 
@@ -22,50 +31,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from importlib import metadata
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import httpx
 
 from rabbitry.broker import apply as applier
-from rabbitry.broker.plan import diff
-from rabbitry.broker.state import BindingState, ExchangeState, QueueState, Topology
+from rabbitry.broker import converge
+from rabbitry.broker.state import BindingState, Topology, desired
 from rabbitry.broker.url import BrokerURL, parse_url
+from rabbitry.check import load_spec
+from rabbitry.spec import Spec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Broker, Clock, broker_pid, median, ratios
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout")
 TTL = 3_600_000
 
 
-def topology(queues: int, bindings: int, exchanges: int) -> Topology:
-    xs = {
-        f"bench.x{i:02d}": ExchangeState(f"bench.x{i:02d}", EXCHANGE_TYPES[i % 3])
-        for i in range(exchanges)
-    }
-    qs = {
-        f"bench.q{i:05d}": QueueState(
-            f"bench.q{i:05d}", arguments=(("x-message-ttl", TTL),) if i % 2 else ()
-        )
+def spec_text(queues: int, bindings: int, exchanges: int) -> str:
+    """The bench topology as a rabbitry spec."""
+    lines = ["version: 1", "exchanges:"]
+    lines += [f"  bench.x{i:02d}: {{type: {EXCHANGE_TYPES[i % 3]}}}" for i in range(exchanges)]
+    lines.append("queues:")
+    lines += [
+        f"  bench.q{i:05d}: {{message_ttl: {TTL}}}" if i % 2 else f"  bench.q{i:05d}: {{}}"
         for i in range(queues)
-    }
-    x_names, q_names = sorted(xs), sorted(qs)
-    bs = set()
+    ]
+    lines.append("bindings:")
     for i in range(bindings):
-        x = xs[x_names[i % exchanges]]
-        key = f"k.{i}.#" if x.type == "topic" else f"k.{i}"
-        bs.add(BindingState(x.name, "queue", q_names[i % queues], key))
-    return Topology(xs, qs, frozenset(bs))
+        x = i % exchanges
+        kind = EXCHANGE_TYPES[x % 3]
+        key = {"topic": f', key: "k.{i}.#"', "direct": f', key: "k.{i}"', "fanout": ""}[kind]
+        lines.append(f"  - {{from: bench.x{x:02d}, queue: bench.q{i % queues:05d}{key}}}")
+    return "\n".join(lines) + "\n"
+
+
+def write_spec(folder: Path, queues: int, bindings: int, exchanges: int) -> tuple[Path, Spec]:
+    path = folder / "bench-topology.yaml"
+    path.write_text(spec_text(queues, bindings, exchanges))
+    return path, load_spec(path)
 
 
 def definitions(want: Topology, vhost: str) -> dict[str, Any]:
@@ -79,7 +89,7 @@ def definitions(want: Topology, vhost: str) -> dict[str, Any]:
                 "durable": x.durable,
                 "auto_delete": x.auto_delete,
                 "internal": x.internal,
-                "arguments": dict(x.arguments),
+                "arguments": x.declare_arguments(),
             }
             for x in want.exchanges.values()
         ],
@@ -107,151 +117,170 @@ def definitions(want: Topology, vhost: str) -> dict[str, Any]:
     }
 
 
-class Broker:
-    """The management API calls the bench needs."""
-
-    def __init__(self, url: BrokerURL) -> None:
-        self.url = url
-        self.http = httpx.Client(
-            base_url=url.management, auth=(url.username, url.password), timeout=60
-        )
-
-    def version(self) -> str:
-        overview = self.http.get("/api/overview").raise_for_status().json()
-        return f"RabbitMQ {overview['rabbitmq_version']}, Erlang {overview['erlang_version']}"
-
-    @contextlib.contextmanager
-    def fresh_vhost(self) -> Iterator[str]:
-        name = f"rabbitry-bench-{uuid.uuid4().hex[:8]}"
-        self.http.put(f"/api/vhosts/{quote(name, safe='')}", json={}).raise_for_status()
-        self.http.put(
-            f"/api/permissions/{quote(name, safe='')}/{quote(self.url.username, safe='')}",
-            json={"configure": ".*", "write": ".*", "read": ".*"},
-        ).raise_for_status()
-        try:
-            yield name
-        finally:
-            self.http.delete(f"/api/vhosts/{quote(name, safe='')}")
-
-    def bindings(self, vhost: str) -> int:
-        """Bindings in ``vhost``, the default exchange's left out."""
-        rows = self.http.get(
-            f"/api/bindings/{quote(vhost, safe='')}", params={"columns": "source"}
-        ).raise_for_status()
-        return sum(1 for row in rows.json() if row["source"])
-
-    def queues(self, vhost: str) -> int:
-        rows = self.http.get(f"/api/queues/{quote(vhost, safe='')}", params={"columns": "name"})
-        return len(rows.raise_for_status().json())
+def _settle() -> None:
+    """A moment for the previous vhost's teardown to leave the broker's CPU."""
+    time.sleep(0.5)
 
 
-def time_import(broker: Broker, want: Topology) -> float:
-    with broker.fresh_vhost() as vhost:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(definitions(want, vhost), f)
-        os.chmod(f.name, 0o644)  # rabbitmqctl reads it as the rabbitmq user
-        try:
+def time_import(broker: Broker, clock: Clock, want: Topology) -> dict[str, Any]:
+    """``rabbitmqctl import_definitions`` into a fresh vhost, until every binding exists."""
+    with broker.fresh_vhost() as url, tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "definitions.json"
+        path.write_text(json.dumps(definitions(want, url.vhost)))
+        os.chmod(folder, 0o755)  # rabbitmqctl reads the file as the rabbitmq user
+        os.chmod(path, 0o644)
+        _settle()
+        with clock.measure() as m:
             started = time.perf_counter()
             done = subprocess.run(
-                ["rabbitmqctl", "import_definitions", f.name],
+                ["rabbitmqctl", "import_definitions", str(path)],
                 check=False,
                 capture_output=True,
                 text=True,
             )
             if done.returncode:
                 sys.exit(f"rabbitmqctl import_definitions failed: {done.stderr.strip()}")
-            while broker.bindings(vhost) < len(want.bindings):  # it returns before the end
+            returned = time.perf_counter() - started
+            while broker.bindings(url.vhost) < len(want.bindings):  # it returns before the end
                 time.sleep(0.05)
-            seconds = time.perf_counter() - started
-        finally:
-            os.unlink(f.name)
-        assert broker.queues(vhost) == len(want.queues)
-        return seconds
+        assert broker.queues(url.vhost) == len(want.queues)
+        m["returned_s"] = round(returned, 3)
+        return m
 
 
-def time_rabbitry(broker: Broker, want: Topology, channels: int) -> tuple[float, float | None]:
-    """The apply's seconds, and a no-op plan's right after (``None`` without the live reader)."""
-    with broker.fresh_vhost() as vhost:
-        url = parse_url(broker.url.amqp.rsplit("/", 1)[0] + "/" + quote(vhost, safe=""))
-        url = url.with_management(broker.url.management)
+def time_apply(
+    broker: Broker, clock: Clock, spec: Spec, spec_path: Path, channels: int
+) -> dict[str, Any]:
+    """``converge.apply`` into a fresh vhost, then a no-op plan (in process and the CLI)."""
+    want = desired(spec)
+    with broker.fresh_vhost() as url:
+        _settle()
+        with clock.measure() as m:
+            done = asyncio.run(_apply(spec, url, channels))
+        assert done.result.applied == len(want.exchanges) + len(want.queues) + len(want.bindings)
+        m["execute_s"] = round(done.result.seconds, 3)
+        assert broker.bindings(url.vhost) == len(want.bindings)
+        assert broker.queues(url.vhost) == len(want.queues)
         started = time.perf_counter()
-        result = asyncio.run(applier.execute(diff(want, Topology()), url, channels=channels))
-        seconds = time.perf_counter() - started
-        assert result.applied == len(want.exchanges) + len(want.queues) + len(want.bindings)
-        assert broker.bindings(vhost) == len(want.bindings)
-        assert broker.queues(vhost) == len(want.queues)
-        return seconds, time_noop_plan(url, want)
+        planned = asyncio.run(converge.plan(spec, url, timeout=60))
+        m["noop_plan_inprocess_s"] = round(time.perf_counter() - started, 3)
+        assert planned.plan.empty, f"the no-op plan is not empty: {planned.plan.counts()}"
+        started = time.perf_counter()
+        cli = _cli("plan", spec_path, url)
+        m["noop_plan_cli_s"] = round(time.perf_counter() - started, 3)
+        assert cli.returncode == 0, f"rabbitry plan: exit {cli.returncode}: {cli.stdout[-500:]}"
+        return m
 
 
-def time_noop_plan(url: BrokerURL, want: Topology) -> float | None:
-    # HOOK(live reader): a no-op plan is "read the vhost, diff against the spec".
-    # It uses rabbitry.broker.management.read_vhost where that module exists.
-    try:
-        from rabbitry.broker.management import read_vhost  # noqa: PLC0415
-    except ImportError:
-        return None
-    started = time.perf_counter()
-    plan = diff(want, asyncio.run(read_vhost(url, timeout=30)))
-    seconds = time.perf_counter() - started
-    if not plan.empty:
-        print(f"  warning: the no-op plan is not empty: {plan.counts()}", file=sys.stderr)
-    return seconds
+async def _apply(spec: Spec, url: BrokerURL, channels: int) -> converge.Converged:
+    if channels == applier.DEFAULT_CHANNELS:
+        return await converge.apply(spec, url, timeout=60)
+    # Tuning (bench/apply.py --channels): converge.apply's own steps, another pool size.
+    planned = await converge.plan(spec, url, timeout=60)
+    result = await applier.execute(planned.plan, url, timeout=60, channels=channels)
+    return converge.Converged(planned, result)
 
 
-def machine(broker: Broker) -> str:
-    return (
-        f"{os.cpu_count()} cores (nproc), {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, aiormq {metadata.version('aiormq')}, "
-        f"{broker.version()}"
+def time_apply_cli(broker: Broker, clock: Clock, spec: Spec, spec_path: Path) -> dict[str, Any]:
+    """The whole ``rabbitry apply SPEC`` command into a fresh vhost."""
+    want = desired(spec)
+    with broker.fresh_vhost() as url:
+        _settle()
+        with clock.measure() as m:
+            done = _cli("apply", spec_path, url)
+        assert done.returncode == 0, f"rabbitry apply: exit {done.returncode}: {done.stderr}"
+        assert broker.bindings(url.vhost) == len(want.bindings)
+        return m
+
+
+def _cli(
+    command: str, spec_path: Path, url: BrokerURL | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``rabbitry COMMAND SPEC --url URL`` in a fresh interpreter, with bytecode caches.
+
+    An installed package has its bytecode compiled; an environment with
+    ``PYTHONDONTWRITEBYTECODE`` (this one's) would compile ~280 modules at
+    every start.  So the caches go to a folder of the bench's own.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "rabbitry-bench-pycache")
+    where = [] if url is None else ["--url", url.amqp]
+    if url is not None and url.management_override:
+        where += ["--management-url", url.management]
+    return subprocess.run(
+        [sys.executable, "-m", "rabbitry", command, str(spec_path), *where],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
     )
 
 
+def warm_up_cli(spec_path: Path) -> None:
+    """Fill the bytecode caches (``rabbitry check`` imports what ``plan`` and ``apply`` do)."""
+    _cli("check", spec_path)
+
+
+#: The sides of a round, in order (reversed every other round).
+SIDES = ("import", "apply", "apply_cli")
+
+
+def bench_apply(
+    broker: Broker,
+    spec: Spec,
+    spec_path: Path,
+    *,
+    flip: bool,
+    channels: int = applier.DEFAULT_CHANNELS,
+    sides: tuple[str, ...] = SIDES,
+) -> dict[str, dict[str, Any]]:
+    """One round: each side in its own fresh vhost; seconds and CPU seconds of each."""
+    clock = Clock(broker_pid(broker.url))
+    want = desired(spec)
+    runs = {
+        "import": lambda: time_import(broker, clock, want),
+        "apply": lambda: time_apply(broker, clock, spec, spec_path, channels),
+        "apply_cli": lambda: time_apply_cli(broker, clock, spec, spec_path),
+    }
+    return {side: runs[side]() for side in (reversed(sides) if flip else sides)}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--url", default=None, help="AMQP URL (default $RABBITRY_URL or local)")
     parser.add_argument("--management-url", default=None)
     parser.add_argument("--queues", type=int, default=2000)
     parser.add_argument("--bindings", type=int, default=2000)
     parser.add_argument("--exchanges", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=1, help="rounds; the order alternates")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the order alternates")
     parser.add_argument("--channels", type=int, default=applier.DEFAULT_CHANNELS)
     parser.add_argument("--chunk", type=int, default=applier.CHUNK, help="calls per flush")
-    parser.add_argument("--skip-import", action="store_true", help="time rabbitry only")
+    parser.add_argument("--skip-import", action="store_true", help="time rabbitry's apply only")
     args = parser.parse_args()
 
     applier.CHUNK = args.chunk
     broker = Broker(parse_url(args.url, management=args.management_url))
-    want = topology(args.queues, args.bindings, args.exchanges)
-    print(machine(broker))
-    print(
-        f"topology: {len(want.queues)} queues, {len(want.bindings)} bindings, "
-        f"{len(want.exchanges)} exchanges; rabbitry: {args.channels} channels, "
-        f"chunks of {args.chunk}"
-    )
-    ratios, applies, noops = [], [], []
-    for round_ in range(args.repeat):
-        imported = None
-        if not args.skip_import and round_ % 2 == 0:
-            imported = time_import(broker, want)
-        applied, noop = time_rabbitry(broker, want, args.channels)
-        if not args.skip_import and round_ % 2 == 1:
-            imported = time_import(broker, want)
-        applies.append(applied)
-        line = f"round {round_ + 1}: rabbitry apply {applied:6.2f} s"
-        if imported is not None:
-            ratios.append(imported / applied)
-            line += f"   rabbitmqctl import_definitions {imported:6.2f} s   ratio {ratios[-1]:.2f}x"
-        if noop is not None:
-            noops.append(noop)
-            line += f"   no-op plan {noop:5.2f} s"
-        print(line, flush=True)
-    if args.repeat > 1:
-        summary = f"median: rabbitry apply {statistics.median(applies):.2f} s"
-        if ratios:
-            summary += f", ratio {statistics.median(ratios):.2f}x"
-        if noops:
-            summary += f", no-op plan {statistics.median(noops):.2f} s"
-        print(summary)
+    sides = ("apply",) if args.skip_import else ("import", "apply")
+    rounds = []
+    with tempfile.TemporaryDirectory() as folder:
+        path, spec = write_spec(Path(folder), args.queues, args.bindings, args.exchanges)
+        warm_up_cli(path)
+        for round_ in range(args.repeat):
+            result = bench_apply(
+                broker, spec, path, flip=round_ % 2 == 1, channels=args.channels, sides=sides
+            )
+            rounds.append({side: m["seconds"] for side, m in result.items()})
+            print(
+                f"round {round_ + 1}: "
+                + "   ".join(
+                    f"{side} {m['seconds']:.2f} s (broker CPU {m['broker_cpu_s']} s)"
+                    for side, m in result.items()
+                )
+                + f"   no-op plan {result['apply']['noop_plan_cli_s']:.2f} s (CLI)",
+                flush=True,
+            )
+    if not args.skip_import:
+        print(f"median ratio: {median(ratios(rounds, 'import', 'apply')):.2f}x")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any, Final
 import aiormq.exceptions as amqp_errors
 
 from rabbitry.broker.amqp import broker_error, connect
-from rabbitry.broker.management import read_vhost
+from rabbitry.broker.management import read_queue_counts, read_vhost
 from rabbitry.broker.state import QueueState, Topology, desired, is_reserved_exchange
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import BrokerError, ConnectionFailed, ManagementError
@@ -75,7 +75,7 @@ async def read_live(
     if not management:
         return await _read_amqp(url, spec, timeout, "the management API was not asked")
     try:
-        topology = await read_vhost(url, timeout=timeout)
+        topology = await read_vhost(url, timeout=timeout, counts=False)
     except (ManagementError, ConnectionFailed) as exc:
         why = f"the management API could not be used: {exc}"
     else:
@@ -86,33 +86,44 @@ async def read_live(
 async def _verify_counts(
     url: BrokerURL, spec: Spec, topology: Topology, timeout: float
 ) -> LiveState:
-    """Ask each queue plan may replace or delete what it holds, over AMQP.
+    """Add what each queue plan may replace or delete holds: the API's counts, and its own.
+
+    ``topology`` was read without counts (the API's statistics are the slowest
+    part of the read); they matter only for the queues plan may replace or
+    delete, so in sync (a no-op plan) nothing more is asked.  Otherwise every
+    queue gets the API's counts, as ``read_vhost(counts=True)`` gives them.
 
     The API's counts are statistics, emitted every few seconds: for a queue
     declared and published to a moment ago they are missing, or say 0 messages
     and 0 consumers while it holds 3 and has one (seen on 3.10.8 for about 5 s).
     So the queues whose counts decide whether data is lost — those the spec
-    does not have and those that differ from it — are asked with a passive
-    declare, and the larger of the two answers is kept: a count too high only
-    makes apply ask for ``--allow-data-loss``, one too low loses messages.
-    In sync (a no-op plan) nothing is asked.
+    does not have and those that differ from it — are also asked with a passive
+    declare (at the same time), and the larger of the two answers is kept: a
+    count too high only makes apply ask for ``--allow-data-loss``, one too low
+    loses messages.
     """
     want = desired(spec).queues
-    at_risk = [
+    changing = [
         name
         for name, queue in topology.queues.items()
-        if not queue.exclusive and want.get(name) != queue
+        if want.get(name) != queue and (name in want or not queue.exclusive)
     ]
-    if not at_risk:
+    if not changing:
         return LiveState(topology, MANAGEMENT)
-    queues = dict(topology.queues)
+    at_risk = [name for name in changing if not topology.queues[name].exclusive]
+    reporting = asyncio.create_task(_reported_counts(url, timeout))
     try:
         probe = await _probe(url, (), at_risk, timeout)
     except BrokerError as exc:
+        queues = _with_reported(topology, await reporting)
         for name in at_risk:
             queues[name] = replace(queues[name], messages=None, consumers=None)
         spot = f"what {len(at_risk)} queue(s) plan may replace or delete hold is unknown: {exc}"
         return LiveState(replace(topology, queues=queues), MANAGEMENT, (spot,))
+    except BaseException:
+        reporting.cancel()
+        raise
+    queues = _with_reported(topology, await reporting)
     for name, counts in probe.queues.items():
         queue = queues[name]
         if counts is None:  # exclusive to another connection: in use
@@ -125,6 +136,27 @@ async def _verify_counts(
             consumers=_larger(queue.consumers, consumers),
         )
     return LiveState(replace(topology, queues=queues), MANAGEMENT)
+
+
+async def _reported_counts(
+    url: BrokerURL, timeout: float
+) -> dict[str, tuple[int | None, int | None]]:
+    """The API's counts; none (unknown, so taken as "holds data") if it fails now."""
+    try:
+        return await read_queue_counts(url, timeout=timeout)
+    except BrokerError:
+        return {}
+
+
+def _with_reported(
+    topology: Topology, reported: dict[str, tuple[int | None, int | None]]
+) -> dict[str, QueueState]:
+    return {
+        name: replace(queue, messages=counts[0], consumers=counts[1])
+        if (counts := reported.get(name))
+        else queue
+        for name, queue in topology.queues.items()
+    }
 
 
 def _larger(reported: int | None, asked: int, *, trust: bool = True) -> int | None:

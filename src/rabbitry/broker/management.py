@@ -5,6 +5,12 @@ needs: ``/api/exchanges/{vhost}``, ``/api/queues/{vhost}`` and
 ``/api/bindings/{vhost}``.  The answer is normalised with ``state``'s helpers,
 so that a vhost just applied from a spec compares equal to ``desired(spec)``.
 
+Listing queues with their statistics (message and consumer counts) is the
+slowest of the three: for 2,000 queues on RabbitMQ 3.10.8, 0.20-0.26 s against
+0.06 s with ``disable_stats`` (the bindings take 0.12 s).  So
+``read_vhost(counts=False)`` leaves the counts out, and ``read_queue_counts``
+asks for them alone, for when they matter (``live.read_live``).
+
 httpx's exceptions and the API's error statuses are mapped here, once, into
 rabbitry's tree; messages name the API's ``host:port``, never the password.
 """
@@ -12,7 +18,8 @@ rabbitry's tree; messages name the API's ``host:port``, never the password.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -28,10 +35,12 @@ from rabbitry.broker.state import (
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, ManagementError
 
-__all__ = ["read_vhost"]
+__all__ = ["read_queue_counts", "read_vhost"]
 
 _EXCHANGE_COLUMNS = "name,type,durable,auto_delete,internal,arguments"
 _QUEUE_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments,messages,consumers"
+_QUEUE_DEFINITION_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments"
+_COUNT_COLUMNS = "name,messages,consumers"
 _BINDING_COLUMNS = "source,destination,destination_type,routing_key,arguments"
 #: Seconds to wait for the TCP (and TLS) connection; a firewall that drops
 #: packets should read as "not reachable" quickly, not use up the whole deadline.
@@ -42,14 +51,57 @@ _ENABLE_HINT = "enable it (rabbitmq-plugins enable rabbitmq_management) or pass 
 Row = Mapping[str, Any]
 
 
-async def read_vhost(url: BrokerURL, *, timeout: float) -> Topology:
+async def read_vhost(url: BrokerURL, *, timeout: float, counts: bool = True) -> Topology:
     """Every exchange, queue and binding of ``url.vhost``, within ``timeout`` seconds.
 
     The default exchange and ``amq.*`` are included (``plan.diff`` leaves them
     alone); the default exchange's implicit bindings (source ``""``) are not.
-    Exclusive (run-time) queues are included with ``exclusive=True``.
+    Exclusive (run-time) queues are included with ``exclusive=True``.  With
+    ``counts=False`` the queues are listed without statistics: their
+    ``messages`` and ``consumers`` are ``None`` (unknown).
     """
     vhost = quote(url.vhost, safe="")
+    queue_query = {"columns": _QUEUE_COLUMNS}
+    if not counts:
+        queue_query = {"columns": _QUEUE_DEFINITION_COLUMNS, "disable_stats": "true"}
+    try:
+        async with _client(url, timeout) as client, asyncio.TaskGroup() as group:
+            exchanges = group.create_task(
+                _get(client, url, f"/api/exchanges/{vhost}", {"columns": _EXCHANGE_COLUMNS})
+            )
+            queues = group.create_task(_get(client, url, f"/api/queues/{vhost}", queue_query))
+            bindings = group.create_task(
+                _get(client, url, f"/api/bindings/{vhost}", {"columns": _BINDING_COLUMNS})
+            )
+    except TimeoutError:
+        raise _timeout(url) from None
+    except BaseExceptionGroup as failures:
+        raise _first_broker_error(failures) from None
+    return Topology(
+        exchanges={row["name"]: _exchange(row) for row in exchanges.result()},
+        queues={row["name"]: _queue(row) for row in queues.result()},
+        bindings=frozenset(_binding(row) for row in bindings.result() if row["source"] != ""),
+    )
+
+
+async def read_queue_counts(
+    url: BrokerURL, *, timeout: float
+) -> dict[str, tuple[int | None, int | None]]:
+    """queue → (messages, consumers) as the API's statistics have them (``None``: not yet)."""
+    vhost = quote(url.vhost, safe="")
+    try:
+        async with _client(url, timeout) as client:
+            rows = await _get(client, url, f"/api/queues/{vhost}", {"columns": _COUNT_COLUMNS})
+    except TimeoutError:
+        raise _timeout(url) from None
+    return {
+        row["name"]: (_count(row.get("messages")), _count(row.get("consumers"))) for row in rows
+    }
+
+
+@contextlib.asynccontextmanager
+async def _client(url: BrokerURL, timeout: float) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client for ``url``, the whole use bounded by ``timeout``."""
     try:
         client = httpx.AsyncClient(
             base_url=_base(url.management),
@@ -62,24 +114,8 @@ async def read_vhost(url: BrokerURL, *, timeout: float) -> Topology:
             f"{_endpoint(url.management)} is not a management API URL (http://host:15672); "
             "fix --management-url"
         ) from None
-    try:
-        async with client, asyncio.timeout(timeout), asyncio.TaskGroup() as group:
-            exchanges = group.create_task(
-                _get(client, url, f"/api/exchanges/{vhost}", _EXCHANGE_COLUMNS)
-            )
-            queues = group.create_task(_get(client, url, f"/api/queues/{vhost}", _QUEUE_COLUMNS))
-            bindings = group.create_task(
-                _get(client, url, f"/api/bindings/{vhost}", _BINDING_COLUMNS)
-            )
-    except TimeoutError:
-        raise _timeout(url) from None
-    except BaseExceptionGroup as failures:
-        raise _first_broker_error(failures) from None
-    return Topology(
-        exchanges={row["name"]: _exchange(row) for row in exchanges.result()},
-        queues={row["name"]: _queue(row) for row in queues.result()},
-        bindings=frozenset(_binding(row) for row in bindings.result() if row["source"] != ""),
-    )
+    async with client, asyncio.timeout(timeout):
+        yield client
 
 
 def _exchange(row: Row) -> ExchangeState:
@@ -131,10 +167,12 @@ def _count(value: Any) -> int | None:
     return int(value)
 
 
-async def _get(client: httpx.AsyncClient, url: BrokerURL, path: str, columns: str) -> list[Row]:
+async def _get(
+    client: httpx.AsyncClient, url: BrokerURL, path: str, query: Mapping[str, str]
+) -> list[Row]:
     """The JSON list at ``path``, or a ``BrokerError`` saying what went wrong and what to do."""
     try:
-        response = await client.get(path, params={"columns": columns})
+        response = await client.get(path, params=query)
     except httpx.ConnectTimeout as exc:
         raise _unreachable(url, exc) from None
     except httpx.TimeoutException:
