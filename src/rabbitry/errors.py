@@ -57,6 +57,7 @@ __all__ = [
     "SpecError",
     "Unroutable",
     "UsageError",
+    "first_broker_error",
 ]
 
 
@@ -175,3 +176,14 @@ class PublishTimeout(PublishFailed, BrokerTimeout):
 
 class ManagementError(BrokerError):
     """The management HTTP API answered with an error."""
+
+
+def first_broker_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a task group's failures: the first ``BrokerError`` in it
+    (nested groups searched), else its first exception."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return first_broker_error(exc)
+        if isinstance(exc, BrokerError):
+            return exc
+    return group.exceptions[0]

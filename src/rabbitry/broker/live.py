@@ -21,7 +21,12 @@ from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.management import read_queue_counts, read_vhost
 from rabbitry.broker.state import QueueState, Topology, desired, is_reserved_exchange
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, ConnectionFailed, ManagementError
+from rabbitry.errors import (
+    BrokerError,
+    ConnectionFailed,
+    ManagementError,
+    first_broker_error,
+)
 from rabbitry.spec import Spec
 
 __all__ = ["AMQP", "MANAGEMENT", "LiveState", "read_live"]
@@ -235,7 +240,7 @@ async def _probe(
             for _ in range(min(_CHANNELS, len(jobs))):
                 group.create_task(_prober(connection, url, todo, found, timeout=timeout))
     except BaseExceptionGroup as failures:
-        raise _first(failures) from None
+        raise first_broker_error(failures) from None
     finally:
         await _close(connection, timeout)
     return found
@@ -269,15 +274,6 @@ async def _prober(
             channel = None
         except (TimeoutError, Exception) as exc:
             raise broker_error(exc, url, f"passive declare of {kind} {name!r}") from None
-
-
-def _first(failures: BaseExceptionGroup) -> BaseException:
-    for exc in failures.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first(exc)
-        if isinstance(exc, BrokerError):
-            return exc
-    return failures.exceptions[0]
 
 
 async def _close(connection: Any, timeout: float) -> None:

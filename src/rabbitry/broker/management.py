@@ -33,7 +33,13 @@ from rabbitry.broker.state import (
     normalise_arguments,
 )
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, ManagementError
+from rabbitry.errors import (
+    BrokerError,
+    BrokerTimeout,
+    ConnectionFailed,
+    ManagementError,
+    first_broker_error,
+)
 
 __all__ = ["read_queue_counts", "read_vhost"]
 
@@ -76,7 +82,7 @@ async def read_vhost(url: BrokerURL, *, timeout: float, counts: bool = True) -> 
     except TimeoutError:
         raise _timeout(url) from None
     except BaseExceptionGroup as failures:
-        raise _first_broker_error(failures) from None
+        raise first_broker_error(failures) from None
     return Topology(
         exchanges={row["name"]: _exchange(row) for row in exchanges.result()},
         queues={row["name"]: _queue(row) for row in queues.result()},
@@ -250,16 +256,6 @@ def _timeout(url: BrokerURL) -> BrokerTimeout:
         f"{_where(url)} did not answer in time; check that RabbitMQ is running and not "
         "overloaded (rabbitmq-diagnostics status), then run again"
     )
-
-
-def _first_broker_error(group: BaseExceptionGroup) -> BaseException:
-    """The first of a task group's failures; each is already a ``BrokerError``."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_broker_error(exc)
-        if isinstance(exc, BrokerError):
-            return exc
-    return group.exceptions[0]
 
 
 def _where(url: BrokerURL) -> str:
