@@ -383,3 +383,26 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     code, _, err = run(["chek"], capsys)
     assert code == 2
     assert "chek" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["plan", "--url", "amqp://u:SECRET@[::1/"], "is not a valid URL"),
+        (["plan", "--url", "amqp://u:SECRET@localhost:port/"], "is not a valid URL"),
+        (["plan", "--management-url", "notaurl"], "is not a management API URL"),
+        (["generate", "--out", "/proc/rabbitry-x"], "cannot write the package"),
+    ],
+)
+def test_bad_addresses_and_unwritable_folders_are_usage_errors_not_tracebacks(
+    args: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the flagship
+    code, out, err = run(args, capsys)
+    assert code == 1
+    assert expected in err
+    assert "internal error" not in err
+    assert "SECRET" not in out + err

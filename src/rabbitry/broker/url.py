@@ -7,6 +7,7 @@ The password never leaves this module in text form: ``str(url)`` and
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
@@ -17,6 +18,7 @@ __all__ = ["DEFAULT_URL", "BrokerURL", "parse_url"]
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 _DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 MANAGEMENT_PORT = 15672
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,19 @@ def parse_url(text: str | None = None, *, management: str | None = None) -> Brok
     is the default vhost ``/``, as in aiormq.
     """
     raw = text or os.environ.get("RABBITRY_URL") or DEFAULT_URL
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise UsageError(f"{_mask(raw)} is not a valid URL: {exc}") from None
     if parts.scheme not in _DEFAULT_PORTS:
         raise UsageError(f"{_mask(raw)} is not an AMQP URL: it must start with amqp:// or amqps://")
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        raise UsageError(f"{_mask(raw)}: the port is not a number") from None
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    if management is not None and urlsplit(management).scheme not in ("http", "https"):
+        raise UsageError(
+            f"{_mask(management)} is not a management API URL: it must start with http:// "
+            "or https://"
+        )
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     return BrokerURL(
         scheme=parts.scheme,
@@ -93,7 +101,5 @@ def parse_url(text: str | None = None, *, management: str | None = None) -> Brok
 
 
 def _mask(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.password is None:
-        return raw
-    return raw.replace(f":{parts.password}@", ":***@", 1)
+    """``raw`` with any password replaced by ``***`` (works on URLs that do not parse too)."""
+    return _PASSWORD.sub(r"\1***@", raw)

@@ -22,7 +22,7 @@ every file's header): same spec, same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,8 +160,25 @@ def generate(spec: Spec, out: Path | None = None) -> WriteReport:
         path = folder / name
         if path.exists() and not _ours(path):
             raise UsageError(f"refusing to overwrite {path}: rabbitry did not generate it")
+    try:
+        written, unchanged, removed, foreign = _write(folder, files, entries)
+    except OSError as exc:
+        raise UsageError(f"cannot write the package into {folder}: {exc.strerror or exc}") from None
+    return WriteReport(
+        folder, package, tuple(written), tuple(unchanged), tuple(removed), tuple(foreign)
+    )
+
+
+def _write(
+    folder: Path, files: Mapping[str, str], entries: Iterable[Path]
+) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+    """Write ``files`` into ``folder``; remove what rabbitry generated there before and no
+    longer does. Returns (written, unchanged, removed, foreign)."""
     folder.mkdir(parents=True, exist_ok=True)
-    written, unchanged, removed, foreign = [], [], [], []
+    written: list[Path] = []
+    unchanged: list[Path] = []
+    removed: list[Path] = []
+    foreign: list[Path] = []
     for name, text in files.items():
         path = folder / name
         if path.is_file() and path.read_bytes() == text.encode("utf-8"):
@@ -179,6 +196,4 @@ def generate(spec: Spec, out: Path | None = None) -> WriteReport:
             removed.append(path)
         else:
             foreign.append(path)
-    return WriteReport(
-        folder, package, tuple(written), tuple(unchanged), tuple(removed), tuple(foreign)
-    )
+    return written, unchanged, removed, foreign
