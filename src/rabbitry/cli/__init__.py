@@ -1,0 +1,98 @@
+"""The ``rabbitry`` command line.
+
+Exit codes: 0 fine, 1 problems found or the operation failed, 2 usage error.
+Bad input never shows a traceback: every expected failure is a
+``RabbitryError`` (or a ``SpecError`` carrying located diagnostics), turned
+into one clear message here, in one place (``main``).  Each command lives in
+a module of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+
+from rabbitry import __version__
+from rabbitry.cli._check import check_command, route_command
+from rabbitry.cli._converge import apply_command, plan_command
+from rabbitry.cli._generate import generate_command
+from rabbitry.cli._messaging import publish_command, tail_command
+from rabbitry.cli._options import plural
+from rabbitry.errors import ContractViolation, DataLossRefused, RabbitryError, SpecError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rabbitry")
+def cli() -> None:
+    """RabbitMQ topology-as-code and message contracts.
+
+    One YAML spec says which exchanges, queues and bindings exist, which
+    messages travel where and what each must look like.
+    """
+
+
+for _command in (
+    check_command,
+    route_command,
+    generate_command,
+    plan_command,
+    apply_command,
+    publish_command,
+    tail_command,
+):
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: run the CLI, mapping every expected failure to a message."""
+    # aiormq logs what it also raises; the raised error is reported once, below.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="rabbitry",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SpecError as exc:
+        for diagnostic in exc.diagnostics:
+            click.echo(diagnostic.render(), err=True)
+        click.echo(
+            f"the spec has {plural(len(exc.diagnostics), 'error')}; "
+            "`rabbitry check` shows them all",
+            err=True,
+        )
+        sys.exit(1)
+    except ContractViolation as exc:
+        click.echo(
+            f"error: {exc.message_name} does not fit its schema; nothing was sent:", err=True
+        )
+        for fault in exc.faults:
+            click.echo(f"  {fault}", err=True)
+        sys.exit(1)
+    except DataLossRefused as exc:
+        click.echo(f"refused: {exc}", err=True)
+        sys.exit(1)
+    except RabbitryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("RABBITRY_DEBUG"):
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} — this is a bug in rabbitry; "
+            "rerun with RABBITRY_DEBUG=1 for the traceback and report it",
+            err=True,
+        )
+        sys.exit(70)

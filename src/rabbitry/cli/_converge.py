@@ -1,0 +1,172 @@
+"""``rabbitry plan`` and ``rabbitry apply``: the live broker against the spec."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rabbitry.broker import converge
+from rabbitry.broker.report import plan_lines, summary
+from rabbitry.broker.url import BrokerURL, parse_url
+from rabbitry.cli._options import (
+    broker_options,
+    format_option,
+    load_for_command,
+    plural,
+    spec_options,
+    which_spec,
+)
+
+__all__ = ["apply_command", "plan_command"]
+
+
+_PRUNE_HELP = (
+    "Treat the vhost as owned by the spec: also delete every exchange, queue and binding "
+    "the spec does not have (amq.*, the default exchange and run-time objects excepted)."
+)
+
+
+@click.command("plan")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@spec_options
+@broker_options
+@click.option("--prune", is_flag=True, help=_PRUNE_HELP)
+@format_option
+def plan_command(
+    *,
+    spec: Path | None,
+    spec_option: Path | None,
+    url: str | None,
+    management_url: str | None,
+    timeout: float,
+    prune: bool,
+    output_format: str,
+) -> None:
+    """Show what apply would change on the live broker; change nothing.
+
+    Exit 0 when the broker matches the spec, 3 when changes are pending, 1 on errors.
+    """
+    model = load_for_command(which_spec(spec, spec_option))
+    target = parse_url(url, management=management_url)
+    planned = asyncio.run(converge.plan(model, target, prune=prune, timeout=timeout))
+    if output_format == "json":
+        click.echo(json.dumps(_plan_json(target, planned), indent=2))
+    else:
+        _print_plan(target, planned)
+    sys.exit(0 if planned.plan.empty else 3)
+
+
+@click.command("apply")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@spec_options
+@broker_options
+@click.option("--prune", is_flag=True, help=_PRUNE_HELP)
+@click.option(
+    "--allow-data-loss",
+    is_flag=True,
+    help="Allow deleting or replacing queues that hold messages or have consumers.",
+)
+@format_option
+def apply_command(
+    *,
+    spec: Path | None,
+    spec_option: Path | None,
+    url: str | None,
+    management_url: str | None,
+    timeout: float,
+    prune: bool,
+    allow_data_loss: bool,
+    output_format: str,
+) -> None:
+    """Converge the broker to the spec: exchanges, queues, bindings, then deletions.
+
+    Idempotent: a second run changes nothing. A queue that holds messages or has
+    consumers is never deleted or replaced without --allow-data-loss.
+    """
+    model = load_for_command(which_spec(spec, spec_option))
+    target = parse_url(url, management=management_url)
+    with _progress(enabled=output_format == "text") as progress:
+        done = asyncio.run(
+            converge.apply(
+                model,
+                target,
+                prune=prune,
+                allow_data_loss=allow_data_loss,
+                timeout=timeout,
+                progress=progress,
+            )
+        )
+    if output_format == "json":
+        data = _plan_json(target, done.planned)
+        data["applied"] = done.result.applied
+        data["seconds"] = round(done.result.seconds, 3)
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_plan(target, done.planned, applied=True)
+    if not done.planned.plan.empty:
+        click.echo(
+            f"applied {plural(done.result.applied, 'change')} in {done.result.seconds:.2f} s"
+        )
+
+
+_SOURCES = {"management": "the management API", "amqp": "passive declares over AMQP"}
+
+
+def _print_plan(target: BrokerURL, planned: converge.Planned, *, applied: bool = False) -> None:
+    live, plan = planned.live, planned.plan
+    where = f"vhost {target.vhost!r} at {target.endpoint}"
+    how = _SOURCES.get(live.source, live.source)
+    click.echo(f"{'Applied to' if applied else 'Plan for'} {where} (read through {how}):")
+    for note in live.blind_spots:
+        click.echo(click.style(f"  note: {note}", fg="yellow"))
+    if plan.empty:
+        click.echo(click.style("  in sync: nothing to change", fg="green"))
+    else:
+        for line in plan_lines(plan):
+            colour = {"+": "green", "~": "yellow", "-": "red"}.get(line.strip()[:1])
+            click.echo(click.style(line, fg=colour) if line.startswith("  ") else line)
+    if plan.unmanaged or not plan.empty:
+        click.echo(summary(plan))
+
+
+def _plan_json(target: BrokerURL, planned: converge.Planned) -> dict[str, Any]:
+    return {
+        "broker": target.masked,
+        "vhost": target.vhost,
+        "source": planned.live.source,
+        "blind_spots": list(planned.live.blind_spots),
+        "in_sync": planned.plan.empty,
+        "counts": planned.plan.counts(),
+        "changes": [c.as_json() for c in planned.plan.changes],
+        "unmanaged": list(planned.plan.unmanaged),
+    }
+
+
+@contextlib.contextmanager
+def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr when it is a terminal and the apply is long; else nothing."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    # Only for terminals: keep start-up light.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import Progress  # noqa: PLC0415
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("applying", total=None)
+
+        def report(done: int, total: int) -> None:
+            if total >= _PROGRESS_THRESHOLD:
+                bar.update(task, completed=done, total=total)
+
+        yield report
+
+
+_PROGRESS_THRESHOLD = 200

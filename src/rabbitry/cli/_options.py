@@ -1,0 +1,92 @@
+"""What the commands share: the spec and broker options, and small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rabbitry.broker.amqp import DEFAULT_TIMEOUT
+from rabbitry.broker.url import DEFAULT_URL
+from rabbitry.check import check
+from rabbitry.errors import SpecError
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "broker_options",
+    "format_option",
+    "load_for_command",
+    "plural",
+    "spec_options",
+    "which_spec",
+]
+
+DEFAULT_SPEC = "topology.yaml"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def spec_options(func: F) -> F:
+    """``-f/--spec FILE`` on every command that reads the spec."""
+    return click.option(
+        "-f",
+        "--spec",
+        "spec_option",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"The spec file [default: ./{DEFAULT_SPEC}].",
+    )(func)
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Output for people, or JSON for programs.",
+    )(func)
+
+
+def which_spec(positional: Path | None, option: Path | None) -> Path:
+    if positional is not None and option is not None and positional != option:
+        raise click.UsageError(f"two specs given: {positional} and -f {option}; pass one")
+    return positional or option or Path(DEFAULT_SPEC)
+
+
+def broker_options(func: F) -> F:
+    """``--url``, ``--management-url`` and ``--timeout``: where the broker is."""
+    func = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help="Seconds any one broker call may take.",
+    )(func)
+    func = click.option(
+        "--management-url",
+        metavar="URL",
+        default=None,
+        help="The management HTTP API [default: http://HOST:15672, from --url].",
+    )(func)
+    return click.option(
+        "--url",
+        metavar="URL",
+        default=None,
+        help=f"The broker; its path is the vhost [default: $RABBITRY_URL, then {DEFAULT_URL}].",
+    )(func)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def load_for_command(path: Path) -> Any:
+    """The spec, for commands that use it: its errors stop the command with exit 1."""
+    report = check(path)
+    if report.spec is None or report.errors:
+        raise SpecError(report.errors)
+    return report.spec
