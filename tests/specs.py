@@ -1,4 +1,4 @@
-"""Helpers shared by the spec, check and CLI tests: write specs and schemas, find lines.
+"""Helpers shared by the tests: write specs and schemas, find lines, run the CLI.
 
 Specs are written into a test's ``tmp_path``; the flagship (``topology.yaml``
 and ``schemas/`` at the repository root) is copied there so that a test can
@@ -14,9 +14,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from rabbitry.check import Report
+from rabbitry.cli import main
 from rabbitry.spec import Code, Diagnostic
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "object_schema",
     "only",
     "position_of",
+    "run_cli",
     "same_file",
     "write_spec",
 ]
@@ -143,3 +146,16 @@ def only(report: Report | Iterable[Diagnostic], code: Code) -> Diagnostic:
     hits = [d for d in found if d.code is code]
     assert len(hits) == 1, "\n".join(d.render() for d in found) or "no diagnostics"
     return hits[0]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``rabbitry ARGS`` in-process: exit code, stdout, stderr; never a traceback."""
+    code: Any = 0
+    try:
+        main(args)
+    except SystemExit as exited:
+        code = exited.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "internal error" not in out + err
+    return (0 if code is None else code), out, err

@@ -11,31 +11,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rabbitry import __version__
-from rabbitry.cli import main
-from specs import copy_flagship, edit, object_schema, position_of, write_spec
+from specs import copy_flagship, edit, object_schema, position_of, run_cli, write_spec
 
 JOB_ID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 _DIAGNOSTIC = re.compile(
     r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): .+ \[[a-z-]+\]$"
 )
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``rabbitry ARGS`` in-process: exit code, stdout, stderr."""
-    code: Any = 0
-    try:
-        main(args)
-    except SystemExit as exited:
-        code = exited.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    assert "internal error" not in out + err
-    return (0 if code is None else code), out, err
 
 
 def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -126,16 +111,16 @@ def test_script_usage_error_and_version(flagship: Path) -> None:
 
 
 def test_check_positional_spec(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["check", str(flagship)], capsys)
+    code, out, _ = run_cli(["check", str(flagship)], capsys)
     assert code == 0
     assert out.startswith(f"{flagship}: ok (4 exchanges")
 
 
 def test_check_spec_option(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["check", "-f", str(flagship)], capsys)
+    code, out, _ = run_cli(["check", "-f", str(flagship)], capsys)
     assert code == 0
     assert out.startswith(f"{flagship}: ok")
-    code, out, _ = run(["check", "--spec", str(flagship), str(flagship)], capsys)
+    code, out, _ = run_cli(["check", "--spec", str(flagship), str(flagship)], capsys)
     assert code == 0
 
 
@@ -143,7 +128,7 @@ def test_check_default_spec_is_in_the_working_folder(
     flagship: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(flagship.parent)
-    code, out, _ = run(["check"], capsys)
+    code, out, _ = run_cli(["check"], capsys)
     assert code == 0
     assert out.startswith("topology.yaml: ok")
 
@@ -151,7 +136,7 @@ def test_check_default_spec_is_in_the_working_folder(
 def test_two_different_specs_are_a_usage_error(
     flagship: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(["check", str(flagship), "-f", str(tmp_path / "other.yaml")], capsys)
+    code, _, err = run_cli(["check", str(flagship), "-f", str(tmp_path / "other.yaml")], capsys)
     assert code == 2
     assert "two specs" in err
 
@@ -159,10 +144,10 @@ def test_two_different_specs_are_a_usage_error(
 def test_unknown_option_is_a_usage_error(
     flagship: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(["check", str(flagship), "--nope"], capsys)
+    code, _, err = run_cli(["check", str(flagship), "--nope"], capsys)
     assert code == 2
     assert "--nope" in err
-    code, _, err = run(["check", "--format", "xml", str(flagship)], capsys)
+    code, _, err = run_cli(["check", "--format", "xml", str(flagship)], capsys)
     assert code == 2
     assert "xml" in err
 
@@ -172,7 +157,7 @@ def test_errors_are_file_line_column_lines(
 ) -> None:
     edit(flagship, "publishes: [Start, Stop]", "publishes: [Start, Stpo]")
     text = edit(flagship, "jobs.dead:    {type: fanout,", "jobs.dead:    {type: fanuot,")
-    code, out, err = run(["check", str(flagship)], capsys)
+    code, out, err = run_cli(["check", str(flagship)], capsys)
     assert code == 1
     lines = out.splitlines()
     assert len(lines) == 2
@@ -190,31 +175,31 @@ def test_errors_are_file_line_column_lines(
 def test_a_missing_spec_file_is_exit_1_with_a_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code, out, _ = run(["check", str(tmp_path / "nope.yaml")], capsys)
+    code, out, _ = run_cli(["check", str(tmp_path / "nope.yaml")], capsys)
     assert code == 1
     assert f"no spec file at {tmp_path / 'nope.yaml'}" in out
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run(["check"], capsys)
+    code, out, _ = run_cli(["check"], capsys)
     assert code == 1
     assert "no spec file at topology.yaml" in out
     assert "-f FILE" in out
 
 
 def test_a_folder_as_spec_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["check", str(tmp_path)], capsys)
+    code, _, err = run_cli(["check", str(tmp_path)], capsys)
     assert code == 2
     assert "directory" in err
 
 
 def test_a_yaml_syntax_error_is_exit_1(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flagship.write_text("version: 1\nqueues: [\n", encoding="utf-8")
-    code, out, _ = run(["check", str(flagship)], capsys)
+    code, out, _ = run_cli(["check", str(flagship)], capsys)
     assert code == 1
     assert re.search(rf"^{re.escape(str(flagship))}:3:1: error: YAML syntax", out, re.M)
 
 
 def test_check_json_output(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["check", "--format", "json", str(flagship)], capsys)
+    code, out, _ = run_cli(["check", "--format", "json", str(flagship)], capsys)
     assert code == 0
     assert json.loads(out) == {
         "spec": str(flagship),
@@ -224,7 +209,7 @@ def test_check_json_output(flagship: Path, capsys: pytest.CaptureFixture[str]) -
         "diagnostics": [],
     }
     text = edit(flagship, "publishes: [Start, Stop]", "publishes: [Start, Stpo]")
-    code, out, _ = run(["check", "--format", "json", str(flagship)], capsys)
+    code, out, _ = run_cli(["check", "--format", "json", str(flagship)], capsys)
     assert code == 1
     data = json.loads(out)
     assert (data["ok"], data["errors"], data["warnings"]) == (False, 1, 0)
@@ -245,15 +230,15 @@ def test_strict_turns_warnings_into_failure(
     flagship: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     edit(flagship, "  jobs.dead-letters:\n", "  lonely: {}\n  jobs.dead-letters:\n")
-    code, out, _ = run(["check", str(flagship)], capsys)
+    code, out, _ = run_cli(["check", str(flagship)], capsys)
     assert code == 0
     assert ": warning: no service consumes queue 'lonely'" in out
     assert out.rstrip().endswith("1 warning")
-    code, out, err = run(["check", "--strict", str(flagship)], capsys)
+    code, out, err = run_cli(["check", "--strict", str(flagship)], capsys)
     assert code == 1
     assert ": error: no service consumes queue 'lonely'" in out
     assert "1 error, 0 warnings" in err
-    code, out, _ = run(["check", "--strict", "--format", "json", str(flagship)], capsys)
+    code, out, _ = run_cli(["check", "--strict", "--format", "json", str(flagship)], capsys)
     assert code == 1
     data = json.loads(out)
     assert (data["ok"], data["errors"], data["warnings"]) == (False, 1, 0)
@@ -265,7 +250,7 @@ def test_strict_turns_warnings_into_failure(
 
 
 def test_route_topic(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["route", "-f", str(flagship), "jobs.new", "job.render"], capsys)
+    code, out, _ = run_cli(["route", "-f", str(flagship), "jobs.new", "job.render"], capsys)
     assert code == 0
     assert out == "jobs.ready\n"
 
@@ -273,7 +258,7 @@ def test_route_topic(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_route_to_a_runtime_binding_says_its_condition(
     flagship: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(["route", "-f", str(flagship), "jobs.status", JOB_ID], capsys)
+    code, out, _ = run_cli(["route", "-f", str(flagship), "jobs.status", JOB_ID], capsys)
     assert code == 0
     queue, _, condition = out.rstrip("\n").partition("\t")
     assert queue == "job-status"
@@ -282,7 +267,7 @@ def test_route_to_a_runtime_binding_says_its_condition(
 
 
 def test_route_json(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
+    code, out, _ = run_cli(
         ["route", "-f", str(flagship), "--format", "json", "jobs.new", "job.render"], capsys
     )
     assert code == 0
@@ -296,7 +281,7 @@ def test_route_json(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_route_to_an_unknown_exchange(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["route", "-f", str(flagship), "jobs.nwe", "job.render"], capsys)
+    code, out, err = run_cli(["route", "-f", str(flagship), "jobs.nwe", "job.render"], capsys)
     assert code == 1
     assert out == ""
     assert "'jobs.nwe'" in err
@@ -304,7 +289,7 @@ def test_route_to_an_unknown_exchange(flagship: Path, capsys: pytest.CaptureFixt
 
 
 def test_route_that_reaches_no_queue(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["route", "-f", str(flagship), "jobs.new", "task.render"], capsys)
+    code, out, err = run_cli(["route", "-f", str(flagship), "jobs.new", "task.render"], capsys)
     assert code == 1
     assert out == ""
     assert "no queue" in err
@@ -315,7 +300,7 @@ def test_route_uses_the_default_spec(
     flagship: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(flagship.parent)
-    code, out, _ = run(["route", "jobs.dead"], capsys)
+    code, out, _ = run_cli(["route", "jobs.dead"], capsys)
     assert code == 0
     assert out == "jobs.dead-letters\n"
 
@@ -324,7 +309,7 @@ def test_route_on_a_spec_with_errors_shows_them(
     flagship: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = edit(flagship, "version: 1\n", "version: 2\n")
-    code, out, err = run(["route", "-f", str(flagship), "jobs.new", "job.render"], capsys)
+    code, out, err = run_cli(["route", "-f", str(flagship), "jobs.new", "job.render"], capsys)
     assert code == 1
     assert out == ""
     line, column = position_of(text, "2\n")
@@ -333,16 +318,24 @@ def test_route_on_a_spec_with_errors_shows_them(
 
 
 def test_route_with_headers(headers_spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["route", "-f", str(headers_spec), "docs", "--header", "format=pdf"], capsys)
+    code, out, _ = run_cli(
+        ["route", "-f", str(headers_spec), "docs", "--header", "format=pdf"], capsys
+    )
     assert (code, out) == (0, "pdf\n")
-    code, out, _ = run(["route", "-f", str(headers_spec), "docs", "--header", "format=png"], capsys)
+    code, out, _ = run_cli(
+        ["route", "-f", str(headers_spec), "docs", "--header", "format=png"], capsys
+    )
     assert (code, out) == (0, "images\n")
     # a number is a number: 1 matches `pages: 1`, "1" (quoted) does not
-    code, out, _ = run(["route", "-f", str(headers_spec), "docs", "--header", "pages=1"], capsys)
+    code, out, _ = run_cli(
+        ["route", "-f", str(headers_spec), "docs", "--header", "pages=1"], capsys
+    )
     assert (code, out) == (0, "images\n")
-    code, out, _ = run(["route", "-f", str(headers_spec), "docs", "--header", 'pages="1"'], capsys)
+    code, out, _ = run_cli(
+        ["route", "-f", str(headers_spec), "docs", "--header", 'pages="1"'], capsys
+    )
     assert code == 1
-    code, out, err = run(
+    code, out, err = run_cli(
         ["route", "-f", str(headers_spec), "docs", "--header", "format=gif"], capsys
     )
     assert (code, out) == (1, "")
@@ -352,13 +345,13 @@ def test_route_with_headers(headers_spec: Path, capsys: pytest.CaptureFixture[st
 def test_route_header_must_be_name_equals_value(
     headers_spec: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(["route", "-f", str(headers_spec), "docs", "--header", "format"], capsys)
+    code, _, err = run_cli(["route", "-f", str(headers_spec), "docs", "--header", "format"], capsys)
     assert code == 2
     assert "NAME=VALUE" in err
 
 
 def test_route_needs_an_exchange(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["route", "-f", str(flagship)], capsys)
+    code, _, err = run_cli(["route", "-f", str(flagship)], capsys)
     assert code == 2
     assert "EXCHANGE" in err
 
@@ -367,20 +360,20 @@ def test_route_needs_an_exchange(flagship: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["--version"], capsys)
+    code, out, _ = run_cli(["--version"], capsys)
     assert code == 0
     assert out.strip() == f"rabbitry, version {__version__}"
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["--help"], capsys)
+    code, out, _ = run_cli(["--help"], capsys)
     assert code == 0
     assert "check" in out
     assert "route" in out
 
 
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["chek"], capsys)
+    code, _, err = run_cli(["chek"], capsys)
     assert code == 2
     assert "chek" in err
 
@@ -401,7 +394,7 @@ def test_bad_addresses_and_unwritable_folders_are_usage_errors_not_tracebacks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the flagship
-    code, out, err = run(args, capsys)
+    code, out, err = run_cli(args, capsys)
     assert code == 1
     assert expected in err
     assert "internal error" not in err

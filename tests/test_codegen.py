@@ -14,11 +14,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from jobs_contracts import strategies
 from rabbitry.check import load_spec
-from rabbitry.cli import main
 from rabbitry.codegen import MARKER, check_fresh, generate, render
 from rabbitry.errors import UsageError
 from rabbitry.messaging.contract import contract_data
-from specs import FLAGSHIP, copy_flagship, edit_schema, write_spec
+from specs import FLAGSHIP, copy_flagship, edit_schema, run_cli, write_spec
 from test_codegen_support import FLAGSHIP_PACKAGE, ROOT, imported, ruff
 
 FILES = [
@@ -30,17 +29,6 @@ FILES = [
     "py.typed",
     "strategies.py",
 ]
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code: Any = 0
-    try:
-        main(args)
-    except SystemExit as exited:
-        code = exited.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return (0 if code is None else code), out, err
 
 
 def test_committed_package_is_a_fresh_generation() -> None:
@@ -91,24 +79,24 @@ def test_edit_schema_check_fails_generate_passes(
 ) -> None:
     spec = copy_flagship(tmp_path)
     out = tmp_path / "src" / "jobs_contracts"
-    assert run(["generate", str(spec)], capsys)[0] == 0
+    assert run_cli(["generate", str(spec)], capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == FILES
-    assert run(["generate", str(spec), "--check"], capsys)[0] == 0
+    assert run_cli(["generate", str(spec), "--check"], capsys)[0] == 0
 
     edit_schema(spec, "update.json", '"maxLength": 1024', '"maxLength": 2048')
-    code, stdout, stderr = run(["generate", str(spec), "--check"], capsys)
+    code, stdout, stderr = run_cli(["generate", str(spec), "--check"], capsys)
     assert code == 1
     stale = {line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("stale: ")}
     assert {Path(p).name for p in stale} == {n for n in FILES if n != "py.typed"}
     assert "out of date" in stderr
     assert "Length: at most 1024" in (out / "messages.py").read_text(encoding="utf-8")  # untouched
 
-    code, stdout, _ = run(["generate", str(spec)], capsys)
+    code, stdout, _ = run_cli(["generate", str(spec)], capsys)
     assert code == 0
     assert "6 written" in stdout
     assert "Length: at most 2048" in (out / "messages.py").read_text(encoding="utf-8")
-    assert run(["generate", str(spec), "--check"], capsys)[0] == 0
-    code, stdout, _ = run(["generate", str(spec)], capsys)
+    assert run_cli(["generate", str(spec), "--check"], capsys)[0] == 0
+    code, stdout, _ = run_cli(["generate", str(spec)], capsys)
     assert (code, "0 written" in stdout) == (0, True)
 
 
@@ -120,7 +108,7 @@ def test_check_names_missing_and_extra_files(
     generate(load_spec(spec))
     (out / "strategies.py").unlink()
     (out / "notes.txt").write_text("mine\n", encoding="utf-8")
-    code, stdout, _ = run(["generate", "-f", str(spec), "--check", "--format", "json"], capsys)
+    code, stdout, _ = run_cli(["generate", "-f", str(spec), "--check", "--format", "json"], capsys)
     assert code == 1
     data = json.loads(stdout)
     assert data["fresh"] is False
@@ -133,7 +121,9 @@ def test_check_names_missing_and_extra_files(
 def test_generate_json_and_out_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = copy_flagship(tmp_path)
     out = tmp_path / "elsewhere" / "contracts"
-    code, stdout, _ = run(["generate", str(spec), "--out", str(out), "--format", "json"], capsys)
+    code, stdout, _ = run_cli(
+        ["generate", str(spec), "--out", str(out), "--format", "json"], capsys
+    )
     assert code == 0
     data = json.loads(stdout)
     assert data["package"] == "jobs_contracts"
@@ -150,15 +140,17 @@ def test_spec_without_codegen_is_a_usage_error(
         "codegen: {package: jobs_contracts, out: src/jobs_contracts}\n", ""
     )
     spec.write_text(text, encoding="utf-8")
-    code, _, stderr = run(["generate", str(spec)], capsys)
+    code, _, stderr = run_cli(["generate", str(spec)], capsys)
     assert code == 2
     assert "codegen:" in stderr
     assert "--out" in stderr
     # With --out, the folder names the package.
-    code, _, _ = run(["generate", str(spec), "--out", str(tmp_path / "my_contracts")], capsys)
+    code, _, _ = run_cli(["generate", str(spec), "--out", str(tmp_path / "my_contracts")], capsys)
     assert code == 0
     assert (tmp_path / "my_contracts" / "clients.py").is_file()
-    code, _, stderr = run(["generate", str(spec), "--out", str(tmp_path / "not-a-name")], capsys)
+    code, _, stderr = run_cli(
+        ["generate", str(spec), "--out", str(tmp_path / "not-a-name")], capsys
+    )
     assert code == 2
     assert "identifier" in stderr
 
@@ -168,7 +160,7 @@ def test_a_spec_with_errors_generates_nothing(
 ) -> None:
     spec = copy_flagship(tmp_path)
     edit_schema(spec, "stop.json", '"type": "object"', '"type": "objekt"')
-    code, _, stderr = run(["generate", str(spec)], capsys)
+    code, _, stderr = run_cli(["generate", str(spec)], capsys)
     assert code == 1
     assert "stop.json" in stderr
     assert not (tmp_path / "src").exists()

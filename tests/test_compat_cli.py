@@ -7,24 +7,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from rabbitry.cli import main
-from specs import copy_flagship, edit, edit_schema
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code: Any = 0
-    try:
-        main(args)
-    except SystemExit as exited:
-        code = exited.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    assert "internal error" not in out + err
-    return (0 if code is None else code), out, err
+from specs import copy_flagship, edit, edit_schema, run_cli
 
 
 @pytest.fixture
@@ -43,7 +29,7 @@ def new(tmp_path: Path) -> Path:
 
 
 def test_no_change_exits_0(old: Path, new: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["check", str(new), "--against", str(old)], capsys)
+    code, out, _ = run_cli(["check", str(new), "--against", str(old)], capsys)
     assert code == 0
     assert f"against {old} (mode full): 0 breaking, 0 unknown, 0 compatible" in out
 
@@ -52,7 +38,7 @@ def test_a_breaking_change_prints_one_line_per_finding_and_exits_1(
     old: Path, new: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     edit_schema(new, "update.json", '"maximum": 100\n', '"maximum": 1\n')
-    code, out, _ = run(["check", str(new), "--against", str(old)], capsys)
+    code, out, _ = run_cli(["check", str(new), "--against", str(old)], capsys)
     assert code == 1
     lines = out.splitlines()
     assert lines[0].endswith("ok (4 exchanges, 4 queues, 4 bindings, 5 messages, 2 services)")
@@ -69,7 +55,7 @@ def test_the_mode_decides_which_direction_counts(
     old: Path, new: Path, capsys: pytest.CaptureFixture[str], mode: str, code: int
 ) -> None:
     edit_schema(new, "update.json", '"maximum": 100\n', '"maximum": 1\n')
-    assert run(["check", str(new), "--against", str(old), "--mode", mode], capsys)[0] == code
+    assert run_cli(["check", str(new), "--against", str(old), "--mode", mode], capsys)[0] == code
 
 
 def test_json_output(old: Path, new: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,7 +65,7 @@ def test_json_output(old: Path, new: Path, capsys: pytest.CaptureFixture[str]) -
         '"job_id",\n    "requested_at"',
         '"job_id",\n    "reason",\n    "requested_at"',
     )
-    code, out, _ = run(
+    code, out, _ = run_cli(
         ["check", str(new), "--against", str(old), "--mode", "backward", "--format", "json"],
         capsys,
     )
@@ -109,10 +95,10 @@ def test_unknown_findings_pass_unless_strict(
 ) -> None:
     # A widened pattern is safe, but regex inclusion is not proven: unknown, a warning.
     edit_schema(new, "start.json", '"^[a-z][a-z0-9_-]{0,62}$"', '"^[a-z0-9][a-z0-9_-]{0,62}$"')
-    code, out, _ = run(["check", str(new), "--against", str(old), "--mode", "backward"], capsys)
+    code, out, _ = run_cli(["check", str(new), "--against", str(old), "--mode", "backward"], capsys)
     assert code == 0
     assert "unknown: message Start /job_type: pattern changed" in out
-    code, _, _ = run(
+    code, _, _ = run_cli(
         ["check", str(new), "--against", str(old), "--mode", "backward", "--strict"], capsys
     )
     assert code == 1
@@ -122,7 +108,7 @@ def test_the_new_specs_own_errors_still_count_and_the_change_is_still_named(
     old: Path, new: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     edit(new, 'key: "job.#"', 'key: "task.#"')  # Start now reaches no queue: an error
-    code, out, _err = run(["check", str(new), "--against", str(old)], capsys)
+    code, out, _err = run_cli(["check", str(new), "--against", str(old)], capsys)
     assert code == 1
     assert "[unroutable]" in out
     assert "breaking: message Start: no longer reaches queue 'jobs.ready'" in out
@@ -132,7 +118,7 @@ def test_a_new_spec_that_cannot_be_read_is_not_compared(
     old: Path, new: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     edit(new, '{type: topic, description: "New jobs', '{type: topik, description: "New jobs')
-    code, _, err = run(["check", str(new), "--against", str(old)], capsys)
+    code, _, err = run_cli(["check", str(new), "--against", str(old)], capsys)
     assert code == 1
     assert "not compared: fix the errors of the new spec first" in err
 
@@ -141,23 +127,23 @@ def test_an_old_spec_with_errors_fails_with_them(
     old: Path, new: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     edit(old, '{type: topic, description: "New jobs', '{type: topik, description: "New jobs')
-    code, _, err = run(["check", str(new), "--against", str(old)], capsys)
+    code, _, err = run_cli(["check", str(new), "--against", str(old)], capsys)
     assert code == 1
     assert "the old spec has 1 error" in err
     assert "topik" in err
 
 
 def test_usage_errors_exit_2(new: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["check", str(new), "--mode", "backward"], capsys)
+    code, _, err = run_cli(["check", str(new), "--mode", "backward"], capsys)
     assert code == 2
     assert "--mode applies to --against" in err
-    code, _, _ = run(["check", str(new), "--against", str(new), "--mode", "sideways"], capsys)
+    code, _, _ = run_cli(["check", str(new), "--against", str(new), "--mode", "sideways"], capsys)
     assert code == 2
-    code, _, err = run(["check", str(new), "--against", str(tmp_path / "nowhere.yaml")], capsys)
+    code, _, err = run_cli(["check", str(new), "--against", str(tmp_path / "nowhere.yaml")], capsys)
     assert code == 2
     assert "no spec file there" in err
     # Not a git repository.
-    code, _, err = run(["check", str(new), "--against", "git:main"], capsys)
+    code, _, err = run_cli(["check", str(new), "--against", "git:main"], capsys)
     assert code == 2
     assert "not inside a git repository" in err
 
@@ -207,7 +193,7 @@ def test_old_from_git_uses_the_schema_files_of_that_commit(
     spec = repo / "contracts" / "topology.yaml"
     edit_schema(spec, "common.json", '"maxLength": 128', '"maxLength": 64')  # not committed
     monkeypatch.chdir(repo / "contracts")
-    code, out, _ = run(["check", "topology.yaml", "--against", "git:main"], capsys)
+    code, out, _ = run_cli(["check", "topology.yaml", "--against", "git:main"], capsys)
     assert code == 1
     assert "breaking: message StartSuccess /worker: maxLength lowered: 128 → 64" in out
     assert "against git:main:contracts/topology.yaml (mode full)" in out
@@ -215,7 +201,7 @@ def test_old_from_git_uses_the_schema_files_of_that_commit(
     monkeypatch.chdir(repo)
     head = git(repo, "rev-parse", "HEAD")
     for ref in ("git:main:contracts/topology.yaml", f"git:{head}", "git:HEAD"):
-        code, out, _ = run(["check", str(spec), "--against", ref], capsys)
+        code, out, _ = run_cli(["check", str(spec), "--against", ref], capsys)
         assert code == 1, ref
         assert "maxLength lowered" in out
 
@@ -227,12 +213,12 @@ def test_old_from_git_at_an_earlier_commit(
     edit_schema(spec, "start.json", '"minimum": 1,', '"minimum": 2,')
     git(repo, "commit", "-q", "-am", "steps from 2")
     monkeypatch.chdir(repo)
-    code, out, _ = run(
+    code, out, _ = run_cli(
         ["check", str(spec), "--against", "git:HEAD~1", "--mode", "backward"], capsys
     )
     assert code == 1
     assert "message Start /steps: lower bound raised" in out
-    code, _, _ = run(["check", str(spec), "--against", "git:HEAD"], capsys)
+    code, _, _ = run_cli(["check", str(spec), "--against", "git:HEAD"], capsys)
     assert code == 0
 
 
@@ -242,7 +228,7 @@ def test_a_branch_only_on_origin_is_found_there(
     # A CI checkout has origin/main but no local main.
     git(repo, "update-ref", "refs/remotes/origin/release", "HEAD")
     monkeypatch.chdir(repo)
-    code, out, _ = run(["check", "contracts/topology.yaml", "--against", "git:release"], capsys)
+    code, out, _ = run_cli(["check", "contracts/topology.yaml", "--against", "git:release"], capsys)
     assert code == 0
     assert "against git:release:contracts/topology.yaml" in out
 
@@ -252,13 +238,13 @@ def test_git_errors_are_usage_errors(
 ) -> None:
     monkeypatch.chdir(repo)
     spec = "contracts/topology.yaml"
-    code, _, err = run(["check", spec, "--against", "git:no-such-branch"], capsys)
+    code, _, err = run_cli(["check", spec, "--against", "git:no-such-branch"], capsys)
     assert code == 2
     assert "git has no commit 'no-such-branch'" in err
-    code, _, err = run(["check", spec, "--against", "git:main:elsewhere/topology.yaml"], capsys)
+    code, _, err = run_cli(["check", spec, "--against", "git:main:elsewhere/topology.yaml"], capsys)
     assert code == 2
     assert "no such file" in err
-    code, _, err = run(["check", spec, "--against", "git:"], capsys)
+    code, _, err = run_cli(["check", spec, "--against", "git:"], capsys)
     assert code == 2
 
 
@@ -270,7 +256,7 @@ def test_an_old_commit_whose_spec_had_errors_says_so_in_git_terms(
     git(repo, "commit", "-q", "-am", "schemas lost")
     git(repo, "checkout", "-q", "HEAD~1", "--", ".")  # the working tree has them back
     monkeypatch.chdir(repo)
-    code, _, err = run(["check", str(spec), "--against", "git:HEAD"], capsys)
+    code, _, err = run_cli(["check", str(spec), "--against", "git:HEAD"], capsys)
     assert code == 1
     assert "the old spec has" in err
     assert "git:" in err

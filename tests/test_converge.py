@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from rabbitry.broker import converge
 from rabbitry.broker.state import desired
 from rabbitry.broker.url import parse_url
 from rabbitry.check import load_spec
-from rabbitry.cli import main
 from rabbitry.errors import BrokerError
 from rabbitry.spec.model import (
     Binding,
@@ -31,6 +29,7 @@ from rabbitry.spec.model import (
     QueueType,
     Spec,
 )
+from specs import copy_flagship, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,26 +61,10 @@ messages: {}
 """
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def write_spec(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "topology.yaml"
     path.write_text(text)
     return path
-
-
-def flagship(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "topology.yaml", tmp_path / "topology.yaml")
-    shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
-    return tmp_path / "topology.yaml"
 
 
 def publish(url: str, exchange: str, key: str, body: bytes = b"{}") -> None:
@@ -111,8 +94,8 @@ def queue_messages(vhost: Vhost, name: str, expected: int) -> int:
 def test_the_flagship_applies_and_then_plans_empty(
     vhost: Vhost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = flagship(tmp_path)
-    code, out, err = run_cli(capsys, "apply", str(spec), "--url", vhost.amqp_url)
+    spec = copy_flagship(tmp_path)
+    code, out, err = run_cli(["apply", str(spec), "--url", vhost.amqp_url], capsys)
     assert code == 0, err
     assert "create queue jobs.ready" in out
     queues = {q["name"]: q for q in vhost.queues()}
@@ -125,7 +108,7 @@ def test_the_flagship_applies_and_then_plans_empty(
     bindings = {(b["source"], b["destination"], b["routing_key"]) for b in vhost.bindings()}
     assert ("jobs.new", "jobs.ready", "job.#") in bindings
     assert not any("{" in b["routing_key"] for b in vhost.bindings())
-    code, out, _ = run_cli(capsys, "plan", str(spec), "--url", vhost.amqp_url)
+    code, out, _ = run_cli(["plan", str(spec), "--url", vhost.amqp_url], capsys)
     assert code == 0
     assert "in sync" in out
 
@@ -134,10 +117,10 @@ def test_every_kind_of_object_applies_and_reads_back_equal(
     vhost: Vhost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec_path = write_spec(tmp_path, EVERYTHING)
-    code, out, err = run_cli(capsys, "plan", str(spec_path), "--url", vhost.amqp_url)
+    code, out, err = run_cli(["plan", str(spec_path), "--url", vhost.amqp_url], capsys)
     assert code == 3, err
     assert "to create" in out
-    code, _, err = run_cli(capsys, "apply", str(spec_path), "--url", vhost.amqp_url)
+    code, _, err = run_cli(["apply", str(spec_path), "--url", vhost.amqp_url], capsys)
     assert code == 0, err
     queues = {q["name"]: q for q in vhost.queues()}
     assert queues["orders.log"]["type"] == "stream"
@@ -152,7 +135,7 @@ def test_every_kind_of_object_applies_and_reads_back_equal(
     e2e = [b for b in vhost.bindings() if b["destination_type"] == "exchange"]
     assert [(b["source"], b["destination"]) for b in e2e] == [("orders", "inner")]
     code, out, _ = run_cli(
-        capsys, "plan", str(spec_path), "--url", vhost.amqp_url, "--format", "json"
+        ["plan", str(spec_path), "--url", vhost.amqp_url, "--format", "json"], capsys
     )
     assert code == 0
     assert json.loads(out)["in_sync"] is True
@@ -170,17 +153,17 @@ queues: {q: {message_ttl: 600000}}
 bindings: [{from: x, queue: q, key: k}]
 """,
     )
-    assert run_cli(capsys, "apply", str(spec_path), "--url", vhost.amqp_url)[0] == 0
+    assert run_cli(["apply", str(spec_path), "--url", vhost.amqp_url], capsys)[0] == 0
     publish(vhost.amqp_url, "x", "k")
     assert queue_messages(vhost, "q", 1) == 1
     spec_path.write_text(spec_path.read_text().replace("600000", "1200000"))
 
-    code, out, _ = run_cli(capsys, "plan", str(spec_path), "--url", vhost.amqp_url)
+    code, out, _ = run_cli(["plan", str(spec_path), "--url", vhost.amqp_url], capsys)
     assert code == 3
     assert "replace queue q (holds 1 messages" in out
     assert "arguments.x-message-ttl: 600000 → 1200000" in out
 
-    code, out, err = run_cli(capsys, "apply", str(spec_path), "--url", vhost.amqp_url)
+    code, out, err = run_cli(["apply", str(spec_path), "--url", vhost.amqp_url], capsys)
     assert code == 1
     assert "'q'" in err
     assert "1 message" in err
@@ -189,7 +172,7 @@ bindings: [{from: x, queue: q, key: k}]
     assert queue_messages(vhost, "q", 1) == 1  # untouched
 
     code, _, err = run_cli(
-        capsys, "apply", str(spec_path), "--url", vhost.amqp_url, "--allow-data-loss"
+        ["apply", str(spec_path), "--url", vhost.amqp_url, "--allow-data-loss"], capsys
     )
     assert code == 0, err
     (queue,) = (q for q in vhost.queues() if q["name"] == "q")
@@ -197,14 +180,14 @@ bindings: [{from: x, queue: q, key: k}]
     assert ("x", "q", "k") in {
         (b["source"], b["destination"], b["routing_key"]) for b in vhost.bindings()
     }
-    assert run_cli(capsys, "plan", str(spec_path), "--url", vhost.amqp_url)[0] == 0
+    assert run_cli(["plan", str(spec_path), "--url", vhost.amqp_url], capsys)[0] == 0
 
 
 def test_prune_removes_what_the_spec_dropped_and_nothing_else(
     vhost: Vhost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec_path = flagship(tmp_path)
-    assert run_cli(capsys, "apply", str(spec_path), "--url", vhost.amqp_url)[0] == 0
+    spec_path = copy_flagship(tmp_path)
+    assert run_cli(["apply", str(spec_path), "--url", vhost.amqp_url], capsys)[0] == 0
 
     async def stray() -> None:
         connection = await aiormq.connect(vhost.amqp_url)
@@ -215,14 +198,14 @@ def test_prune_removes_what_the_spec_dropped_and_nothing_else(
         await connection.close()
 
     asyncio.run(stray())
-    code, out, _ = run_cli(capsys, "plan", str(spec_path), "--url", vhost.amqp_url)
+    code, out, _ = run_cli(["plan", str(spec_path), "--url", vhost.amqp_url], capsys)
     assert code == 0  # without --prune, strangers are listed, not changed
     assert "not in the spec" in out
-    code, out, _ = run_cli(capsys, "plan", str(spec_path), "--url", vhost.amqp_url, "--prune")
+    code, out, _ = run_cli(["plan", str(spec_path), "--url", vhost.amqp_url, "--prune"], capsys)
     assert code == 3
     assert "delete queue old.queue" in out
     assert "delete exchange old.exchange" in out
-    code, _, err = run_cli(capsys, "apply", str(spec_path), "--url", vhost.amqp_url, "--prune")
+    code, _, err = run_cli(["apply", str(spec_path), "--url", vhost.amqp_url, "--prune"], capsys)
     assert code == 0, err
     assert vhost.queue_names() == {"jobs.ready", "jobs.dead-letters"}
     names = {e["name"] for e in vhost.exchanges()}
@@ -230,16 +213,16 @@ def test_prune_removes_what_the_spec_dropped_and_nothing_else(
     assert "amq.topic" in names
     assert "jobs.new" in names
     assert not any(b["routing_key"] == "legacy.#" for b in vhost.bindings())
-    assert run_cli(capsys, "plan", str(spec_path), "--url", vhost.amqp_url, "--prune")[0] == 0
+    assert run_cli(["plan", str(spec_path), "--url", vhost.amqp_url, "--prune"], capsys)[0] == 0
 
 
 def test_broker_errors_are_one_line_with_the_endpoint_and_no_password(
     vhost: Vhost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec_path = flagship(tmp_path)
+    spec_path = copy_flagship(tmp_path)
     wrong = vhost.amqp_url.replace("guest:guest@", "guest:s3cret-pw@")
     for url in (wrong, "amqp://guest:s3cret-pw@127.0.0.1:1/", vhost.amqp_url + "-missing"):
-        code, out, err = run_cli(capsys, "apply", str(spec_path), "--url", url)
+        code, out, err = run_cli(["apply", str(spec_path), "--url", url], capsys)
         assert code == 1
         assert "s3cret-pw" not in out + err
         assert "Traceback" not in err

@@ -18,7 +18,7 @@ from jobs_contracts import Server, Worker
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 from rabbitry.check import load_spec
-from rabbitry.cli import main
+from specs import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "examples" / "jobs"
@@ -45,16 +45,6 @@ def apply_flagship(vhost: Vhost) -> None:
     asyncio.run(
         converge.apply(load_spec(ROOT / "topology.yaml"), parse_url(vhost.amqp_url), timeout=10)
     )
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def message_count(vhost: Vhost, queue: str, expected: int) -> int:
@@ -142,13 +132,13 @@ def test_publish_refuses_an_invalid_message_naming_the_field_and_sends_nothing(
     apply_flagship(vhost)
     monkeypatch.chdir(ROOT)
     bad = json.dumps({**VALID_START, "steps": 0})
-    code, _, err = run_cli(capsys, "publish", "Start", "--json", bad, "--url", vhost.amqp_url)
+    code, _, err = run_cli(["publish", "Start", "--json", bad, "--url", vhost.amqp_url], capsys)
     assert code == 1
     assert "/steps" in err
     assert "nothing was sent" in err
     assert message_count(vhost, "jobs.ready", 0) == 0
     code, out, err = run_cli(
-        capsys, "publish", "Start", "--json", json.dumps(VALID_START), "--url", vhost.amqp_url
+        ["publish", "Start", "--json", json.dumps(VALID_START), "--url", vhost.amqp_url], capsys
     )
     assert code == 0, err
     assert "job.render" in out
@@ -181,7 +171,7 @@ def test_tail_shows_messages_and_their_validity_and_leaves_them_in_the_queue(
     asyncio.run(put_two())
     assert message_count(vhost, "jobs.ready", 2) == 2
     code, out, _ = run_cli(
-        capsys, "tail", "jobs.ready", "--url", vhost.amqp_url, "--idle", "1", "--format", "json"
+        ["tail", "jobs.ready", "--url", vhost.amqp_url, "--idle", "1", "--format", "json"], capsys
     )
     assert code == 1  # one of them is invalid
     first, second = (json.loads(line) for line in out.splitlines())

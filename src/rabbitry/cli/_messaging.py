@@ -9,37 +9,14 @@ from typing import Any
 
 import click
 
-from rabbitry.broker.url import DEFAULT_URL, parse_url
-from rabbitry.check import load_spec
+from rabbitry.broker.url import parse_url
+from rabbitry.cli._options import connection_options, load_for_command, spec_options, which_spec
 from rabbitry.errors import UsageError
 from rabbitry.messaging.client import Client
 from rabbitry.messaging.contract import Contract
 from rabbitry.messaging.peek import Peeked, peek
 
 __all__ = ["publish_command", "tail_command"]
-
-_SPEC = click.option(
-    "-f",
-    "--spec",
-    "spec_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("topology.yaml"),
-    show_default=True,
-    help="The spec file.",
-)
-_URL = click.option(
-    "--url",
-    metavar="URL",
-    default=None,
-    help=f"The broker; its path is the vhost [default: $RABBITRY_URL, then {DEFAULT_URL}].",
-)
-_TIMEOUT = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Seconds any one broker call may take.",
-)
 
 
 def _payload(text: str) -> Any:
@@ -56,18 +33,22 @@ def _refuse_constant(name: str) -> Any:
 @click.command("publish")
 @click.argument("message")
 @click.option("--json", "payload_text", required=True, metavar="JSON", help="The message body.")
-@_SPEC
-@_URL
-@_TIMEOUT
+@spec_options
+@connection_options
 def publish_command(
-    *, message: str, payload_text: str, spec_path: Path, url: str | None, timeout: float
+    *,
+    message: str,
+    payload_text: str,
+    spec_option: Path | None,
+    url: str | None,
+    timeout: float,
 ) -> None:
     """Validate MESSAGE's JSON against its schema, then publish it with confirms.
 
     Nothing is sent when it does not fit (exit 1, naming the field); a message
     that no queue takes is an error too.
     """
-    contract = Contract.from_spec(load_spec(spec_path))
+    contract = Contract.from_spec(load_for_command(which_spec(None, spec_option)))
     payload = _payload(payload_text)
     target = contract.message(message)
     target.validate(payload)  # before connecting: an invalid message never needs a broker
@@ -85,9 +66,8 @@ def publish_command(
 
 @click.command("tail")
 @click.argument("queue")
-@_SPEC
-@_URL
-@_TIMEOUT
+@spec_options
+@connection_options
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
 @click.option(
     "--idle",
@@ -107,7 +87,7 @@ def publish_command(
 def tail_command(
     *,
     queue: str,
-    spec_path: Path,
+    spec_option: Path | None,
     url: str | None,
     timeout: float,
     count: int | None,
@@ -119,7 +99,7 @@ def tail_command(
     Nothing is taken: every message is back in the queue when tail stops
     (marked redelivered). Exit 1 when any message is invalid.
     """
-    contract = Contract.from_spec(load_spec(spec_path))
+    contract = Contract.from_spec(load_for_command(which_spec(None, spec_option)))
     contract.queue(queue)  # a queue the spec does not have is a usage error
     invalid = 0
 

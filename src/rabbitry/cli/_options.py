@@ -12,10 +12,12 @@ from rabbitry.broker.amqp import DEFAULT_TIMEOUT
 from rabbitry.broker.url import DEFAULT_URL
 from rabbitry.check import check
 from rabbitry.errors import SpecError
+from rabbitry.spec import Spec
 
 __all__ = [
     "DEFAULT_SPEC",
     "broker_options",
+    "connection_options",
     "format_option",
     "load_for_command",
     "plural",
@@ -57,20 +59,14 @@ def which_spec(positional: Path | None, option: Path | None) -> Path:
     return positional or option or Path(DEFAULT_SPEC)
 
 
-def broker_options(func: F) -> F:
-    """``--url``, ``--management-url`` and ``--timeout``: where the broker is."""
+def connection_options(func: F) -> F:
+    """``--url`` and ``--timeout``: where the broker is, and how long a call may take."""
     func = click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),
         default=DEFAULT_TIMEOUT,
         show_default=True,
         help="Seconds any one broker call may take.",
-    )(func)
-    func = click.option(
-        "--management-url",
-        metavar="URL",
-        default=None,
-        help="The management HTTP API [default: http://HOST:15672, from --url].",
     )(func)
     return click.option(
         "--url",
@@ -80,11 +76,22 @@ def broker_options(func: F) -> F:
     )(func)
 
 
+def broker_options(func: F) -> F:
+    """``connection_options`` and ``--management-url``, for the commands that read a vhost."""
+    func = click.option(
+        "--management-url",
+        metavar="URL",
+        default=None,
+        help="The management HTTP API [default: http://HOST:15672, from --url].",
+    )(func)
+    return connection_options(func)
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def load_for_command(path: Path) -> Any:
+def load_for_command(path: Path) -> Spec:
     """The spec, for commands that use it: its errors stop the command with exit 1."""
     report = check(path)
     if report.spec is None or report.errors:

@@ -47,33 +47,10 @@ from rabbitry.codegen._model import (
 )
 from rabbitry.codegen._names import Namer, pascal
 from rabbitry.spec import Spec
-from rabbitry.spec.schemas import SchemaStore, json_path
+from rabbitry.spec.schemas import ANNOTATIONS, SchemaStore, json_path
 
 __all__ = ["ANNOTATIONS", "MODELLED", "build_model", "constraint_notes"]
 
-#: Keywords that say nothing about which values are valid.
-ANNOTATIONS = frozenset(
-    {
-        "$schema",
-        "$id",
-        "$comment",
-        "$anchor",
-        "$dynamicAnchor",
-        "$defs",
-        "definitions",
-        "$vocabulary",
-        "title",
-        "description",
-        "default",
-        "examples",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-        "contentMediaType",
-        "contentEncoding",
-        "contentSchema",
-    }
-)
 #: Keywords the model captures (``multipleOf`` for integers only, ``allOf`` of objects only).
 MODELLED = frozenset(
     {

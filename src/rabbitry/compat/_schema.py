@@ -12,6 +12,8 @@ from typing import Any
 
 import jsonschema_rs
 
+from rabbitry.spec.schemas import ANNOTATIONS, DATA_KEYWORDS, DRAFT_2020_12
+
 __all__ = [
     "ANNOTATIONS",
     "FALSE",
@@ -25,32 +27,8 @@ __all__ = [
     "types_of",
 ]
 
-#: Keywords that assert nothing (annotations, identifiers, containers of definitions).
-ANNOTATIONS = frozenset(
-    {
-        "$schema",
-        "$id",
-        "$anchor",
-        "$dynamicAnchor",
-        "$comment",
-        "$defs",
-        "definitions",
-        "$vocabulary",
-        "title",
-        "description",
-        "examples",
-        "default",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-        "contentMediaType",
-        "contentEncoding",
-        "contentSchema",
-    }
-)
 #: The schema nothing satisfies, in normal form.
 FALSE: Mapping[str, Any] = {"not": {}}
-_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _MAX_REF_HOPS = 32
 
 TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
@@ -217,7 +195,7 @@ class Root:
         defs = self.schema.get("$defs")
         if isinstance(defs, Mapping):
             document["$defs"] = {**defs, **(document.get("$defs") or {})}
-        document.setdefault("$schema", _DRAFT)
+        document.setdefault("$schema", DRAFT_2020_12)
         text = key(document)
         if text not in self._validators:
             try:
@@ -244,7 +222,7 @@ def _refs(schema: Any) -> Iterator[str]:
         for name, value in schema.items():
             if name in ("$ref", "$dynamicRef") and isinstance(value, str):
                 yield value
-            elif name not in ("const", "enum", "default", "examples"):
+            elif name not in DATA_KEYWORDS:
                 yield from _refs(value)
     elif isinstance(schema, list):
         for item in schema:

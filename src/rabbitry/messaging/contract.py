@@ -23,12 +23,11 @@ from rabbitry.check import load_spec, reach
 from rabbitry.errors import ContractViolation, Fault, UsageError
 from rabbitry.spec import Spec
 from rabbitry.spec.bundle import bundle
-from rabbitry.spec.model import placeholders
+from rabbitry.spec.model import PLACEHOLDER, placeholders
 
 __all__ = ["Contract", "MessageContract", "QueueContract", "RuntimeBinding"]
 
 FORMAT = 1
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def _fill(template: str, payload: Mapping[str, Any], message: str) -> str:
@@ -49,7 +48,7 @@ def _fill(template: str, payload: Mapping[str, Any], message: str) -> str:
             )
         return text
 
-    return _PLACEHOLDER.sub(value, template)
+    return PLACEHOLDER.sub(value, template)
 
 
 def _pointer(parts: Iterable[str | int]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag
 
-from rabbitry.spec.schemas import SchemaStore
+from rabbitry.spec.schemas import DATA_KEYWORDS, SchemaStore
 
 __all__ = ["EMBEDDED_PREFIX", "bundle"]
 
@@ -68,7 +68,7 @@ def _rewrite(schema: Any, pointer_for: Callable[[str], str]) -> Any:
         for key, value in schema.items():
             if key == "$ref" and isinstance(value, str):
                 schema[key] = pointer_for(value)
-            elif key not in ("const", "enum", "default", "examples"):
+            elif key not in DATA_KEYWORDS:
                 _rewrite(value, pointer_for)
     elif isinstance(schema, list):
         for item in schema:

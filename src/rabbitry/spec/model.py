@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 __all__ = [
     "BUILTIN_EXCHANGES",
+    "PLACEHOLDER",
     "ArgValue",
     "Binding",
     "Codegen",
@@ -37,12 +38,13 @@ __all__ = [
 #: A value of an AMQP table as the spec can write it.
 ArgValue: TypeAlias = "str | int | float | bool | list[Any] | dict[str, Any] | None"
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+#: A ``{name}`` placeholder in a routing key, binding key or header template.
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def placeholders(template: str) -> tuple[str, ...]:
     """The ``{name}`` placeholders of a routing key or header template, in order."""
-    return tuple(m.group(1) for m in _PLACEHOLDER.finditer(template))
+    return tuple(m.group(1) for m in PLACEHOLDER.finditer(template))
 
 
 @dataclass(frozen=True, order=True)

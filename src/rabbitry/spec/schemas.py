@@ -25,11 +25,46 @@ from rabbitry.spec._yaml import YamlError, YMap, YNode, YSeq, parse_yaml
 from rabbitry.spec.diagnostics import Code, Diagnostic
 from rabbitry.spec.model import Location
 
-__all__ = ["DRAFT_2020_12", "SchemaStore", "json_path", "load_schemas"]
+__all__ = [
+    "ANNOTATIONS",
+    "DATA_KEYWORDS",
+    "DRAFT_2020_12",
+    "SchemaStore",
+    "json_path",
+    "load_schemas",
+]
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 _MAX_REF_DEPTH = 32
+
+#: Keywords whose values are data, not schemas: a ``$ref`` inside them is not a reference.
+DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
+#: Keywords that say nothing about which values are valid (annotations, identifiers,
+#: containers of definitions).
+ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "$anchor",
+        "$dynamicAnchor",
+        "$defs",
+        "definitions",
+        "$vocabulary",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "contentMediaType",
+        "contentEncoding",
+        "contentSchema",
+    }
+)
 
 
 def json_path(parts: Sequence[str | int]) -> str:
@@ -137,7 +172,6 @@ def _read(
 
 
 #: Keywords whose value is data, not a schema: a ``$ref`` inside is just a string.
-_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 #: Keywords whose value maps names to schemas: a name there is never a keyword.
 _SCHEMA_MAPS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
@@ -158,7 +192,7 @@ def _refs(
                 yield from _refs(value, (*parts, key))
             elif key == "$ref" and isinstance(value, str):
                 yield (*parts, key), value
-            elif key not in _DATA_KEYWORDS:
+            elif key not in DATA_KEYWORDS:
                 yield from _refs(value, (*parts, key), names=key in _SCHEMA_MAPS)
     elif isinstance(schema, list):
         for index, item in enumerate(schema):
