@@ -8,13 +8,14 @@ written, for diagnostics; ``locs`` takes no part in equality.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "BUILTIN_EXCHANGES",
@@ -28,6 +29,8 @@ __all__ = [
     "Location",
     "Locs",
     "Message",
+    "Policy",
+    "PolicyTarget",
     "Queue",
     "QueueType",
     "Service",
@@ -237,6 +240,90 @@ class Codegen:
     locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
 
 
+class PolicyTarget(StrEnum):
+    """The broker's ``apply-to`` values; the per-queue-type ones exist from RabbitMQ 3.12."""
+
+    QUEUES = "queues"
+    EXCHANGES = "exchanges"
+    ALL = "all"
+    CLASSIC_QUEUES = "classic_queues"
+    QUORUM_QUEUES = "quorum_queues"
+    STREAMS = "streams"
+
+    @property
+    def queue_types(self) -> frozenset[QueueType]:
+        """The queue types this target reaches (none for ``exchanges``)."""
+        return _TARGET_QUEUE_TYPES[self]
+
+    @property
+    def exchanges(self) -> bool:
+        """Whether this target reaches exchanges."""
+        return self in (PolicyTarget.EXCHANGES, PolicyTarget.ALL)
+
+
+_TARGET_QUEUE_TYPES: Mapping[PolicyTarget, frozenset[QueueType]] = MappingProxyType(
+    {
+        PolicyTarget.QUEUES: frozenset(QueueType),
+        PolicyTarget.ALL: frozenset(QueueType),
+        PolicyTarget.EXCHANGES: frozenset(),
+        PolicyTarget.CLASSIC_QUEUES: frozenset({QueueType.CLASSIC}),
+        PolicyTarget.QUORUM_QUEUES: frozenset({QueueType.QUORUM}),
+        PolicyTarget.STREAMS: frozenset({QueueType.STREAM}),
+    }
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    """``pattern`` compiled with Python's ``re`` (the approximation of the broker's PCRE);
+    ``None`` when it does not compile (the checks report that)."""
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A user policy (``policies:``) or an operator policy (``operator_policies:``).
+
+    ``pattern`` is what the broker gets: the ``pattern:`` written, or an anchored
+    alternation made from ``queues: [...]`` / ``exchanges: [...]``.  ``definition``
+    holds broker keys without ``x-`` (``{"message-ttl": 300000}``), sugar folded in.
+    """
+
+    name: str
+    pattern: str
+    apply_to: PolicyTarget = PolicyTarget.QUEUES
+    priority: int = 0
+    definition: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
+    operator: bool = False
+    description: str | None = None
+    locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+
+    def matches(self, name: str) -> bool:
+        """The pattern matches ``name`` the way the broker runs it: unanchored search.
+
+        Python's ``re`` stands in for PCRE; an invalid pattern matches nothing.
+        """
+        compiled = _compiled(self.pattern)
+        return compiled is not None and compiled.search(name) is not None
+
+    def applies_to(
+        self,
+        kind: Literal["queue", "exchange"],
+        name: str,
+        queue_type: QueueType | None = None,
+    ) -> bool:
+        """This policy applies to the ``kind`` object ``name`` (a queue of ``queue_type``,
+        classic when not given, as the broker defaults)."""
+        if kind == "exchange":
+            reaches = self.apply_to.exchanges
+        else:
+            reaches = (queue_type or QueueType.CLASSIC) in self.apply_to.queue_types
+        return reaches and self.matches(name)
+
+
 @dataclass(frozen=True)
 class Spec:
     """A whole ``topology.yaml``."""
@@ -249,6 +336,9 @@ class Spec:
     messages: Mapping[str, Message] = field(default_factory=lambda: _frozen(None))
     services: Mapping[str, Service] = field(default_factory=lambda: _frozen(None))
     codegen: Codegen | None = None
+    #: User policies (``policies:``) and operator policies (``operator_policies:``), by name.
+    policies: Mapping[str, Policy] = field(default_factory=lambda: _frozen(None))
+    operator_policies: Mapping[str, Policy] = field(default_factory=lambda: _frozen(None))
     #: Exchanges and queues declared with faults (already reported): they are left out
     #: of the model, but naming them elsewhere is not an "unknown" reference.
     broken_exchanges: frozenset[str] = field(default=frozenset(), compare=False)
