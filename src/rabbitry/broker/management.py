@@ -41,7 +41,7 @@ from rabbitry.errors import (
     first_broker_error,
 )
 
-__all__ = ["read_queue_counts", "read_vhost"]
+__all__ = ["read_queue_counts", "read_rows", "read_vhost"]
 
 _EXCHANGE_COLUMNS = "name,type,durable,auto_delete,internal,arguments"
 _QUEUE_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments,messages,consumers"
@@ -103,6 +103,17 @@ async def read_queue_counts(
     return {
         row["name"]: (_count(row.get("messages")), _count(row.get("consumers"))) for row in rows
     }
+
+
+async def read_rows(
+    url: BrokerURL, path: str, *, timeout: float, query: Mapping[str, str] | None = None
+) -> list[Row]:
+    """The JSON list at the API's ``path`` (``/api/policies/{vhost}``), errors mapped as above."""
+    try:
+        async with _client(url, timeout) as client:
+            return await _get(client, url, path, query or {})
+    except TimeoutError:
+        raise _timeout(url) from None
 
 
 @contextlib.asynccontextmanager
