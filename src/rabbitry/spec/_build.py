@@ -7,6 +7,7 @@ built so that the semantic checks can run over it.
 
 from __future__ import annotations
 
+import difflib
 import keyword
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,11 +27,14 @@ from rabbitry.spec.model import (
     Location,
     Locs,
     Message,
+    Policy,
+    PolicyTarget,
     Queue,
     QueueType,
     Service,
     Spec,
 )
+from rabbitry.spec.policies import POLICY_KEYS, POLICY_SUGAR, anchored_pattern
 
 __all__ = ["build_spec"]
 
@@ -45,6 +49,9 @@ _TOP_KEYS = (
     "bindings",
     "messages",
     "services",
+    "policies",
+    "operator_policies",
+    "rabbitmq",
     "description",
 )
 _EXCHANGE_KEYS = (
@@ -69,8 +76,31 @@ _BINDING_KEYS = ("from", "queue", "exchange", "key", "match", "headers", "argume
 _MESSAGE_KEYS = ("schema", "exchange", "routing_key", "headers", "description")
 _SERVICE_KEYS = ("publishes", "consumes", "description")
 _CODEGEN_KEYS = ("package", "out")
+#: Queue sugar keys that are not policy keys: fixed when the queue is declared.
+_DECLARE_ONLY_SUGAR = {
+    a.sugar: a.name for a in QUEUE_ARGUMENTS.values() if a.sugar and a.sugar not in POLICY_SUGAR
+}
+_POLICY_KEYS = (
+    "pattern",
+    "queues",
+    "exchanges",
+    "apply_to",
+    "priority",
+    "definition",
+    "description",
+    *POLICY_SUGAR,
+    *_DECLARE_ONLY_SUGAR,
+)
+_QUEUE_TARGETS = frozenset(
+    {
+        PolicyTarget.QUEUES,
+        PolicyTarget.CLASSIC_QUEUES,
+        PolicyTarget.QUORUM_QUEUES,
+        PolicyTarget.STREAMS,
+    }
+)
 
-E = TypeVar("E", ExchangeType, QueueType, HeadersMatch)
+E = TypeVar("E", ExchangeType, QueueType, HeadersMatch, PolicyTarget)
 T = TypeVar("T")
 
 
@@ -462,6 +492,210 @@ class _Builder:
         found = (self.text(item, f"{what} entry") for item in self.sequence(node, what))
         return tuple(n for n in found if n is not None)
 
+    def policy(self, name: str, node: YNode, key_loc: Location, *, operator: bool) -> Policy | None:
+        """One entry of ``policies:`` (or ``operator_policies:`` with ``operator``)."""
+        what = f"{'operator policy' if operator else 'policy'} {name!r}"
+        if not self.name(name, key_loc, "policy", amqp=False):
+            return None
+        body = self.mapping(node, what, _POLICY_KEYS)
+        if body is None:
+            return None
+        written = [k for k in ("pattern", "queues", "exchanges") if body.get(k) is not None]
+        if len(written) != 1:
+            self.fault(
+                key_loc if not written else body.key_loc(written[1]),
+                Code.MISSING_KEY if not written else Code.POLICY_SHAPE,
+                f"{what} needs exactly one of `pattern`, `queues` and `exchanges`"
+                + (f", not {' and '.join(f'`{k}`' for k in written)}" if written else ""),
+                "`queues: [NAME, ...]` or `exchanges: [NAME, ...]` for exact names, "
+                "`pattern: REGEX` for anything else",
+            )
+            return None
+        fields = dict(self.locs(body, key_loc).fields)
+        apply_to = self.choice(body.get("apply_to"), f"{what} apply_to", PolicyTarget, None)
+        pattern = self.policy_pattern(body, written[0], what, fields)
+        if pattern is None:
+            return None
+        if apply_to is None:
+            apply_to = PolicyTarget.EXCHANGES if written[0] == "exchanges" else PolicyTarget.QUEUES
+        elif written[0] != "pattern":
+            fits = (
+                apply_to in _QUEUE_TARGETS
+                if written[0] == "queues"
+                else (apply_to is PolicyTarget.EXCHANGES)
+            )
+            if not fits:
+                self.fault(
+                    body.value_loc("apply_to"),
+                    Code.POLICY_SHAPE,
+                    f"{what} names {written[0]} but applies to {apply_to.value}",
+                    f"remove `apply_to`, or write `pattern:` to match {apply_to.value}",
+                )
+        priority_node = body.get("priority")
+        priority = 0
+        if priority_node is not None:
+            value = priority_node.plain()
+            if isinstance(value, int) and not isinstance(value, bool):
+                priority = value
+            else:
+                self.fault(
+                    priority_node.loc,
+                    Code.WRONG_TYPE,
+                    f"{what} priority must be an integer, got {_kind(priority_node)}",
+                    "the highest priority of the policies matching an object applies",
+                )
+        definition = self.policy_definition(body, what, fields, operator=operator)
+        return Policy(
+            name=name,
+            pattern=pattern,
+            apply_to=apply_to,
+            priority=priority,
+            definition=MappingProxyType(definition),
+            operator=operator,
+            description=self.text(body.get("description"), f"{what} description"),
+            locs=Locs(key_loc, MappingProxyType(fields)),
+        )
+
+    def policy_pattern(
+        self, body: YMap, key: str, what: str, fields: dict[str, Location]
+    ) -> str | None:
+        """The broker's pattern: as written, or anchored from a list of names."""
+        node = body.get(key)
+        if key == "pattern":
+            return self.text(node, f"{what} pattern")
+        names = self.names(node, f"{what} {key}")
+        if isinstance(node, YSeq):
+            for i, item in enumerate(node.items):
+                fields[f"{key}.{i}"] = item.loc
+        if not names:
+            assert node is not None
+            self.fault(
+                node.loc,
+                Code.MISSING_KEY,
+                f"{what} {key} names nothing",
+                f"list the {key} it applies to: `{key}: [NAME, ...]`",
+            )
+            return None
+        return anchored_pattern(names)
+
+    def policy_definition(
+        self, body: YMap, what: str, fields: dict[str, Location], *, operator: bool
+    ) -> dict[str, ArgValue]:
+        """``definition:`` merged with the sugar keys; every key known, every value fitting."""
+        raw_node = body.get("definition")
+        raw = self.table(raw_node, f"{what} definition")
+        raw_map = raw_node if isinstance(raw_node, YMap) else None
+        merged: dict[str, ArgValue] = {}
+        for key, value in raw.items():
+            where = raw_map.value_loc(key) if raw_map else body.loc
+            key_where = raw_map.key_loc(key) if raw_map else body.loc
+            fields[f"definition.{key}"] = where
+            fields[f"definition.{key}:key"] = key_where
+            if self.policy_value(key, value, what, where, key_where, operator=operator):
+                merged[key] = value
+        for sugar, node in ((k, body.get(k)) for k in (*POLICY_SUGAR, *_DECLARE_ONLY_SUGAR)):
+            if node is None:
+                continue
+            if sugar in _DECLARE_ONLY_SUGAR:
+                self.fault(
+                    body.key_loc(sugar),
+                    Code.POLICY_KEY,
+                    f"{what}: {sugar} cannot be set by a policy; "
+                    f"it is fixed when the queue is declared",
+                    f"set `{sugar}` on the queue itself",
+                )
+                continue
+            key, value = POLICY_SUGAR[sugar], node.plain()
+            fields[f"definition.{key}"] = node.loc
+            fields[f"definition.{key}:key"] = body.key_loc(sugar)
+            if key in raw and raw[key] != value:
+                self.fault(
+                    node.loc,
+                    Code.SUGAR_CONFLICT,
+                    f"{what} {sugar} is {value!r} but definition says {key}: {raw[key]!r}",
+                    "keep one of the two, or make them agree",
+                )
+                continue
+            if self.policy_value(
+                key, value, what, node.loc, body.key_loc(sugar), operator=operator, sugar=sugar
+            ):
+                merged[key] = value
+        if not raw and not any(
+            body.get(k) is not None for k in (*POLICY_SUGAR, *_DECLARE_ONLY_SUGAR)
+        ):
+            self.fault(
+                body.loc,
+                Code.MISSING_KEY,
+                f"{what} sets nothing",
+                "add what it sets, e.g. `message_ttl: 60000` or `definition: {KEY: VALUE}`",
+            )
+        return merged
+
+    def policy_value(
+        self,
+        key: str,
+        value: ArgValue,
+        what: str,
+        where: Location,
+        key_where: Location,
+        *,
+        operator: bool,
+        sugar: str | None = None,
+    ) -> bool:
+        """Report a key the broker refuses or a value that does not fit; ``True`` if fine."""
+        known = POLICY_KEYS.get(key)
+        shown = sugar or key
+        if known is None:
+            hint = (
+                f"policy keys have no x- prefix: write {key.removeprefix('x-')!r}"
+                if key.startswith("x-") and key.removeprefix("x-") in POLICY_KEYS
+                else _policy_key_hint(key)
+            )
+            if key in _DECLARE_ONLY_SUGAR.values() or f"x-{key}" in _DECLARE_ONLY_SUGAR.values():
+                hint = "it is fixed when the queue is declared: set it on the queue itself"
+            self.fault(
+                key_where,
+                Code.POLICY_KEY,
+                f"{what}: {key!r} is not a policy key; the broker refuses the policy",
+                hint,
+            )
+            return False
+        if operator and not known.operator:
+            allowed = ", ".join(k.sugar or k.name for k in POLICY_KEYS.values() if k.operator)
+            self.fault(
+                key_where,
+                Code.POLICY_KEY,
+                f"{what}: an operator policy cannot set {shown}",
+                f"operator policies set only the numeric caps: {allowed}",
+            )
+            return False
+        if (problem := check_value(known.value, value)) is not None:
+            self.fault(
+                where,
+                Code.ARGUMENT_TYPE,
+                f"{what} {shown}: {problem}",
+                known.summary or f"give {known.value.describe()}",
+            )
+            return False
+        return True
+
+    def broker_version(self, node: YNode | None) -> tuple[int, int] | None:
+        """``rabbitmq: "3.12"``: the oldest RabbitMQ the spec must work on."""
+        if node is None:
+            return None
+        raw = self.text(node, "rabbitmq")
+        parts = (raw or "").split(".")
+        if len(parts) >= 2 and all(p.isdigit() for p in parts[:3]) and len(parts) <= 3:
+            return int(parts[0]), int(parts[1])
+        if raw is not None:
+            self.fault(
+                node.loc,
+                Code.BAD_VALUE,
+                f"rabbitmq {raw!r} is not a RabbitMQ version",
+                'write the oldest version the spec must work on, e.g. `rabbitmq: "3.12"`',
+            )
+        return None
+
     def codegen(self, node: YNode | None) -> Codegen | None:
         body = self.mapping(node, "codegen", _CODEGEN_KEYS)
         if body is None:
@@ -531,6 +765,21 @@ class _Builder:
             else:
                 broken_bindings += 1
         codegen = self.codegen(root.get("codegen"))
+        broken_policies: set[str] = set()
+        policies = self.objects(
+            root,
+            "policies",
+            "policy",
+            lambda n, node, loc: self.policy(n, node, loc, operator=False),
+            broken_policies,
+        )
+        operator_policies = self.objects(
+            root,
+            "operator_policies",
+            "operator policy",
+            lambda n, node, loc: self.policy(n, node, loc, operator=True),
+            broken_policies,
+        )
         return Spec(
             path=self.path,
             version=version if isinstance(version, int) else 1,
@@ -540,9 +789,13 @@ class _Builder:
             messages=MappingProxyType(messages),
             services=MappingProxyType(services),
             codegen=codegen,
+            policies=MappingProxyType(policies),
+            operator_policies=MappingProxyType(operator_policies),
+            rabbitmq=self.broker_version(root.get("rabbitmq")),
             broken_exchanges=frozenset(broken_exchanges),
             broken_queues=frozenset(broken_queues),
             broken_bindings=broken_bindings,
+            broken_policies=frozenset(broken_policies),
             locs=self.locs(root, root.loc),
         )
 
@@ -566,6 +819,16 @@ class _Builder:
             elif obj is not None:
                 built[name] = obj
         return built
+
+
+def _policy_key_hint(key: str) -> str:
+    close = difflib.get_close_matches(key, [*POLICY_KEYS, *POLICY_SUGAR], n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return (
+        "a policy sets the queue sugar keys (message_ttl, dead_letter, max_length, ...) "
+        "or, in `definition:`, the broker's keys: " + ", ".join(sorted(POLICY_KEYS))
+    )
 
 
 def _queue_type(value: object) -> QueueType | None:

@@ -23,7 +23,7 @@ class ArgSpec:
 
     name: str
     sugar: str | None
-    kind: type  # int, str or bool
+    kind: type  # int, str or bool; object for a value of any shape (a policy's ha-params)
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] = ()
@@ -33,7 +33,7 @@ class ArgSpec:
     def describe(self) -> str:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
-        what = {int: "an integer", str: "a string", bool: "true or false"}[self.kind]
+        what = {int: "an integer", str: "a string", bool: "true or false"}.get(self.kind, "a value")
         if self.minimum is not None and self.maximum is not None:
             return f"{what} from {self.minimum} to {self.maximum}"
         if self.minimum is not None:
@@ -141,6 +141,8 @@ EXCHANGE_ARGUMENTS: dict[str, ArgSpec] = {
 
 def check_value(spec: ArgSpec, value: object) -> str | None:
     """``None`` when ``value`` fits ``spec``; else what was expected and what was got."""
+    if spec.kind is object:
+        return None
     kind_ok = (
         isinstance(value, bool)
         if spec.kind is bool

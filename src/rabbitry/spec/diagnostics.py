@@ -19,8 +19,12 @@ __all__ = ["CODES", "Code", "Diagnostic", "Severity", "did_you_mean"]
 
 
 class Severity(StrEnum):
+    """How bad a finding is: an ``error`` fails ``check``, a ``warning`` fails it under
+    ``--strict``, an ``info`` is advice that never fails it."""
+
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"
 
 
 class Code(StrEnum):
@@ -63,6 +67,17 @@ class Code(StrEnum):
     NO_DEAD_LETTER = "no-dead-letter"
     IGNORED = "ignored"
     DEAD_LETTER_STRATEGY = "dead-letter-strategy"
+    # policies
+    POLICY_SHAPE = "policy-shape"
+    POLICY_KEY = "policy-key"
+    POLICY_TARGET = "policy-target"
+    POLICY_VERSION = "policy-version"
+    POLICY_VERSION_ASSUMED = "policy-version-assumed"
+    POLICY_PATTERN = "policy-pattern"
+    POLICY_TIE = "policy-tie"
+    POLICY_SHADOWED = "policy-shadowed"
+    POLICY_OVERRIDE = "policy-override"
+    POLICY_SETTABLE = "policy-settable"
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,7 @@ class CodeInfo:
     summary: str
 
 
-_E, _W = Severity.ERROR, Severity.WARNING
+_E, _W, _I = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 #: Every code rabbitry reports, its severity and what it means.
 CODES: dict[Code, CodeInfo] = {
@@ -107,6 +122,22 @@ CODES: dict[Code, CodeInfo] = {
     Code.NO_DEAD_LETTER: CodeInfo(_W, "a consumed durable queue with nowhere to dead-letter"),
     Code.IGNORED: CodeInfo(_W, "a setting the broker ignores"),
     Code.DEAD_LETTER_STRATEGY: CodeInfo(_W, "a dead-letter strategy the broker will not honour"),
+    Code.POLICY_SHAPE: CodeInfo(_E, "a policy whose keys do not fit together"),
+    Code.POLICY_KEY: CodeInfo(_E, "a key the broker refuses in this (operator) policy"),
+    Code.POLICY_TARGET: CodeInfo(
+        _E, "a policy key that does nothing on what the policy applies to"
+    ),
+    Code.POLICY_VERSION: CodeInfo(_E, "a policy the spec's RabbitMQ version refuses"),
+    Code.POLICY_VERSION_ASSUMED: CodeInfo(
+        _W, "a policy that needs a newer RabbitMQ than the spec says it targets (3.10 when unsaid)"
+    ),
+    Code.POLICY_PATTERN: CodeInfo(_E, "a policy pattern that is not a valid regular expression"),
+    Code.POLICY_TIE: CodeInfo(_E, "two policies of equal priority apply to one object"),
+    Code.POLICY_SHADOWED: CodeInfo(_W, "a policy that a higher one overrides everywhere"),
+    Code.POLICY_OVERRIDE: CodeInfo(_W, "an x-argument that a policy also sets"),
+    Code.POLICY_SETTABLE: CodeInfo(
+        _I, "an x-argument a policy could set, so that it can change in place"
+    ),
 }
 
 

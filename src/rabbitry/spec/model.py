@@ -339,17 +339,27 @@ class Spec:
     #: User policies (``policies:``) and operator policies (``operator_policies:``), by name.
     policies: Mapping[str, Policy] = field(default_factory=lambda: _frozen(None))
     operator_policies: Mapping[str, Policy] = field(default_factory=lambda: _frozen(None))
+    #: ``rabbitmq: "3.12"``: the oldest RabbitMQ (major, minor) the spec must work on;
+    #: ``None`` means 3.10, the oldest rabbitry supports (what the checks assume).
+    rabbitmq: tuple[int, int] | None = None
     #: Exchanges and queues declared with faults (already reported): they are left out
     #: of the model, but naming them elsewhere is not an "unknown" reference.
     broken_exchanges: frozenset[str] = field(default=frozenset(), compare=False)
     broken_queues: frozenset[str] = field(default=frozenset(), compare=False)
     #: How many bindings were written with faults (already reported) and left out.
     broken_bindings: int = field(default=0, compare=False)
+    #: Policies and operator policies written with faults (already reported), left out.
+    broken_policies: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def complete(self) -> bool:
-        """Every declared exchange, queue and binding made it into the model."""
-        return not (self.broken_exchanges or self.broken_queues or self.broken_bindings)
+        """Every declared exchange, queue, binding and policy made it into the model."""
+        return not (
+            self.broken_exchanges
+            or self.broken_queues
+            or self.broken_bindings
+            or self.broken_policies
+        )
 
     locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
     #: The loaded schema files (a ``rabbitry.spec.schemas.SchemaStore``), when loaded.
