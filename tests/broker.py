@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -222,3 +223,26 @@ def fresh_vhost(api: ManagementAPI) -> Generator[Vhost, None, None]:
         )
     finally:
         api.delete_vhost(name)
+
+
+@contextmanager
+def made_user(api: ManagementAPI, vhost: str | None, tags: str) -> Iterator[tuple[str, str]]:
+    """A throwaway user with ``tags``, with full permissions on ``vhost`` (if any).
+
+    ``tags=""`` makes a user the management API refuses: the way to make plan
+    read a vhost over AMQP while the API itself is up.
+    """
+    name, password = f"rabbitry-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    config = api.config
+    auth = (config.username, config.password)
+    with httpx.Client(base_url=config.management_url, auth=auth) as client:
+        client.put(f"/api/users/{name}", json={"password": password, "tags": tags})
+        try:
+            if vhost is not None:
+                client.put(
+                    f"/api/permissions/{quote(vhost, safe='')}/{name}",
+                    json={"configure": ".*", "write": ".*", "read": ".*"},
+                ).raise_for_status()
+            yield name, password
+        finally:
+            client.delete(f"/api/users/{name}")

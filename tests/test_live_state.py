@@ -11,21 +11,20 @@ import asyncio
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiormq
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pamqp.commands import Basic
 
-from broker import ManagementAPI, Vhost, fresh_vhost
-from rabbitry.broker.live import AMQP, MANAGEMENT, LiveState, read_live
+from broker import ManagementAPI, Vhost, fresh_vhost, made_user
+from rabbitry.broker.live import AMQP, MANAGEMENT, BlindSpot, LiveState, read_live
 from rabbitry.broker.management import read_vhost
 from rabbitry.broker.plan import diff
 from rabbitry.broker.state import (
@@ -81,8 +80,13 @@ def run(coroutine: Awaitable[T]) -> T:
 
 
 def url_of(target: Vhost, /, **changes: Any) -> BrokerURL:
-    """``target``'s URL (its management API's too), with ``changes`` to its fields."""
-    return replace(parse_url(target.amqp_url, management=target.management_url), **changes)
+    """``target``'s URL (its management API's too), with ``changes`` to its fields.
+
+    The management URL is taken as derived, not given: when it fails, the state
+    is read over AMQP (test_honest_plan.py covers a URL given explicitly).
+    """
+    url = parse_url(target.amqp_url, management=target.management_url)
+    return replace(url, **{"management_required": False, **changes})
 
 
 @asynccontextmanager
@@ -491,11 +495,9 @@ def test_without_the_api_passive_declares_find_what_exists(vhost: Vhost, tmp_pat
     assert live.source == AMQP
     assert not live.can_prune
     assert not live.sees_bindings
-    spots = " ".join(live.blind_spots)
-    assert "127.0.0.1:1 is not reachable" in spots
-    assert "argument and property drift is not visible" in spots
-    assert "bindings cannot be read" in spots
-    assert "--prune cannot work without the management API" in spots
+    assert live.fallback_reason is not None
+    assert "127.0.0.1:1 is not reachable" in live.fallback_reason
+    assert {BlindSpot.BINDINGS, BlindSpot.POLICIES, BlindSpot.UNMANAGED} <= set(live.blind_spots)
     assert live.topology.exchanges == {n: want.exchanges[n] for n in present}
     assert set(live.topology.queues) == {"orders.work", "orders.dead"}
     assert counts(live.topology) == {"orders.work": (0, 0), "orders.dead": (2, 0)}
@@ -529,30 +531,11 @@ def test_amqp_only_on_request_and_with_everything_present(vhost: Vhost, tmp_path
     live = run(scenario())
 
     assert live.source == AMQP
-    assert "the management API was not asked" in live.blind_spots[0]
-    assert any("stream's message count" in spot for spot in live.blind_spots)
+    assert live.fallback_reason == "the management API was not asked"
+    assert BlindSpot.STREAM_COUNTS in live.blind_spots
     assert live.topology == want
     assert live.topology.queues["orders.log"].messages is None  # a stream's count is unknown
     assert diff(want, live.topology, spec).empty
-
-
-@contextmanager
-def made_user(broker: ManagementAPI, vhost: str | None, tags: str) -> Iterator[tuple[str, str]]:
-    """A throwaway user with ``tags``, with full permissions on ``vhost`` (if any)."""
-    name, password = f"rabbitry-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    config = broker.config
-    auth = (config.username, config.password)
-    with httpx.Client(base_url=config.management_url, auth=auth) as api:
-        api.put(f"/api/users/{name}", json={"password": password, "tags": tags}).raise_for_status()
-        try:
-            if vhost is not None:
-                api.put(
-                    f"/api/permissions/{vhost}/{name}",
-                    json={"configure": ".*", "write": ".*", "read": ".*"},
-                ).raise_for_status()
-            yield name, password
-        finally:
-            api.delete(f"/api/users/{name}")
 
 
 def test_a_user_the_api_refuses_falls_back_to_amqp(
@@ -568,7 +551,8 @@ def test_a_user_the_api_refuses_falls_back_to_amqp(
 
     assert password not in str(caught.value)
     assert live.source == AMQP
-    assert "not a management user" in live.blind_spots[0]
+    assert live.fallback_reason is not None
+    assert "not a management user" in live.fallback_reason
     assert live.topology == Topology()
 
 

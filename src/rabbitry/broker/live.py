@@ -1,25 +1,40 @@
-"""What a vhost has, for ``plan`` and ``apply``: the management API, or passive declares.
+"""What a vhost has, for ``plan`` and ``apply``: the management API, or declares over AMQP.
 
 The management API sees everything.  Without it (plugin off, port closed,
-user without the ``management`` tag) the state is read over AMQP with passive
-declares of the spec's own exchanges and queues, which only tells whether each
-exists and, for queues, what it holds; ``LiveState.blind_spots`` says in plain
-words what that leaves unseen.
+user without the ``management`` tag) the state is read over AMQP: a passive
+declare of each of the spec's exchanges and queues tells whether it exists and
+what a queue holds, then an active declare of each one found, with the spec's
+own properties and arguments, tells whether it matches: the broker changes
+nothing when it does and refuses with 406 when it does not
+(``broker.inequivalent`` reads that refusal into the plan).  What that still
+leaves unseen is ``LiveState.blind_spots``, as data (``BlindSpot``).
+
+A management URL given explicitly (``--management-url`` or
+``$RABBITRY_MANAGEMENT_URL``) that cannot be used is an error, never a quiet
+fall back: whoever gave it expects plan to see everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Final
 
 import aiormq.exceptions as amqp_errors
 
-from rabbitry.broker.amqp import broker_error, connect
+from rabbitry.broker import inequivalent
+from rabbitry.broker.amqp import broker_error, connect, reply_text
 from rabbitry.broker.management import read_queue_counts, read_vhost
-from rabbitry.broker.state import QueueState, Topology, desired, is_reserved_exchange
+from rabbitry.broker.state import (
+    ExchangeState,
+    QueueState,
+    Topology,
+    desired,
+    is_reserved_exchange,
+)
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
     BrokerError,
@@ -29,22 +44,52 @@ from rabbitry.errors import (
 )
 from rabbitry.spec import Spec
 
-__all__ = ["AMQP", "MANAGEMENT", "LiveState", "read_live"]
+__all__ = ["AMQP", "MANAGEMENT", "BlindSpot", "LiveState", "read_live"]
 
 MANAGEMENT: Final = "management"
 AMQP: Final = "amqp"
 
-#: Channels probing at once; each passive declare is one round trip on its channel.
+#: Channels probing at once; each declare is one round trip on its channel.
 _CHANNELS = 8
 
-_NOT_SEEN_OVER_AMQP = (
-    "argument and property drift is not visible over AMQP: the type, durability and "
-    "arguments of every exchange and queue found are taken to be the spec's",
-    "bindings cannot be read over AMQP: binding drift is not visible (apply declares every "
-    "binding again, which is harmless)",
-    "objects that are not in the spec are invisible over AMQP, so --prune cannot work "
-    "without the management API",
-)
+
+class BlindSpot(StrEnum):
+    """Something the live state could not see, so a plan cannot vouch for it."""
+
+    #: Bindings cannot be read over AMQP.
+    BINDINGS = "bindings"
+    #: Policies and operator policies are the management API's alone.
+    POLICIES = "policies"
+    #: Objects the spec does not have are invisible over AMQP.
+    UNMANAGED = "unmanaged"
+    #: The broker does not compare x-arguments its queue type does not know.
+    UNKNOWN_ARGUMENTS = "unknown-arguments"
+    #: A stream answers a passive declare with message count 0 whatever it holds.
+    STREAM_COUNTS = "stream-counts"
+    #: What some queue plan may replace or delete holds could not be asked.
+    QUEUE_COUNTS = "queue-counts"
+
+    def describe(self) -> str:
+        return _BLIND_SPOTS[self]
+
+
+_BLIND_SPOTS: Final = {
+    BlindSpot.BINDINGS: "bindings cannot be read over AMQP: a missing or foreign binding is "
+    "not visible (apply declares every binding of the spec again, which is harmless)",
+    BlindSpot.POLICIES: "policies cannot be read over AMQP: a policy that differs or is "
+    "missing is not visible, and apply cannot write one",
+    BlindSpot.UNMANAGED: "objects that are not in the spec are invisible over AMQP, so "
+    "--prune cannot work without the management API",
+    BlindSpot.UNKNOWN_ARGUMENTS: "x-arguments the queue type does not know are not compared "
+    "by the broker on a declare: a difference in one is not visible over AMQP",
+    BlindSpot.STREAM_COUNTS: "a stream's message count cannot be read over AMQP: it shows "
+    "as unknown",
+    BlindSpot.QUEUE_COUNTS: "what some queue plan may replace or delete holds is unknown "
+    "(taken as holding data)",
+}
+
+#: What plan can still not verify over AMQP, whatever the spec holds.
+_AMQP_BLIND: Final = (BlindSpot.BINDINGS, BlindSpot.POLICIES, BlindSpot.UNMANAGED)
 
 
 @dataclass(frozen=True)
@@ -53,8 +98,9 @@ class LiveState:
 
     topology: Topology
     source: str  # MANAGEMENT or AMQP
-    #: Human sentences, one per thing the reader could not see; empty when it saw all.
-    blind_spots: tuple[str, ...] = ()
+    blind_spots: tuple[BlindSpot, ...] = ()
+    #: Why the management API was not used, when it was not (for people).
+    fallback_reason: str | None = None
 
     @property
     def can_prune(self) -> bool:
@@ -66,6 +112,22 @@ class LiveState:
         """The bindings are the broker's; else they are assumed from the spec."""
         return self.source == MANAGEMENT
 
+    def unverified(self, spec: Spec) -> tuple[BlindSpot, ...]:
+        """The blind spots that hide something ``spec`` declares: plan cannot say "in sync"."""
+        return tuple(spot for spot in self.blind_spots if _concerns(spot, spec))
+
+
+def _concerns(spot: BlindSpot, spec: Spec) -> bool:
+    if spot is BlindSpot.BINDINGS:
+        return bool(desired(spec).bindings)
+    if spot is BlindSpot.POLICIES:
+        return bool(spec.policies or spec.operator_policies)
+    if spot is BlindSpot.UNKNOWN_ARGUMENTS:
+        return any(_has_unknown_arguments(q) for q in desired(spec).queues.values())
+    # Unmanaged objects matter to --prune, which refuses without the API; counts
+    # only make apply more careful.
+    return False
+
 
 async def read_live(
     url: BrokerURL, spec: Spec, *, management: bool = True, timeout: float
@@ -75,13 +137,21 @@ async def read_live(
     With ``management`` the API is read first; when it cannot be used (not
     reachable, or it refuses this user) the state is read over AMQP instead,
     whose own errors (wrong login, no vhost, unreachable) are then the ones
-    raised.  ``timeout`` bounds every single broker call.
+    raised, unless the management URL was given explicitly: then its failure
+    is raised.  ``timeout`` bounds every single broker call.
     """
     if not management:
         return await _read_amqp(url, spec, timeout, "the management API was not asked")
     try:
         topology = await read_vhost(url, timeout=timeout, counts=False)
     except (ManagementError, ConnectionFailed) as exc:
+        if url.management_required:
+            raise ManagementError(
+                f"{exc} (the management API was given explicitly with --management-url "
+                "or $RABBITRY_MANAGEMENT_URL, so plan will not fall back to AMQP, which "
+                "cannot see bindings or policies; fix the URL, or leave it out to read "
+                "over AMQP)"
+            ) from None
         why = f"the management API could not be used: {exc}"
     else:
         return await _verify_counts(url, spec, topology, timeout)
@@ -123,8 +193,12 @@ async def _verify_counts(
         queues = _with_reported(topology, await reporting)
         for name in at_risk:
             queues[name] = replace(queues[name], messages=None, consumers=None)
-        spot = f"what {len(at_risk)} queue(s) plan may replace or delete hold is unknown: {exc}"
-        return LiveState(replace(topology, queues=queues), MANAGEMENT, (spot,))
+        return LiveState(
+            replace(topology, queues=queues),
+            MANAGEMENT,
+            (BlindSpot.QUEUE_COUNTS,),
+            fallback_reason=f"counting messages failed: {exc}",
+        )
     except BaseException:
         reporting.cancel()
         raise
@@ -175,16 +249,21 @@ def _larger(reported: int | None, asked: int, *, trust: bool = True) -> int | No
 
 async def _read_amqp(url: BrokerURL, spec: Spec, timeout: float, why: str) -> LiveState:
     want = desired(spec)
-    exchanges = [name for name in want.exchanges if not is_reserved_exchange(name)]
-    probe = await _probe(url, exchanges, list(want.queues), timeout)
+    exchanges = {n: x for n, x in want.exchanges.items() if not is_reserved_exchange(n)}
+    probe = await _probe(url, exchanges, want.queues, timeout, verify=True)
     found_queues = {}
     for name, counts in probe.queues.items():
-        queue = want.queues[name]
+        queue = probe.differing.get(name, want.queues[name])
+        assert isinstance(queue, QueueState)
         if counts is None:  # RESOURCE_LOCKED: it exists, exclusive to another connection
             found_queues[name] = replace(queue, exclusive=True)
         else:
             found_queues[name] = _with_counts(queue, counts)
-    found_exchanges = {name: want.exchanges[name] for name in probe.exchanges}
+    found_exchanges = {}
+    for name in probe.exchanges:
+        exchange = probe.differing.get(name, want.exchanges[name])
+        assert isinstance(exchange, ExchangeState)
+        found_exchanges[name] = exchange
 
     def exists(name: str, kind: str) -> bool:
         if kind == "queue":
@@ -196,13 +275,52 @@ async def _read_amqp(url: BrokerURL, spec: Spec, timeout: float, why: str) -> Li
         for b in want.bindings
         if exists(b.source, "exchange") and exists(b.destination, b.destination_type)
     )
-    spots = [
-        f"{why}; the live state was read with passive declares over AMQP",
-        *_NOT_SEEN_OVER_AMQP,
-    ]
+    spots = list(_AMQP_BLIND)
+    if any(_has_unknown_arguments(q) for q in want.queues.values()):
+        spots.append(BlindSpot.UNKNOWN_ARGUMENTS)
     if any(q.type == "stream" for q in found_queues.values()):
-        spots.append("a stream's message count cannot be read over AMQP: it shows as unknown")
-    return LiveState(Topology(found_exchanges, found_queues, bindings), AMQP, tuple(spots))
+        spots.append(BlindSpot.STREAM_COUNTS)
+    return LiveState(
+        Topology(found_exchanges, found_queues, bindings),
+        AMQP,
+        tuple(spots),
+        fallback_reason=why,
+    )
+
+
+#: The x-arguments a 3.10 broker compares on a redeclare, per queue type
+#: (``queue_arguments`` of rabbit_classic_queue, rabbit_quorum_queue and
+#: rabbit_stream_queue at v3.10.8): others are ignored.
+_COMPARED: Final[Mapping[str, frozenset[str]]] = {
+    "classic": frozenset(
+        {
+            "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+            "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow",
+            "x-queue-mode", "x-queue-version", "x-single-active-consumer",
+            "x-queue-master-locator", "x-queue-type",
+        }
+    ),
+    "quorum": frozenset(
+        {
+            "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+            "x-dead-letter-strategy", "x-max-length", "x-max-length-bytes", "x-overflow",
+            "x-delivery-limit", "x-single-active-consumer", "x-queue-leader-locator",
+            "x-max-in-memory-length", "x-max-in-memory-bytes",
+            "x-quorum-initial-group-size", "x-queue-type",
+        }
+    ),
+    "stream": frozenset(
+        {
+            "x-max-length-bytes", "x-max-age", "x-stream-max-segment-size-bytes",
+            "x-initial-cluster-size", "x-queue-leader-locator", "x-queue-type",
+        }
+    ),
+}  # fmt: skip
+
+
+def _has_unknown_arguments(queue: QueueState) -> bool:
+    compared = _COMPARED.get(queue.type, frozenset())
+    return any(key not in compared for key, _ in queue.arguments)
 
 
 def _with_counts(queue: QueueState, counts: tuple[int, int]) -> QueueState:
@@ -214,22 +332,38 @@ def _with_counts(queue: QueueState, counts: tuple[int, int]) -> QueueState:
 
 @dataclass
 class _Probe:
-    """What passive declares found; the probers fill it in."""
+    """What the declares found; the probers fill it in."""
 
     exchanges: set[str] = field(default_factory=set)
     #: queue → (messages, consumers); ``None`` for a queue exclusive to another connection.
     queues: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    #: Objects that exist with other properties than asked: as the broker has them.
+    differing: dict[str, ExchangeState | QueueState] = field(default_factory=dict)
+
+
+_Job = tuple[str, str, ExchangeState | QueueState | None]
 
 
 async def _probe(
-    url: BrokerURL, exchanges: Iterable[str], queues: Iterable[str], timeout: float
+    url: BrokerURL,
+    exchanges: Mapping[str, ExchangeState] | Iterable[str],
+    queues: Mapping[str, QueueState] | Iterable[str],
+    timeout: float,
+    *,
+    verify: bool = False,
 ) -> _Probe:
-    """Passive declares of ``exchanges`` and ``queues``: which exist, and what the queues hold.
+    """Passive declares: which exist, and what the queues hold; with ``verify``, whether they match.
 
-    A miss (404) closes its channel, so each of a few channels probes in turn
-    and is replaced after a miss.
+    A miss (404) or a refusal (406) closes its channel, so each of a few
+    channels probes in turn and is replaced after one.  With ``verify`` each
+    object found is declared again actively with the properties it is mapped
+    to: that changes nothing when they match (the object exists, and a declare
+    of an existing object with equal properties is a no-op), and a 406 names
+    the first property that differs.
     """
-    jobs = [("exchange", name) for name in exchanges] + [("queue", name) for name in queues]
+    jobs: list[_Job] = [
+        ("exchange", name, _wanted(exchanges, name, verify)) for name in exchanges
+    ] + [("queue", name, _wanted(queues, name, verify)) for name in queues]
     found = _Probe()
     if not jobs:
         return found
@@ -246,34 +380,72 @@ async def _probe(
     return found
 
 
+def _wanted(
+    objects: Mapping[str, Any] | Iterable[str], name: str, verify: bool
+) -> ExchangeState | QueueState | None:
+    return objects[name] if verify and isinstance(objects, Mapping) else None
+
+
 async def _prober(
     connection: Any,
     url: BrokerURL,
-    todo: Iterator[tuple[str, str]],
+    todo: Iterator[_Job],
     found: _Probe,
     *,
     timeout: float,
 ) -> None:
     channel: Any = None
-    for kind, name in todo:
+    for kind, name, wanted in todo:
         try:
             if channel is None or channel.is_closed:
-                channel = await asyncio.wait_for(
-                    connection.channel(publisher_confirms=False), timeout
-                )
+                channel = await _channel(connection, timeout)
             if kind == "exchange":
                 await asyncio.wait_for(channel.exchange_declare(name, passive=True), timeout)
                 found.exchanges.add(name)
             else:
                 ok = await asyncio.wait_for(channel.queue_declare(name, passive=True), timeout)
                 found.queues[name] = (ok.message_count, ok.consumer_count)
+            if wanted is not None:
+                await _verify(channel, wanted, timeout)
         except amqp_errors.ChannelNotFoundEntity:
             channel = None  # absent; the broker closed the channel
         except amqp_errors.ChannelLockedResource:
             found.queues[name] = None
             channel = None
+        except amqp_errors.ChannelPreconditionFailed as exc:
+            refusal = inequivalent.parse(reply_text(exc))
+            if wanted is None or refusal is None:
+                raise broker_error(exc, url, f"declare of {kind} {name!r}") from None
+            found.differing[name] = inequivalent.current_state(wanted, refusal)
+            channel = None
         except (TimeoutError, Exception) as exc:
-            raise broker_error(exc, url, f"passive declare of {kind} {name!r}") from None
+            raise broker_error(exc, url, f"declare of {kind} {name!r}") from None
+
+
+async def _channel(connection: Any, timeout: float) -> Any:
+    return await asyncio.wait_for(connection.channel(publisher_confirms=False), timeout)
+
+
+async def _verify(channel: Any, wanted: ExchangeState | QueueState, timeout: float) -> None:
+    """Declare ``wanted`` as it is: a no-op when the broker's object matches, else a 406."""
+    if isinstance(wanted, ExchangeState):
+        declare = channel.exchange_declare(
+            wanted.name,
+            exchange_type=wanted.type,
+            durable=wanted.durable,
+            auto_delete=wanted.auto_delete,
+            internal=wanted.internal,
+            arguments=wanted.declare_arguments(),
+        )
+    else:
+        declare = channel.queue_declare(
+            wanted.name,
+            durable=wanted.durable,
+            auto_delete=wanted.auto_delete,
+            exclusive=wanted.exclusive,
+            arguments=wanted.declare_arguments(),
+        )
+    await asyncio.wait_for(declare, timeout)
 
 
 async def _close(connection: Any, timeout: float) -> None:

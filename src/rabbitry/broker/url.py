@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote, urlsplit
 
 from rabbitry.errors import UsageError
@@ -31,6 +31,9 @@ class BrokerURL:
     vhost: str
     #: An explicit management API base URL; derived from the AMQP URL when ``None``.
     management_override: str | None = None
+    #: The user gave the management URL (flag or ``$RABBITRY_MANAGEMENT_URL``): it must
+    #: answer, and plan and apply never fall back to AMQP when it does not.
+    management_required: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -60,9 +63,7 @@ class BrokerURL:
     def with_management(self, url: str | None) -> BrokerURL:
         if not url:
             return self
-        return BrokerURL(
-            self.scheme, self.host, self.port, self.username, self.password, self.vhost, url
-        )
+        return replace(self, management_override=url)
 
     def __str__(self) -> str:
         return self.masked
@@ -97,6 +98,7 @@ def parse_url(text: str | None = None, *, management: str | None = None) -> Brok
         password=unquote(parts.password) if parts.password is not None else "guest",
         vhost=vhost,
         management_override=management,
+        management_required=management is not None,
     )
 
 

@@ -82,7 +82,12 @@ def broker_options(func: F) -> F:
         "--management-url",
         metavar="URL",
         default=None,
-        help="The management HTTP API [default: http://HOST:15672, from --url].",
+        envvar="RABBITRY_MANAGEMENT_URL",
+        help=(
+            "The management HTTP API [default: $RABBITRY_MANAGEMENT_URL, then "
+            "http://HOST:15672 from --url]. Given either way, it must answer: plan and apply "
+            "then never fall back to AMQP, which cannot see bindings or policies."
+        ),
     )(func)
     return connection_options(func)
 
