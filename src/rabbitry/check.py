@@ -13,6 +13,7 @@ from pathlib import Path
 from rabbitry import routing
 from rabbitry.errors import SpecError
 from rabbitry.spec import Code, Diagnostic, Message, Severity, Spec, read
+from rabbitry.spec.checks import run_hints
 
 __all__ = ["Report", "check", "load_spec"]
 
@@ -23,6 +24,9 @@ class Report:
 
     spec: Spec | None
     diagnostics: tuple[Diagnostic, ...]
+    #: Advice (severity ``info``, e.g. an x-argument a policy could set so that it
+    #: changes in place): apart from ``diagnostics``, never a failure, not even --strict.
+    hints: tuple[Diagnostic, ...] = ()
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -38,7 +42,8 @@ def check(path: Path | str) -> Report:
     spec, problems = read(path)
     if spec is not None and spec.complete and not any(d.code in _BLOCKERS for d in problems):
         problems = [*problems, *check_routing(spec)]
-    return Report(spec, tuple(sorted(set(problems))))
+    hints = run_hints(spec) if spec is not None else []
+    return Report(spec, tuple(sorted(set(problems))), tuple(sorted(set(hints))))
 
 
 def load_spec(path: Path | str) -> Spec:

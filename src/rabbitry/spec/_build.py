@@ -516,6 +516,7 @@ class _Builder:
         pattern = self.policy_pattern(body, written[0], what, fields)
         if pattern is None:
             return None
+        names = () if written[0] == "pattern" else self.names(body.get(written[0]), "")
         if apply_to is None:
             apply_to = PolicyTarget.EXCHANGES if written[0] == "exchanges" else PolicyTarget.QUEUES
         elif written[0] != "pattern":
@@ -554,6 +555,7 @@ class _Builder:
             operator=operator,
             description=self.text(body.get("description"), f"{what} description"),
             locs=Locs(key_loc, MappingProxyType(fields)),
+            names=names,
         )
 
     def policy_pattern(

@@ -21,9 +21,10 @@ from rabbitry.spec.model import (
     Spec,
     placeholders,
 )
+from rabbitry.spec.policy_checks import POLICY_CHECKS, POLICY_HINTS
 from rabbitry.spec.schemas import SchemaStore
 
-__all__ = ["CHECKS", "consumed", "run_checks"]
+__all__ = ["CHECKS", "HINTS", "consumed", "run_checks", "run_hints"]
 
 Check = Callable[[Spec], Iterator[Diagnostic]]
 
@@ -333,9 +334,19 @@ CHECKS: tuple[Check, ...] = (
     check_placeholders,
     check_runtime_queues,
     check_warnings,
+    *POLICY_CHECKS,
 )
+
+
+#: Checks that give advice (severity ``info``) rather than findings.
+HINTS: tuple[Check, ...] = POLICY_HINTS
 
 
 def run_checks(spec: Spec) -> list[Diagnostic]:
     """Every finding of every check, in check order."""
     return [finding for check in CHECKS for finding in check(spec)]
+
+
+def run_hints(spec: Spec) -> list[Diagnostic]:
+    """Every piece of advice (``info``): never a finding, never a failure."""
+    return [hint for check in HINTS for hint in check(spec)]

@@ -300,6 +300,9 @@ class Policy:
     operator: bool = False
     description: str | None = None
     locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
+    #: The exact names ``pattern`` was made from (``queues:`` / ``exchanges:``); empty
+    #: for a ``pattern:`` as written.  The broker only knows the pattern.
+    names: tuple[str, ...] = field(default=(), compare=False)
 
     def matches(self, name: str) -> bool:
         """The pattern matches ``name`` the way the broker runs it: unanchored search.

@@ -27,19 +27,22 @@ from types import MappingProxyType
 from typing import Literal
 
 from rabbitry.spec.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS, ArgSpec
-from rabbitry.spec.model import ArgValue, Policy, QueueType, Spec
+from rabbitry.spec.model import ArgValue, Policy, Queue, QueueType, Spec
 
 __all__ = [
     "MIN_PER_TYPE_VERSION",
     "POLICY_KEYS",
     "POLICY_SUGAR",
     "PRECEDENCE",
+    "SERVER_NAMED",
     "PolicyKey",
     "Setting",
     "Winner",
     "anchored_pattern",
     "effective",
     "effective_exchange",
+    "merged_policy_value",
+    "object_name",
     "pcre_escape",
     "resolve",
     "winning_policy",
@@ -257,6 +260,17 @@ def anchored_pattern(names: Iterable[str]) -> str:
     return f"^{body}$(?!\\n)"
 
 
+#: What a server-named (run-time) queue is called on the broker, for matching patterns:
+#: ``amq.gen-`` and 22 characters of URL-safe base64.  A run-time queue's spec name is
+#: not its broker name, so a policy reaches it only through a pattern like ``^amq\.gen-``.
+SERVER_NAMED = "amq.gen-JzTY20BRgKO-HjmUJj0wLg"
+
+
+def object_name(queue: Queue) -> str:
+    """The name the broker matches policy patterns against for ``queue``."""
+    return SERVER_NAMED if queue.runtime else queue.name
+
+
 def _policies(policies: Mapping[str, Policy] | Iterable[Policy]) -> list[Policy]:
     return list(policies.values() if isinstance(policies, Mapping) else policies)
 
@@ -276,7 +290,7 @@ def winning_policy(
     return min(found, key=lambda p: (-p.priority, p.name))
 
 
-def _merge_policy_values(user: Policy | None, operator: Policy | None, key: str) -> Setting | None:
+def merged_policy_value(user: Policy | None, operator: Policy | None, key: str) -> Setting | None:
     """The user and operator policy's value of ``key``, merged as the broker merges
     them: the lesser of two numbers (operator policies set only numeric caps)."""
     mine = (
@@ -320,8 +334,8 @@ def effective(spec: Spec, queue_name: str) -> Mapping[str, Setting]:
         name.removeprefix("x-"): Setting(value, "argument")
         for name, value in queue.arguments.items()
     }
-    user = winning_policy(spec.policies, "queue", queue.name, queue.type)
-    operator = winning_policy(spec.operator_policies, "queue", queue.name, queue.type)
+    user = winning_policy(spec.policies, "queue", object_name(queue), queue.type)
+    operator = winning_policy(spec.operator_policies, "queue", object_name(queue), queue.type)
     keys = dict.fromkeys(
         [*(user.definition if user else ()), *(operator.definition if operator else ())]
     )
@@ -329,7 +343,7 @@ def effective(spec: Spec, queue_name: str) -> Mapping[str, Setting]:
         policy_key = POLICY_KEYS.get(key)
         if policy_key is None or queue.type not in policy_key.queue_types:
             continue
-        merged = _merge_policy_values(user, operator, key)
+        merged = merged_policy_value(user, operator, key)
         if merged is None:
             continue
         argument = found.get(key)
