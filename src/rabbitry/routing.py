@@ -38,6 +38,9 @@ which answers ``{"routed": bool}``, and aiormq with ``mandatory``):
   when it matches nothing; an AE's own AE is followed.
 - Exchange-binding cycles terminate, and a queue reached by two paths gets one
   copy.
+- Dead-letter and alternate exchanges are the effective ones
+  (``spec.policies``): an x-argument, or the applying policy's value where no
+  argument overrides it (the argument wins for both keys on 3.10).
 - The default exchange routes the key to the queue of that name; ``""`` routes
   nowhere.
 """
@@ -65,6 +68,7 @@ from rabbitry.spec.model import (
     Spec,
     placeholders,
 )
+from rabbitry.spec.policies import alternate_of, dead_letter_of
 
 __all__ = [
     "Destination",
@@ -407,13 +411,15 @@ def dead_letter_route(
     if declared is None:
         hint = did_you_mean(queue, spec.queues, "queues")
         raise RoutingError(f"unknown queue {queue!r}: {hint}")
-    if declared.dead_letter_exchange is None:
+    # The effective settings: an x-argument, or a policy where no argument overrides it.
+    exchange, dead_letter_key = dead_letter_of(spec, declared.name)
+    if exchange is None:
         return ()
-    own_key = declared.dead_letter_routing_key is None
-    key = routing_key if own_key else declared.dead_letter_routing_key
+    own_key = dead_letter_key is None
+    key = routing_key if dead_letter_key is None else str(dead_letter_key.value)
     words = _words(key or "", wildcards=False, templates=templates and own_key)
     query = _Query(words, headers or {}, templates=templates)
-    return _route(spec, declared.dead_letter_exchange, query)
+    return _route(spec, str(exchange.value), query)
 
 
 def _route(spec: Spec, exchange: str, query: _Query) -> tuple[Destination, ...]:
@@ -464,10 +470,10 @@ def _step(spec: Spec, hop: _Hop, query: _Query) -> list[tuple[Binding, _Env]]:
 
 def _alternate(spec: Spec, hop: _Hop, matched: list[_Env]) -> list[tuple[Binding, _Env]]:
     """The alternate-exchange hop, when the exchange's own bindings may match nothing."""
-    declared = spec.exchanges.get(hop.exchange)
-    name = declared.alternate_exchange if declared else None
-    if name is None or hop.env in matched:
+    alternate = alternate_of(spec, hop.exchange)  # an argument, or a policy's
+    if alternate is None or hop.env in matched:
         return []
+    name = str(alternate.value)
     env = hop.env
     if matched:
         env = env | {(_Side.NOTE, f"when no binding of {hop.exchange!r} matches", "")}
@@ -475,9 +481,17 @@ def _alternate(spec: Spec, hop: _Hop, matched: list[_Env]) -> list[tuple[Binding
         source=hop.exchange,
         destination=name,
         destination_type="exchange",
-        arguments=MappingProxyType({"alternate-exchange": name}),
+        arguments=MappingProxyType(_alternate_arguments(name, alternate.source)),
     )
     return [(pseudo, env)]
+
+
+def _alternate_arguments(name: str, source: str) -> dict[str, ArgValue]:
+    """The pseudo-binding's table: the alternate exchange, and the policy that set it."""
+    table: dict[str, ArgValue] = {"alternate-exchange": name}
+    if source != "argument":
+        table["policy"] = source.partition(":")[2]
+    return table
 
 
 def _exchange_type(spec: Spec, name: str) -> ExchangeType:

@@ -9,7 +9,9 @@ Breaking, whatever the mode (a deployment mixes old and new services either way)
 - a message no longer reaching a queue that a service consumes it from — the
   routing model (``rabbitry.routing``, ``rabbitry.check.reach``) run on both
   specs, and shown with a concrete message that the old spec routes there and
-  the new one does not.
+  the new one does not.  Dead-letter and alternate exchanges set by policies are followed, so a
+  policy change that diverts a consumer's messages is breaking like a binding
+  change.
 
 Additions (messages, exchanges, queues, bindings, services) and changes no
 consumer relies on are compatible; description changes are not findings.
@@ -262,10 +264,31 @@ class _Topology:
                 self.add(Verdict.COMPATIBLE, _binding_name(old_bindings[ident]), why)
         for ident in sorted(new_bindings.keys() - old_bindings.keys()):
             self.add(Verdict.COMPATIBLE, _binding_name(new_bindings[ident]), "added")
+        self._policies()
         for name in sorted(old.services.keys() - new.services.keys()):
             self.add(Verdict.COMPATIBLE, f"service {name}", "removed")
         for name in sorted(new.services.keys() - old.services.keys()):
             self.add(Verdict.COMPATIBLE, f"service {name}", "added")
+
+    def _policies(self) -> None:
+        """Policies change in place; what they change in routing (a dead-letter or
+        alternate exchange) is judged with the messages, through the routing model."""
+        for kind, old, new in (
+            ("policy", self.old.policies, self.new.policies),
+            ("operator policy", self.old.operator_policies, self.new.operator_policies),
+        ):
+            for name in sorted(old.keys() - new.keys()):
+                self.add(
+                    Verdict.COMPATIBLE,
+                    f"{kind} {name}",
+                    "removed; every consumer still receives what it expects",
+                )
+            for name in sorted(new.keys() - old.keys()):
+                self.add(Verdict.COMPATIBLE, f"{kind} {name}", "added")
+            for name in sorted(old.keys() & new.keys()):
+                if _undocumented(old[name]) != _undocumented(new[name]):
+                    why = "changed (in place); every consumer still receives what it expects"
+                    self.add(Verdict.COMPATIBLE, f"{kind} {name}", why)
 
 
 def topology_findings(

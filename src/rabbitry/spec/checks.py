@@ -21,6 +21,7 @@ from rabbitry.spec.model import (
     Spec,
     placeholders,
 )
+from rabbitry.spec.policies import dead_letter_of
 from rabbitry.spec.policy_checks import POLICY_CHECKS, POLICY_HINTS
 from rabbitry.spec.schemas import SchemaStore
 
@@ -289,7 +290,7 @@ def consumed(spec: Spec, queue: str) -> bool:
 
 def _parking_queues(spec: Spec) -> set[str]:
     """Queues bound only from dead-letter exchanges: read by people and tools, not services."""
-    dlxs = {q.dead_letter_exchange for q in spec.queues.values() if q.dead_letter_exchange}
+    dlxs = {str(dlx.value) for q in spec.queues if (dlx := dead_letter_of(spec, q)[0]) is not None}
     bound: dict[str, set[str]] = {}
     for binding in spec.bindings:
         if binding.destination_type == "queue":
@@ -309,13 +310,14 @@ def check_warnings(spec: Spec) -> Iterator[Diagnostic]:
                 f"no service consumes queue {queue.name!r}",
                 "add it to a service's `consumes`, or remove the queue",
             )
-        if is_consumed and queue.durable and queue.dead_letter_exchange is None:
+        if is_consumed and queue.durable and dead_letter_of(spec, queue.name)[0] is None:
             yield Diagnostic(
                 queue.locs.where,
                 Code.NO_DEAD_LETTER,
                 f"queue {queue.name!r} is consumed but has no dead_letter exchange: "
                 "a message its consumer refuses is dropped",
-                "add `dead_letter: EXCHANGE` with a queue bound to that exchange",
+                "add `dead_letter: EXCHANGE` (on the queue or in a policy) with a queue bound "
+                "to that exchange",
             )
         strategy = queue.arguments.get("x-dead-letter-strategy")
         if strategy == "at-least-once" and queue.arguments.get("x-overflow") != "reject-publish":

@@ -38,7 +38,9 @@ __all__ = [
     "PolicyKey",
     "Setting",
     "Winner",
+    "alternate_of",
     "anchored_pattern",
+    "dead_letter_of",
     "effective",
     "effective_exchange",
     "merged_policy_value",
@@ -356,13 +358,18 @@ def effective(spec: Spec, queue_name: str) -> Mapping[str, Setting]:
 
 
 def effective_exchange(spec: Spec, exchange_name: str) -> Mapping[str, Setting]:
-    """The exchange's effective settings (its arguments, then its winning policy's
-    exchange keys, the argument winning as ``PRECEDENCE`` says)."""
-    exchange = spec.exchanges[exchange_name]
+    """The exchange's effective settings: its arguments, then its winning policy's
+    exchange keys, the argument winning as ``PRECEDENCE`` says.  A built-in exchange
+    (``amq.topic``, ...) has no arguments but takes policies; the default exchange
+    ``""`` routes by queue name only and takes neither."""
+    declared = spec.exchanges.get(exchange_name)
+    arguments = declared.arguments if declared is not None else {}
     found: dict[str, Setting] = {
-        name: Setting(value, "argument") for name, value in exchange.arguments.items()
+        name: Setting(value, "argument") for name, value in arguments.items()
     }
-    policy = winning_policy(spec.policies, "exchange", exchange.name)
+    if exchange_name == "":
+        return MappingProxyType(found)
+    policy = winning_policy(spec.policies, "exchange", exchange_name)
     if policy is not None:
         for key, value in policy.definition.items():
             policy_key = POLICY_KEYS.get(key)
@@ -373,3 +380,23 @@ def effective_exchange(spec: Spec, exchange_name: str) -> Mapping[str, Setting]:
             winner = PRECEDENCE.get(key, {}).get("exchange", Winner.ARGUMENT)
             found[key] = setting if argument is None else resolve(winner, argument, setting)
     return MappingProxyType(found)
+
+
+def _text(setting: Setting | None) -> Setting | None:
+    return setting if setting is not None and isinstance(setting.value, str) else None
+
+
+def dead_letter_of(spec: Spec, queue_name: str) -> tuple[Setting | None, Setting | None]:
+    """The queue's effective dead-letter exchange and dead-letter routing key (each from
+    its argument or a policy, resolved on its own as the broker does); ``None`` where
+    unset.  An exchange of ``""`` is the default exchange."""
+    settings = effective(spec, queue_name)
+    return (
+        _text(settings.get("dead-letter-exchange")),
+        _text(settings.get("dead-letter-routing-key")),
+    )
+
+
+def alternate_of(spec: Spec, exchange_name: str) -> Setting | None:
+    """The exchange's effective alternate exchange (argument or policy), if any."""
+    return _text(effective_exchange(spec, exchange_name).get("alternate-exchange"))
