@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from rabbitry.broker import policies
 from rabbitry.broker.apply import ApplyResult, execute
 from rabbitry.broker.live import LiveState, read_live
 from rabbitry.broker.plan import Plan, diff
@@ -51,11 +52,15 @@ async def apply(
 ) -> Converged:
     """Converge ``url``'s vhost to ``spec``; refuses data loss unless allowed."""
     planned = await plan(spec, url, prune=prune, timeout=timeout)
+    # Policies go through the management API, after the AMQP changes (a refusal
+    # of data loss there stops the run before any policy is written).
+    over_amqp, policy_changes = policies.split(planned.plan)
     result = await execute(
-        planned.plan,
+        over_amqp,
         url,
         allow_data_loss=allow_data_loss,
         timeout=timeout,
         progress=progress,
     )
-    return Converged(planned, result)
+    written = await policies.carry_out(policy_changes, url, timeout=timeout)
+    return Converged(planned, replace(result, applied=result.applied + written))

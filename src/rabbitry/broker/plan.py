@@ -2,7 +2,10 @@
 
 A plan is a list of ``Change``s in the order ``apply`` carries them out:
 exchanges, queues, bindings to create or replace, then (with prune)
-deletions in reverse order.  Nothing here talks to a broker.
+deletions in reverse order; then policies and operator policies to create,
+update (in place: a policy never touches a queue's messages) or, with prune,
+delete.  ``Plan.settings`` is each spec queue's effective settings after the
+apply, and where each comes from.  Nothing here talks to a broker.
 """
 
 from __future__ import annotations
@@ -11,24 +14,29 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+from rabbitry.broker.migrate import temporary_queue
 from rabbitry.broker.state import (
     BindingState,
     ExchangeState,
+    PolicyState,
     QueueState,
     Topology,
     is_reserved_exchange,
 )
 from rabbitry.spec import Binding as SpecBinding
-from rabbitry.spec import Spec
+from rabbitry.spec import Policy, Queue, QueueType, Spec
+from rabbitry.spec.policies import Setting, effective, winning_policy
 
-__all__ = ["Action", "Change", "FieldChange", "Kind", "Plan", "diff"]
+__all__ = ["POLICY_KINDS", "Action", "Change", "FieldChange", "Kind", "Plan", "Settings", "diff"]
 
 
 class Action(StrEnum):
     CREATE = "create"
     REPLACE = "replace"  # an immutable property differs: delete, then declare again
+    UPDATE = "update"  # changed in place (policies): nothing is deleted
     DELETE = "delete"
 
 
@@ -36,6 +44,15 @@ class Kind(StrEnum):
     EXCHANGE = "exchange"
     QUEUE = "queue"
     BINDING = "binding"
+    POLICY = "policy"
+    OPERATOR_POLICY = "operator_policy"
+
+
+#: The kinds written through the management API, not over AMQP.
+POLICY_KINDS = frozenset({Kind.POLICY, Kind.OPERATOR_POLICY})
+
+#: Queue → its effective settings (broker keys without ``x-``) with their sources.
+Settings = Mapping[str, Mapping[str, Setting]]
 
 
 @dataclass(frozen=True)
@@ -64,14 +81,18 @@ class Change:
     exchange: ExchangeState | None = None
     queue: QueueState | None = None
     binding: BindingState | None = None
-    #: The object as the broker has it now (replace).
-    before: ExchangeState | QueueState | None = None
+    policy: PolicyState | None = None
+    #: The object as the broker has it now (replace, update).
+    before: ExchangeState | QueueState | PolicyState | None = None
     #: For a queue that is replaced or deleted: what the broker says it holds.
     messages: int | None = None
     consumers: int | None = None
     #: For an exchange that is replaced: its bindings the spec does not own (run-time
     #: ones among them), which deleting it drops and apply does not put back.
     lost_bindings: int = 0
+    #: A temporary queue a cut ``apply --migrate`` left (``broker.migrate``): the queue
+    #: its messages go back to; ``apply --migrate`` moves them and then deletes it.
+    drains_into: str | None = None
 
     @property
     def loses_data(self) -> bool:
@@ -88,11 +109,13 @@ class Change:
         return False
 
     def describe(self) -> str:
-        head = f"{self.action.value} {self.kind.value} {self.name}"
+        head = f"{self.action.value} {self.kind.value.replace('_', ' ')} {self.name}"
         if self.kind is Kind.QUEUE and self.action is not Action.CREATE:
             head += f" (holds {_count(self.messages)} messages, {_count(self.consumers)} consumers)"
         if self.lost_bindings:
             head += f" (drops {self.lost_bindings} binding(s) the spec does not own)"
+        if self.drains_into is not None:
+            head += f" (a cut migration of {self.drains_into}: apply --migrate moves them back)"
         return head
 
     def as_json(self) -> dict[str, Any]:
@@ -105,6 +128,8 @@ class Change:
         if self.kind is Kind.QUEUE and self.action is not Action.CREATE:
             data["messages"] = self.messages
             data["consumers"] = self.consumers
+        if self.drains_into is not None:
+            data["drains_into"] = self.drains_into
         return data
 
 
@@ -117,6 +142,8 @@ class Plan:
     changes: tuple[Change, ...] = ()
     #: Objects on the broker that the spec does not have, left alone without prune.
     unmanaged: tuple[str, ...] = field(default=())
+    #: Each spec queue's effective settings once the plan is carried out.
+    settings: Settings = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -150,11 +177,15 @@ def diff(want: Topology, have: Topology, spec: Spec | None = None, *, prune: boo
         c.name for c in changes if c.kind is Kind.EXCHANGE and c.action is Action.REPLACE
     }
     changes.extend(_bindings(want.bindings, have.bindings, replaced_queues, replaced_exchanges))
+    changes.extend(_cut_migrations(want, have))
+    changes.extend(_policies(want.policies, have.policies, Kind.POLICY))
+    changes.extend(_policies(want.operator_policies, have.operator_policies, Kind.OPERATOR_POLICY))
     unmanaged = _unmanaged(want, have, spec)
     if prune:
         changes.extend(_deletions(unmanaged, have))
     names = tuple(sorted(f"{kind.value} {name}" for kind, name, _ in unmanaged))
-    return Plan(tuple(changes), () if prune else names)
+    settings = _settings(want, have, prune=prune)
+    return Plan(tuple(changes), () if prune else names, settings)
 
 
 def _differences(want: Mapping[str, Any], have: Mapping[str, Any]) -> tuple[FieldChange, ...]:
@@ -213,6 +244,21 @@ def _queues(want: Mapping[str, QueueState], have: Mapping[str, QueueState]) -> I
             )
 
 
+def _policies(
+    want: Mapping[str, PolicyState] | None, have: Mapping[str, PolicyState] | None, kind: Kind
+) -> Iterable[Change]:
+    """Policies to create or update in place; none when either side is unknown."""
+    if want is None or have is None:
+        return
+    for name in sorted(want):
+        target, current = want[name], have.get(name)
+        if current is None:
+            yield Change(Action.CREATE, kind, name, policy=target)
+        elif target != current:
+            fields = _differences(target.fields(), current.fields())
+            yield Change(Action.UPDATE, kind, name, fields, policy=target, before=current)
+
+
 def _bindings(
     want: frozenset[BindingState],
     have: frozenset[BindingState],
@@ -239,6 +285,7 @@ def _unmanaged(want: Topology, have: Topology, spec: Spec | None) -> list[_Unman
     """What the broker has and the spec does not (reserved and run-time objects excepted)."""
     found: list[_Unmanaged] = []
     runtime_queues = {name for name, q in have.queues.items() if q.exclusive}
+    runtime_queues |= set(_temporary(want, have))  # apply --migrate's: see _cut_migrations
     for binding in sorted(have.bindings - want.bindings, key=BindingState.sort_key):
         if binding.source == "" or _made_at_run_time(binding, spec, runtime_queues):
             continue
@@ -250,7 +297,35 @@ def _unmanaged(want: Topology, have: Topology, spec: Spec | None) -> list[_Unman
     for name in sorted(set(have.exchanges) - set(want.exchanges)):
         if not is_reserved_exchange(name):
             found.append((Kind.EXCHANGE, name, have.exchanges[name]))
+    for kind, wanted, present in (
+        (Kind.POLICY, want.policies, have.policies),
+        (Kind.OPERATOR_POLICY, want.operator_policies, have.operator_policies),
+    ):
+        if wanted is not None and present is not None:
+            found.extend((kind, name, present[name]) for name in sorted(set(present) - set(wanted)))
     return found
+
+
+def _temporary(want: Topology, have: Topology) -> dict[str, str]:
+    """The temporary queues of cut migrations on the broker → the spec queue each drains into."""
+    found = {temporary_queue(name): name for name in want.queues}
+    return {t: q for t, q in found.items() if t in have.queues and t not in want.queues}
+
+
+def _cut_migrations(want: Topology, have: Topology) -> Iterable[Change]:
+    """A temporary queue of a cut ``apply --migrate``: never unmanaged, never pruned as
+    unknown; deleting it loses data while it holds messages, unless they are moved back."""
+    for temp, queue in sorted(_temporary(want, have).items()):
+        state = have.queues[temp]
+        yield Change(
+            Action.DELETE,
+            Kind.QUEUE,
+            temp,
+            queue=state,
+            messages=state.messages,
+            consumers=state.consumers,
+            drains_into=queue,
+        )
 
 
 def _made_at_run_time(binding: BindingState, spec: Spec | None, runtime_queues: set[str]) -> bool:
@@ -293,3 +368,62 @@ def _deletions(unmanaged: list[_Unmanaged], have: Topology) -> Iterable[Change]:
     for kind, name, state in unmanaged:
         if kind is Kind.EXCHANGE:
             yield Change(Action.DELETE, kind, name, exchange=state)
+    for kind, name, state in unmanaged:
+        if kind in POLICY_KINDS:
+            yield Change(Action.DELETE, kind, name, policy=state)
+
+
+def _settings(want: Topology, have: Topology, *, prune: bool) -> Settings:
+    """Each queue of ``want``: its effective settings once ``want`` is applied.
+
+    The policies then on the broker are the spec's, and (without prune) the
+    broker's others, which apply stays away from; where policies of equal
+    priority tie, the one the broker names on the queue now is taken (the
+    broker breaks such ties arbitrarily, and ``check`` calls them an error).
+    Without a view of the broker's policies, the spec's alone are used.
+    """
+    users = _after(want.policies, have.policies, prune)
+    operators = _after(want.operator_policies, have.operator_policies, prune)
+    found: dict[str, Mapping[str, Setting]] = {}
+    for name, queue in want.queues.items():
+        live = have.queues.get(name)
+        found[name] = _effective(queue, users, operators, live.policy if live else None)
+    return found
+
+
+def _after(
+    want: Mapping[str, PolicyState] | None, have: Mapping[str, PolicyState] | None, prune: bool
+) -> dict[str, Policy]:
+    kept = {} if prune or have is None else {n: p for n, p in have.items() if n not in (want or {})}
+    return {n: p.as_policy() for n, p in {**kept, **(want or {})}.items()}
+
+
+def _effective(
+    queue: QueueState,
+    users: Mapping[str, Policy],
+    operators: Mapping[str, Policy],
+    named: str | None,
+) -> Mapping[str, Setting]:
+    """``spec.policies.effective`` for one queue, the broker's pick settling a tie."""
+    try:
+        queue_type = QueueType(queue.type)
+    except ValueError:  # a queue type this rabbitry does not know: no rules for it
+        return {}
+    winner = winning_policy(users, "queue", queue.name, queue_type)
+    chosen = users.get(named) if named is not None else None
+    if (
+        winner is not None
+        and chosen is not None
+        and chosen.priority == winner.priority
+        and chosen.applies_to("queue", queue.name, queue_type)
+    ):
+        users = {chosen.name: chosen}
+    arguments = queue.declare_arguments()
+    arguments.pop("x-queue-type", None)
+    model = Spec(
+        Path("."),
+        queues={queue.name: Queue(queue.name, queue_type, arguments=arguments)},
+        policies=users,
+        operator_policies=operators,
+    )
+    return effective(model, queue.name)

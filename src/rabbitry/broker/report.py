@@ -1,12 +1,15 @@
-"""A plan, written for people: one line per change, its fields old → new below it."""
+"""A plan, written for people: one line per change, its fields old → new below it;
+each queue's effective settings with their sources; the same as JSON."""
 
 from __future__ import annotations
 
-from rabbitry.broker.plan import Action, Change, Kind, Plan
+from typing import Any
 
-__all__ = ["plan_lines", "summary"]
+from rabbitry.broker.plan import POLICY_KINDS, Action, Change, Kind, Plan
 
-_MARK = {Action.CREATE: "+", Action.REPLACE: "~", Action.DELETE: "-"}
+__all__ = ["plan_lines", "settings_json", "settings_lines", "summary"]
+
+_MARK = {Action.CREATE: "+", Action.REPLACE: "~", Action.UPDATE: "~", Action.DELETE: "-"}
 
 
 def _properties(change: Change) -> str:
@@ -20,6 +23,12 @@ def _properties(change: Change) -> str:
         flags = [q.type, "durable" if q.durable else "transient"]
         flags += [f"{k}={v}" for k, v in q.arguments]
         return " (" + ", ".join(flags) + ")"
+    if change.kind in POLICY_KINDS and change.policy is not None and change.action is Action.CREATE:
+        p = change.policy
+        definition = ", ".join(f"{k}={v}" for k, v in p.definition)
+        return (
+            f" (pattern {p.pattern!r}, apply to {p.apply_to}, priority {p.priority}: {definition})"
+        )
     return ""
 
 
@@ -35,8 +44,8 @@ def plan_lines(plan: Plan) -> list[str]:
 def summary(plan: Plan) -> str:
     counts = plan.counts()
     text = (
-        f"{counts['create']} to create, {counts['replace']} to replace, "
-        f"{counts['delete']} to delete"
+        f"{counts['create']} to create, {counts['update']} to update in place, "
+        f"{counts['replace']} to replace, {counts['delete']} to delete"
     )
     if plan.unmanaged:
         text += (
@@ -44,3 +53,28 @@ def summary(plan: Plan) -> str:
             "(left alone; --prune deletes them)"
         )
     return text + "."
+
+
+def settings_lines(plan: Plan) -> list[str]:
+    """Each queue that has settings: ``key=value (source)``, keys sorted.
+
+    The values are those in force once the plan is carried out; the source is
+    ``argument``, ``policy:<name>`` or ``operator_policy:<name>``, with the
+    broker's own precedence where several set a key (``spec.policies.PRECEDENCE``).
+    """
+    lines: list[str] = []
+    for queue in sorted(plan.settings):
+        found = plan.settings[queue]
+        if not found:
+            continue
+        shown = ", ".join(f"{k}={found[k].value} ({found[k].source})" for k in sorted(found))
+        lines.append(f"  {queue}: {shown}")
+    return lines
+
+
+def settings_json(plan: Plan) -> dict[str, dict[str, dict[str, Any]]]:
+    """``settings_lines`` as data: queue → key → {"value", "source"}."""
+    return {
+        queue: {k: {"value": s.value, "source": s.source} for k, s in sorted(found.items())}
+        for queue, found in sorted(plan.settings.items())
+    }

@@ -1,5 +1,8 @@
 """A vhost's topology as comparable values: what the spec wants, what the broker has.
 
+Policies are part of it: a policy is a value of its own (``PolicyState``),
+compared field by field and changed in place, never by touching a queue.
+
 Both sides are reduced to the same frozen shapes, normalised so that nothing
 shows as a false difference: integer widths and float-valued integers, a
 missing queue type vs ``classic``, ``x-queue-type`` inside the arguments, the
@@ -12,17 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rabbitry.spec import Spec
+from rabbitry.spec import Policy, PolicyTarget, Spec
 
 __all__ = [
     "BindingState",
     "ExchangeState",
     "Flag",
+    "PolicyState",
     "QueueState",
     "Topology",
     "desired",
     "is_reserved_exchange",
     "normalise_arguments",
+    "policy_state",
 ]
 
 
@@ -101,6 +106,10 @@ class QueueState:
     #: or a broker read without the management API).
     messages: int | None = field(default=None, compare=False)
     consumers: int | None = field(default=None, compare=False)
+    #: The user policy the broker applies to it, as the broker says (``None``: none,
+    #: or not known); it settles a tie between equal priorities, which the broker
+    #: breaks arbitrarily.
+    policy: str | None = field(default=None, compare=False)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -157,6 +166,68 @@ class BindingState:
         return {k: _plain(v) for k, v in self.arguments}
 
 
+@dataclass(frozen=True)
+class PolicyState:
+    """A user policy or an operator policy of the vhost, as the management API writes it."""
+
+    name: str
+    pattern: str
+    apply_to: str = "queues"
+    priority: int = 0
+    #: Broker keys without ``x-`` → normalised values, sorted.
+    definition: tuple[tuple[str, Any], ...] = ()
+    #: An operator policy (``/api/operator-policies``) rather than a user policy.
+    operator: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "operator_policy" if self.operator else "policy"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "pattern": self.pattern,
+            "apply_to": self.apply_to,
+            "priority": self.priority,
+            "definition": dict(self.definition),
+        }
+
+    def body(self) -> dict[str, Any]:
+        """The JSON the management API takes for it (PUT)."""
+        return {
+            "pattern": self.pattern,
+            "apply-to": self.apply_to,
+            "priority": self.priority,
+            "definition": {k: _plain(v) for k, v in self.definition},
+        }
+
+    def as_policy(self) -> Policy:
+        """The spec's model of it, so that ``spec.policies``' rules answer for it too."""
+        try:
+            target = PolicyTarget(self.apply_to)
+        except ValueError:  # a newer broker's target: take the widest
+            target = PolicyTarget.ALL
+        return Policy(
+            self.name,
+            self.pattern,
+            target,
+            self.priority,
+            {k: _plain(v) for k, v in self.definition},
+            operator=self.operator,
+        )
+
+
+def policy_state(policy: Policy) -> PolicyState:
+    """The spec's ``policy`` as the broker will have it."""
+    return PolicyState(
+        policy.name,
+        policy.pattern,
+        policy.apply_to.value,
+        policy.priority,
+        normalise_arguments(policy.definition),
+        policy.operator,
+    )
+
+
 def _plain(value: Any) -> Any:
     """Undo ``normalise_value`` for sending to the broker."""
     if isinstance(value, Flag):
@@ -175,6 +246,17 @@ class Topology:
     exchanges: Mapping[str, ExchangeState] = field(default_factory=dict)
     queues: Mapping[str, QueueState] = field(default_factory=dict)
     bindings: frozenset[BindingState] = frozenset()
+    #: User and operator policies by name; ``None`` when they could not be read (over
+    #: AMQP, or a user the API does not show them to): then nothing about them is known.
+    #: Left out of ``==``: a read that cannot see them (``None``) still equals the
+    #: spec's topology in what it saw; ``plan.diff`` compares them itself.
+    policies: Mapping[str, PolicyState] | None = field(default=None, compare=False)
+    operator_policies: Mapping[str, PolicyState] | None = field(default=None, compare=False)
+
+    @property
+    def sees_policies(self) -> bool:
+        """Both kinds of policies were read: plan can vouch for them."""
+        return self.policies is not None and self.operator_policies is not None
 
 
 def desired(spec: Spec) -> Topology:
@@ -213,4 +295,10 @@ def desired(spec: Spec) -> Topology:
         for b in spec.bindings
         if not b.runtime and not (b.destination_type == "queue" and b.destination not in queues)
     )
-    return Topology(exchanges, queues, bindings)
+    return Topology(
+        exchanges,
+        queues,
+        bindings,
+        policies={p.name: policy_state(p) for p in spec.policies.values()},
+        operator_policies={p.name: policy_state(p) for p in spec.operator_policies.values()},
+    )
