@@ -399,3 +399,33 @@ def test_bad_addresses_and_unwritable_folders_are_usage_errors_not_tracebacks(
     assert expected in err
     assert "internal error" not in err
     assert "SECRET" not in out + err
+
+
+def test_tail_help_says_what_a_look_costs_and_names_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_cli(["tail", "--help"], capsys)
+    assert code == 0
+    assert "--spend-delivery" in out
+    assert "x-delivery-count" in out
+    assert "--management-url" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tail", "nope"], "the contract has no queue 'nope'"),
+        (["tail", "jobs.ready", "--management-url", "notaurl"], "is not a management API URL"),
+    ],
+)
+def test_tail_refuses_before_connecting(
+    args: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the flagship
+    code, out, err = run_cli([*args, "--url", "amqp://guest:guest@127.0.0.1:9/"], capsys)
+    assert code == 1
+    assert out == ""
+    assert expected in err

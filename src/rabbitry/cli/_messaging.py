@@ -1,4 +1,9 @@
-"""``rabbitry publish`` and ``rabbitry tail``: the runtime from the command line."""
+"""``rabbitry publish`` and ``rabbitry tail``: the runtime from the command line.
+
+tail's output: one line per message on stdout (text, or a JSON object per
+line), then what the look did on stderr (a sentence, or one JSON object with
+``--format json``), so that a program reading stdout sees messages only.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,20 @@ from typing import Any
 import click
 
 from rabbitry.broker.url import parse_url
-from rabbitry.cli._options import connection_options, load_for_command, spec_options, which_spec
+from rabbitry.cli._options import (
+    broker_options,
+    connection_options,
+    load_for_command,
+    plural,
+    spec_options,
+    which_spec,
+)
 from rabbitry.errors import UsageError
+from rabbitry.messaging._tail_cost import SPEND_FLAG, Cost, QueueFacts, read_facts
+from rabbitry.messaging._xdeath import Death, RabbitryReason
 from rabbitry.messaging.client import Client
 from rabbitry.messaging.contract import Contract
-from rabbitry.messaging.peek import Peeked, peek
+from rabbitry.messaging.peek import Peeked, PeekOutcome, peek
 
 __all__ = ["publish_command", "tail_command"]
 
@@ -67,7 +81,7 @@ def publish_command(
 @click.command("tail")
 @click.argument("queue")
 @spec_options
-@connection_options
+@broker_options
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
 @click.option(
     "--idle",
@@ -84,53 +98,187 @@ def publish_command(
     show_default=True,
     help="One line per message for people, or JSON lines.",
 )
+@click.option(
+    SPEND_FLAG,
+    "spend_delivery",
+    is_flag=True,
+    default=False,
+    help=(
+        "Look at a quorum queue (or a queue whose type the management API did not tell) "
+        "although every look counts as a delivery attempt there: x-delivery-count + 1 per "
+        "message, and a message at its delivery limit is dead-lettered by the look."
+    ),
+)
 def tail_command(
     *,
     queue: str,
     spec_option: Path | None,
     url: str | None,
+    management_url: str | None,
     timeout: float,
     count: int | None,
     idle: float,
     output_format: str,
+    spend_delivery: bool,
 ) -> None:
     """Print what QUEUE holds and what arrives on it, with each message's validity.
 
-    Nothing is taken: every message is back in the queue when tail stops
-    (marked redelivered). Exit 1 when any message is invalid.
+    Takes nothing, and spends no delivery attempt unless told to.  A stream is
+    read from its first offset.  A classic queue's messages go back to their
+    place, marked redelivered.  A quorum queue counts every look as a delivery
+    attempt, so tail refuses it unless --spend-delivery is given; then each
+    message says its x-delivery-count and how many deliveries it has left.
+    The queue's type comes from the management API; when that does not answer
+    the type is unknown and treated like a quorum queue's.
+
+    Each message shows why it was dead-lettered: the broker's x-death entries
+    (expired, rejected, maxlen, delivery_limit) and a rabbitry consumer's
+    reason.  At the end tail reads the queue's ready count back and says
+    whether everything it saw is in the queue again.  Exit 1 when any message
+    is invalid.
     """
-    contract = Contract.from_spec(load_for_command(which_spec(None, spec_option)))
+    spec = load_for_command(which_spec(None, spec_option))
+    contract = Contract.from_spec(spec)
     contract.queue(queue)  # a queue the spec does not have is a usage error
+    target = parse_url(url, management=management_url)
+    spec_type = spec.queues[queue].type.value
+    facts = asyncio.run(read_facts(target, queue, spec_type, timeout=timeout))
+    if facts.drift():
+        click.echo(f"warning: {facts.drift()}", err=True)
+    if facts.spends_delivery and spend_delivery and output_format == "text":
+        click.echo(f"warning: {facts.what_a_look_costs()}; looking anyway ({SPEND_FLAG})", err=True)
     invalid = 0
 
     def show(item: Peeked) -> None:
         nonlocal invalid
         invalid += not item.valid
         if output_format == "json":
-            click.echo(json.dumps(item.as_json()))
+            click.echo(json.dumps(item.as_json(), default=_plain))
         else:
-            click.echo(_line(item))
+            click.echo(_lines(item, facts))
 
-    seen = asyncio.run(
-        peek(contract, parse_url(url), queue, show, count=count, idle=idle, timeout=timeout)
-    )
-    if output_format == "text":
-        click.echo(
-            f"{seen} message(s) in {queue!r}, {invalid} invalid; all left in the queue", err=True
+    outcome = asyncio.run(
+        peek(
+            contract,
+            target,
+            facts,
+            show,
+            count=count,
+            idle=idle,
+            timeout=timeout,
+            spend_delivery=spend_delivery,
         )
+    )
+    if output_format == "json":
+        click.echo(json.dumps({**outcome.as_json(), "invalid": invalid}), err=True)
+    else:
+        click.echo(_summary(outcome, invalid), err=True)
     if invalid:
         raise SystemExit(1)
 
 
-def _line(item: Peeked) -> str:
+def _plain(value: Any) -> Any:
+    """A header value JSON cannot hold, as text (timestamps in ISO 8601)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _lines(item: Peeked, facts: QueueFacts) -> str:
+    """A message as text: one line, then one indented line per thing that happened to it."""
     verdict = (
         click.style("valid", fg="green")
         if item.valid
         else click.style(f"INVALID: {item.problem}", fg="red")
     )
     parts = [f"#{item.number}", item.type or "(no type)", verdict, f"key={item.routing_key!r}"]
-    if item.dead_letter_reason:
-        parts.append(click.style(f"dead-lettered: {item.dead_letter_reason}", fg="yellow"))
+    if item.stream_offset is not None:
+        parts.append(f"offset={item.stream_offset}")
     body = item.body.decode("utf-8", errors="replace")
     parts.append(body if len(body) <= 200 else body[:197] + "...")
-    return "  ".join(parts)
+    lines = ["  ".join(parts)]
+    if item.spent is not None:
+        lines.append("    look: " + _spent(item, facts))
+    lines += ["    " + _death(death) for death in item.deaths]
+    if item.rabbitry is not None:
+        lines.append("    " + _rabbitry(item.rabbitry))
+    return "\n".join(lines)
+
+
+def _spent(item: Peeked, facts: QueueFacts) -> str:
+    spent = item.spent
+    assert spent is not None
+    counted = f"x-delivery-count {spent.count_before} → {spent.count_after}"
+    if spent.limit is None:
+        return f"{counted} (no delivery limit)"
+    if spent.dead_lettered:
+        return click.style(
+            f"{counted}, over delivery limit {spent.limit}: {facts.at_limit()} by this look",
+            fg="red",
+        )
+    n = spent.deliveries_left or 0
+    left = f"{n} {'delivery' if n == 1 else 'deliveries'}"
+    return f"{counted} of delivery limit {spent.limit}: {left} left before it is dead-lettered"
+
+
+def _death(death: Death) -> str:
+    when = f" at {death.time.isoformat()}" if death.time is not None else ""
+    times = f", {plural(death.count, 'time')}" if death.count != 1 else ""
+    keys = ", ".join(repr(key) for key in death.routing_keys)
+    meaning = f" ({death.meaning})" if death.meaning else ""
+    return click.style(
+        f"dead-lettered by the broker: {death.reason}{meaning} in queue {death.queue!r}"
+        f"{times}{when}; it had been published to exchange {death.exchange!r} with key {keys}",
+        fg="yellow",
+    )
+
+
+def _rabbitry(reason: RabbitryReason) -> str:
+    where = f" at {reason.path}" if reason.path else ""
+    return click.style(
+        f"dead-lettered by rabbitry: {reason.error}{where}; consumed from queue "
+        f"{reason.queue!r} (exchange {reason.exchange!r}, key {reason.routing_key!r})",
+        fg="yellow",
+    )
+
+
+def _summary(outcome: PeekOutcome, invalid: int) -> str:
+    """What tail saw and what it verified about the queue afterwards, in one paragraph."""
+    facts = outcome.facts
+    name = repr(facts.name)
+    seen = f"{plural(outcome.seen, 'message')} in {name}, {invalid} invalid"
+    more = " (tail holds at most that many at once: pass --count for more)"
+    window = more if outcome.window_full else ""
+    if facts.cost is Cost.NOTHING:
+        return f"{seen}{window}; a stream is read from an offset, never taken from"
+    said = [seen + window]
+    if outcome.seen == 0 and outcome.ready_before:
+        said.append(
+            f"it held {plural(outcome.ready_before, 'ready message')} that were not delivered "
+            "to tail (another consumer is active on a single-active-consumer queue, or took them)"
+        )
+    if outcome.dead_lettered:
+        said.append(
+            f"{plural(outcome.dead_lettered, 'message')} over the delivery limit: "
+            f"{facts.at_limit()} by this look"
+        )
+    held = (
+        f"it holds {plural(outcome.ready_after or 0, 'ready message')}, "
+        f"{plural(outcome.consumers_after or 0, 'consumer')}"
+    )
+    returned = outcome.returned
+    if outcome.verified and returned:
+        flag = ", marked redelivered" if facts.cost is Cost.REDELIVERED_FLAG else ""
+        spent = ", with one delivery attempt spent" if facts.spends_delivery else ""
+        every = "all " if returned > 1 else ""
+        said.append(f"{every}{plural(returned, 'message')} back in the queue{flag}{spent} ({held})")
+    elif outcome.verified:
+        said.append(f"nothing to give back ({held})")
+    else:
+        said.append(
+            f"returned {returned} but {held}: another consumer may have taken them or they "
+            "expired; tail cannot say they are all still there"
+        )
+    return "; ".join(said)

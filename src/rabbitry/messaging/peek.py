@@ -1,29 +1,50 @@
 """Looking at what a queue holds without taking it: ``rabbitry tail``.
 
-A temporary consumer receives each message and never acknowledges it; when
-it stops (after ``count`` messages, or ``idle`` seconds without one) its
-channel closes and the broker puts every message back, in order, marked
-redelivered.  Each message is judged against the contract of its ``type``,
-whatever queue it sits in, so a dead-letter queue reads as well as any.
+What a look costs depends on the queue type (``_tail_cost`` has the
+measurements): a stream is read from its first offset and nothing happens
+to it; a classic queue's messages are delivered to a consumer that never
+acknowledges them and then returned, back in their place, marked
+redelivered; a quorum queue counts each return as a delivery attempt, so
+``peek`` refuses it (and a queue whose type it could not read) unless the
+caller passes ``spend_delivery=True``.
+
+The return is explicit: ``basic.cancel`` first (so that nothing returned is
+delivered to tail again, which on a quorum queue would cost a second
+attempt), every delivery that arrived before the cancel took effect shown
+too (it is returned, so it costs), then one ``basic.nack`` of everything
+with requeue.  Then the queue's ready count is read back on the same
+channel until it holds what was returned (bounded): ``PeekOutcome.verified``
+says whether it does, so tail never claims what it did not see.
+
+Each message is judged against the contract of its ``type``, whatever
+queue it sits in, so a dead-letter queue reads as well as any; the
+broker's ``x-death`` and rabbitry's own dead-letter reason are read from its
+headers (``_xdeath``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.url import BrokerURL
+from rabbitry.errors import UsageError
 from rabbitry.messaging._decode import Refusal, decode
+from rabbitry.messaging._tail_cost import Cost, QueueFacts, Spent
+from rabbitry.messaging._xdeath import Death, RabbitryReason, deaths, rabbitry_reason
 from rabbitry.messaging.contract import Contract
 
-__all__ = ["Peeked", "peek"]
+__all__ = ["PeekOutcome", "Peeked", "peek"]
 
-#: Headers a rabbitry consumer puts on a message it dead-letters.
-REASON_HEADERS = ("x-rabbitry-error", "x-rabbitry-path", "x-rabbitry-queue")
+#: Most messages held at once when no count is given (the consumer's prefetch).
+WINDOW = 1000
+#: Seconds to wait for the returned messages to show in the queue's ready count.
+READ_BACK = 3.0
 
 
 @dataclass(frozen=True)
@@ -37,9 +58,20 @@ class Peeked:
     valid: bool
     #: Why it is not valid ("" when it is).
     problem: str = ""
-    #: Why a rabbitry consumer dead-lettered it, when it says so.
-    dead_letter_reason: str = ""
     headers: Mapping[str, Any] = field(default_factory=dict)
+    #: The broker's dead-letter history (``x-death``), newest first.
+    deaths: tuple[Death, ...] = ()
+    #: Why a rabbitry consumer dead-lettered it, when one did.
+    rabbitry: RabbitryReason | None = None
+    #: What this look did to it on a queue that counts deliveries (``None``: nothing counted).
+    spent: Spent | None = None
+    #: Its offset, when it was read from a stream.
+    stream_offset: int | None = None
+
+    @property
+    def dead_letter_reason(self) -> str:
+        """rabbitry's reason for dead-lettering it ("" when none)."""
+        return self.rabbitry.error if self.rabbitry is not None else ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,11 +83,58 @@ class Peeked:
             "routing_key": self.routing_key,
             "redelivered": self.redelivered,
             "dead_letter_reason": self.dead_letter_reason,
+            "rabbitry_reason": self.rabbitry.as_json() if self.rabbitry else None,
+            "x_death": [death.as_json() for death in self.deaths],
+            "look": self.spent.as_json() if self.spent else None,
+            "stream_offset": self.stream_offset,
+            "headers": dict(self.headers),
             "body": self.body.decode("utf-8", errors="replace"),
         }
 
 
-def _judge(contract: Contract, queue: str, number: int, message: Any) -> Peeked:
+@dataclass(frozen=True)
+class PeekOutcome:
+    """What a look saw and did, and what the queue held afterwards."""
+
+    facts: QueueFacts
+    seen: int
+    #: Ready messages when tail began and after it returned what it saw (``None``: a stream,
+    #: whose count AMQP does not give).
+    ready_before: int | None
+    ready_after: int | None
+    consumers_after: int | None
+    #: Messages this look took over their delivery limit (the broker dead-letters them).
+    dead_lettered: int
+    #: Tail stopped because it held a full window of messages (more may be there).
+    window_full: bool
+
+    @property
+    def returned(self) -> int:
+        """Messages given back to the queue (none for a stream: nothing was taken)."""
+        return 0 if self.facts.cost is Cost.NOTHING else self.seen - self.dead_lettered
+
+    @property
+    def verified(self) -> bool | None:
+        """The queue's ready count shows every returned message (``None``: a stream)."""
+        if self.ready_after is None:
+            return None
+        return self.ready_after >= self.returned
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.facts.as_json(),
+            "seen": self.seen,
+            "returned": self.returned,
+            "dead_lettered_by_look": self.dead_lettered,
+            "ready_before": self.ready_before,
+            "ready_after": self.ready_after,
+            "consumers_after": self.consumers_after,
+            "verified": self.verified,
+            "window_full": self.window_full,
+        }
+
+
+def _judge(contract: Contract, facts: QueueFacts, number: int, message: Any) -> Peeked:
     properties = message.header.properties
     delivery = message.delivery
     found = decode(
@@ -64,11 +143,12 @@ def _judge(contract: Contract, queue: str, number: int, message: Any) -> Peeked:
         exchange=delivery.exchange,
         routing_key=delivery.routing_key,
         redelivered=delivery.redelivered,
-        queue=queue,
+        queue=facts.name,
         accepts=contract.messages,
     )
     headers = dict(properties.headers or {})
-    reason = headers.get("x-rabbitry-error")
+    offset = headers.pop("x-stream-offset", None) if facts.cost is Cost.NOTHING else None
+    count = headers.get("x-delivery-count")
     return Peeked(
         number=number,
         type=properties.message_type,
@@ -78,45 +158,104 @@ def _judge(contract: Contract, queue: str, number: int, message: Any) -> Peeked:
         body=message.body,
         valid=not isinstance(found, Refusal),
         problem=found.reason if isinstance(found, Refusal) else "",
-        dead_letter_reason=str(reason) if reason is not None else "",
         headers=headers,
+        deaths=deaths(headers),
+        rabbitry=rabbitry_reason(headers),
+        spent=facts.spent(count if isinstance(count, int) and not isinstance(count, bool) else 0),
+        stream_offset=offset if isinstance(offset, int) else None,
     )
 
 
 async def peek(
     contract: Contract,
     url: BrokerURL,
-    queue: str,
+    facts: QueueFacts,
     on_message: Callable[[Peeked], None],
     *,
     count: int | None = None,
     idle: float = 2.0,
     timeout: float = 10.0,
-) -> int:
-    """Show ``queue``'s messages to ``on_message``; return how many were seen.
+    spend_delivery: bool = False,
+) -> PeekOutcome:
+    """Show the messages of the queue ``facts`` describe to ``on_message``.
 
-    Stops after ``count`` messages (all of them when ``None``) or ``idle``
-    seconds without one; every message stays in the queue.
+    Stops after ``count`` messages (a window of ``WINDOW`` when ``None``) or
+    ``idle`` seconds without one.  A queue where looking spends a delivery
+    attempt (``facts.spends_delivery``) is refused with ``UsageError``
+    before anything is read, unless ``spend_delivery``.
     """
-    connection = await connect(url, timeout=timeout)
-    seen = 0
+    if facts.spends_delivery and not spend_delivery:
+        raise UsageError(facts.refusal())
+    stream = facts.cost is Cost.NOTHING
+    window = min(count, 65535) if count is not None else WINDOW
     arrived: asyncio.Queue[Any] = asyncio.Queue()
+    shown: list[Peeked] = []
+
+    def show(message: Any) -> None:
+        item = _judge(contract, facts, len(shown) + 1, message)
+        shown.append(item)
+        on_message(item)
+
+    connection = await connect(url, timeout=timeout)
     try:
         channel = await asyncio.wait_for(connection.channel(), timeout)
-        await asyncio.wait_for(channel.basic_qos(prefetch_count=min(count or 1000, 1000)), timeout)
-        await asyncio.wait_for(
-            channel.basic_consume(queue, arrived.put_nowait, no_ack=False), timeout
+        declared = await asyncio.wait_for(channel.queue_declare(facts.name, passive=True), timeout)
+        await asyncio.wait_for(channel.basic_qos(prefetch_count=window), timeout)
+        ok = await asyncio.wait_for(
+            channel.basic_consume(
+                facts.name,
+                arrived.put_nowait,
+                no_ack=False,
+                arguments={"x-stream-offset": "first"} if stream else None,
+            ),
+            timeout,
         )
-        while count is None or seen < count:
+        while count is None or len(shown) < count:
             try:
                 message = await asyncio.wait_for(arrived.get(), idle)
             except TimeoutError:
                 break
-            seen += 1
-            on_message(_judge(contract, queue, seen, message))
+            show(message)
+            if stream:  # a stream keeps it: the ack is only credit for the next one
+                await channel.basic_ack(message.delivery.delivery_tag)
+        await asyncio.wait_for(channel.basic_cancel(ok.consumer_tag), timeout)
+        while not stream and not arrived.empty():  # delivered before the cancel: returned too
+            show(arrived.get_nowait())
+        dead = sum(1 for item in shown if item.spent is not None and item.spent.dead_lettered)
+        if stream:
+            ready_after, consumers_after = None, None
+        else:
+            if shown:
+                await channel.basic_nack(0, multiple=True, requeue=True)
+            ready_after, consumers_after = await _read_back(
+                channel, facts.name, len(shown) - dead, timeout
+            )
     except (TimeoutError, Exception) as exc:
-        raise broker_error(exc, url, f"queue {queue!r}") from None
+        raise broker_error(exc, url, f"queue {facts.name!r}") from None
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.close(), timeout)  # unacked: all requeued
-    return seen
+            await asyncio.wait_for(connection.close(), timeout)
+    return PeekOutcome(
+        facts=facts,
+        seen=len(shown),
+        ready_before=None if stream else int(declared.message_count),
+        ready_after=ready_after,
+        consumers_after=consumers_after,
+        dead_lettered=dead,
+        window_full=count is None and len(shown) >= window,
+    )
+
+
+async def _read_back(channel: Any, queue: str, returned: int, timeout: float) -> tuple[int, int]:
+    """The queue's (ready, consumers) once it shows ``returned`` ready messages, or at the deadline.
+
+    A return is applied by the queue after the channel has sent it (a quorum
+    queue through its log), so the first count read may be short of it.
+    """
+    deadline = time.monotonic() + min(READ_BACK, timeout)
+    while True:
+        declared = await asyncio.wait_for(channel.queue_declare(queue, passive=True), timeout)
+        ready, consumers = int(declared.message_count), int(declared.consumer_count)
+        if ready >= returned or time.monotonic() >= deadline:
+            return ready, consumers
+        await asyncio.sleep(0.05)
