@@ -500,7 +500,10 @@ class _Builder:
         body = self.mapping(node, what, _POLICY_KEYS)
         if body is None:
             return None
-        written = [k for k in ("pattern", "queues", "exchanges") if body.get(k) is not None]
+        written = sorted(
+            (k for k in ("pattern", "queues", "exchanges") if body.get(k) is not None),
+            key=body.key_loc,
+        )
         if len(written) != 1:
             self.fault(
                 key_loc if not written else body.key_loc(written[1]),
