@@ -12,6 +12,7 @@ from rabbitry.broker.plan import Action, Change, Kind, Plan, diff
 from rabbitry.broker.state import (
     BindingState,
     ExchangeState,
+    PolicyState,
     QueueState,
     Topology,
     desired,
@@ -323,3 +324,133 @@ def test_replacing_an_exchange_with_only_owned_bindings_loses_nothing() -> None:
     (replace, rebind) = diff(want, have).changes
     assert not replace.loses_data
     assert rebind.binding == owned
+
+
+# -- policies -------------------------------------------------------------------------
+
+POLICY_NAMES = st.sampled_from(["p1", "p2", "p3", "p4"])
+
+
+@st.composite
+def policy_sets(draw: st.DrawFn, operator: bool = False) -> dict[str, PolicyState]:
+    return {
+        name: PolicyState(
+            name,
+            draw(st.sampled_from(["^q\\.a$", "^q\\.", ".*"])),
+            draw(st.sampled_from(["queues", "all"])),
+            draw(st.integers(0, 2)),
+            normalise_arguments(
+                draw(st.sampled_from([{"max-length": 5}, {"max-length": 6}, {"message-ttl": 10}]))
+            ),
+            operator,
+        )
+        for name in draw(st.sets(POLICY_NAMES, max_size=3))
+    }
+
+
+def carried_out(have: dict[str, PolicyState], plan: Plan, kind: Kind) -> dict[str, PolicyState]:
+    """``have`` after the plan's changes of ``kind``, as the management API would make it."""
+    after = dict(have)
+    for change in plan.changes:
+        if change.kind is not kind:
+            continue
+        if change.action is Action.DELETE:
+            del after[change.name]
+        else:
+            assert change.action in (Action.CREATE, Action.UPDATE)
+            assert change.policy is not None
+            assert (change.name in have) == (change.action is Action.UPDATE)
+            after[change.name] = change.policy
+    return after
+
+
+@settings(max_examples=200)
+@given(
+    want_user=policy_sets(),
+    have_user=policy_sets(),
+    want_operator=policy_sets(operator=True),
+    have_operator=policy_sets(operator=True),
+    prune=st.booleans(),
+)
+def test_policy_changes_converge_in_place_and_prune_only_foreign_ones(
+    want_user: dict[str, PolicyState],
+    have_user: dict[str, PolicyState],
+    want_operator: dict[str, PolicyState],
+    have_operator: dict[str, PolicyState],
+    prune: bool,
+) -> None:
+    want = Topology(policies=want_user, operator_policies=want_operator)
+    have = Topology(policies=have_user, operator_policies=have_operator)
+
+    plan = diff(want, have, prune=prune)
+
+    assert not plan.data_loss
+    assert all(c.action is not Action.REPLACE for c in plan.changes)
+    for kind, wanted, present in (
+        (Kind.POLICY, want_user, have_user),
+        (Kind.OPERATOR_POLICY, want_operator, have_operator),
+    ):
+        after = carried_out(present, plan, kind)
+        foreign = {n: p for n, p in present.items() if n not in wanted}
+        assert after == ({**wanted} if prune else {**foreign, **wanted})
+        unmanaged = {u for u in plan.unmanaged if u.startswith(f"{kind.value} ")}
+        assert unmanaged == (set() if prune else {f"{kind.value} {n}" for n in foreign})
+    again = Topology(
+        policies=carried_out(have_user, plan, Kind.POLICY),
+        operator_policies=carried_out(have_operator, plan, Kind.OPERATOR_POLICY),
+    )
+    assert diff(want, again, prune=prune).empty
+
+
+def test_policies_not_seen_are_never_changed_nor_pruned() -> None:
+    wanted = {"p": PolicyState("p", ".*", definition=normalise_arguments({"max-length": 1}))}
+    unseen = Topology()  # policies None: read over AMQP
+    assert diff(Topology(policies=wanted, operator_policies={}), unseen, prune=True).empty
+    seen_nothing = Topology(policies={}, operator_policies={})
+    assert diff(Topology(policies={}, operator_policies={}), seen_nothing, prune=True).empty
+
+
+def test_settings_take_the_policy_the_broker_names_when_priorities_tie() -> None:
+    def ttl(name: str, value: int) -> PolicyState:
+        return PolicyState(name, "^q$", definition=normalise_arguments({"message-ttl": value}))
+
+    tied = {"a": ttl("a", 100), "b": ttl("b", 200)}
+    want = Topology(queues={"q": queue()}, policies=tied, operator_policies={})
+    for named, value in (("a", 100), ("b", 200)):
+        have = Topology(queues={"q": queue(policy=named)}, policies=tied, operator_policies={})
+        settings = diff(want, have).settings["q"]
+        assert settings["message-ttl"].value == value
+        assert settings["message-ttl"].source == f"policy:{named}"
+
+
+def test_settings_follow_the_precedence_table_and_leave_unknown_queue_types_alone() -> None:
+    arguments = normalise_arguments({"x-max-length": 10, "x-dead-letter-exchange": "mine"})
+    cap = PolicyState(
+        "cap",
+        ".*",
+        definition=normalise_arguments({"max-length": 3, "dead-letter-exchange": "theirs"}),
+    )
+    want = Topology(
+        queues={"q": queue(arguments=arguments), "s": queue("s", type="future-type")},
+        policies={"cap": cap},
+        operator_policies={},
+    )
+    settings = diff(want, Topology()).settings
+    assert settings["q"]["max-length"].source == "policy:cap"
+    assert settings["q"]["dead-letter-exchange"].source == "argument"
+    assert settings["s"] == {}
+
+
+def test_a_policy_change_reads_as_an_update_with_its_fields() -> None:
+    old = PolicyState("p", "^q$", priority=1, definition=normalise_arguments({"max-length": 5}))
+    new = PolicyState("p", "^q$", priority=2, definition=normalise_arguments({"max-length": 6}))
+    want = Topology(policies={"p": new}, operator_policies={})
+    have = Topology(policies={"p": old}, operator_policies={})
+    (change,) = diff(want, have).changes
+    assert change.describe() == "update policy p"
+    assert [f.describe() for f in change.fields] == [
+        "priority: 1 → 2",
+        "definition.max-length: 5 → 6",
+    ]
+    assert change.before == old
+    assert not change.loses_data
