@@ -211,6 +211,8 @@ def _spent(item: Peeked, facts: QueueFacts) -> str:
     spent = item.spent
     assert spent is not None
     counted = f"x-delivery-count {spent.count_before} → {spent.count_after}"
+    if spent.assumed:
+        return f"{counted} if it is a quorum queue (tail could not read its type)"
     if spent.limit is None:
         return f"{counted} (no delivery limit)"
     if spent.dead_lettered:
@@ -271,7 +273,10 @@ def _summary(outcome: PeekOutcome, invalid: int) -> str:
     returned = outcome.returned
     if outcome.verified and returned:
         flag = ", marked redelivered" if facts.cost is Cost.REDELIVERED_FLAG else ""
-        spent = ", with one delivery attempt spent" if facts.spends_delivery else ""
+        spent = {
+            Cost.DELIVERY_ATTEMPT: ", with one delivery attempt spent",
+            Cost.UNKNOWN: ", with one delivery attempt spent if it is a quorum queue",
+        }.get(facts.cost, "")
         every = "all " if returned > 1 else ""
         said.append(f"{every}{plural(returned, 'message')} back in the queue{flag}{spent} ({held})")
     elif outcome.verified:

@@ -82,12 +82,14 @@ class Setting:
 
 @dataclass(frozen=True)
 class Spent:
-    """What one look did to one message of a quorum queue."""
+    """What one look did to one message of a quorum queue (or of a queue that may be one)."""
 
     #: ``x-delivery-count`` as the message came (0 when absent).
     count_before: int
-    #: The delivery limit in force, ``None`` when there is none.
+    #: The delivery limit in force, ``None`` when there is none (or it is unknown).
     limit: int | None
+    #: The queue's type was not known: the count went up only if it is a quorum queue.
+    assumed: bool = False
 
     @property
     def count_after(self) -> int:
@@ -112,6 +114,7 @@ class Spent:
             "delivery_limit": self.limit,
             "deliveries_left": self.deliveries_left,
             "dead_lettered_by_look": self.dead_lettered,
+            "assumed": self.assumed,
         }
 
 
@@ -153,7 +156,7 @@ class QueueFacts:
         """What a look at a message delivered with ``delivery_count`` does (``None``: no count)."""
         if not self.spends_delivery:
             return None
-        return Spent(delivery_count, self.limit)
+        return Spent(delivery_count, self.limit, assumed=self.cost is Cost.UNKNOWN)
 
     def as_json(self) -> dict[str, Any]:
         return {
