@@ -265,17 +265,29 @@ def test_without_the_management_api_policies_are_a_blind_spot_not_a_change(
     )
 
 
+WRITERS = [
+    # (the user's tags, the spec has operator policies, the tag asked for, the policy named)
+    ("management", False, "policymaker", "policy 'shipping-ttl'"),
+    ("policymaker", True, "administrator", "operator policy 'cap'"),
+]
+
+
+@pytest.mark.parametrize("case", WRITERS, ids=["user-policy", "operator-policy"])
 def test_a_user_who_may_not_write_policies_is_told_which_tag_it_needs(
-    broker: ManagementAPI, vhost: Vhost, tmp_path: Path
+    broker: ManagementAPI, vhost: Vhost, tmp_path: Path, case: tuple[str, bool, str, str]
 ) -> None:
-    path = write(tmp_path)
+    tags, operator_policies, needed, named = case
+    text = SPEC
+    if not operator_policies:
+        text = SPEC.split("operator_policies:", maxsplit=1)[0] + "messages: {}\n"
+    path = write(tmp_path, text)
     with (
-        made_user(broker, vhost.name, tags="management") as (name, password),
-        pytest.raises(AccessRefused, match="policymaker") as caught,
+        made_user(broker, vhost.name, tags=tags) as (name, password),
+        pytest.raises(AccessRefused, match=f"give it the '{needed}' tag") as caught,
     ):
         apply(path, url_of(vhost, username=name, password=password))
     assert password not in str(caught.value)
-    assert "shipping-ttl" in str(caught.value)
+    assert named in str(caught.value)
 
 
 def test_the_cli_plans_applies_and_plans_empty(
