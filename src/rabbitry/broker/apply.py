@@ -48,6 +48,19 @@ Data.  A queue the plan saw empty and unused is replaced or deleted without
 run stops).  Quorum and stream queues do not support those flags (the broker
 closes the connection), so for them that window stays open.
 
+Migrations (``migrate=True``).  Every queue the plan replaces is migrated
+instead (``broker.migrate``: its messages parked in a temporary queue and
+moved back, its bindings kept, publishes during the change kept), whether
+it holds messages, has consumers (their bindings and the messages that
+arrive meanwhile matter as much), or neither (a publisher may be running): a
+plain delete-then-declare loses what arrives in between.  They run one at a
+time after the queue stage, before the bindings: a migration is long, and it
+needs the exchanges its bindings come from.  The temporary queues of cut
+migrations (``Change.drains_into``) are finished after the binding stage,
+when their queue exists as the spec says with its bindings.  A stream or an
+exclusive queue cannot be migrated: a replace of one that holds data is
+still refused unless ``allow_data_loss``.
+
 Errors.  A 403/404/405/406 closes its channel; with ``nowait`` the failing
 call is found from the broker's reply text, which names the queue or
 exchange.  The first error stops the run: the other channels finish the chunk
@@ -70,13 +83,14 @@ from typing import Any
 
 import aiormq.exceptions as amqp_errors
 
+from rabbitry.broker import migrate as migration
 from rabbitry.broker.amqp import broker_error, connect, reply_text
 from rabbitry.broker.plan import Action, Change, Kind, Plan
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import BrokerError, DataLossRefused
 
-__all__ = ["DEFAULT_CHANNELS", "ApplyResult", "data_loss_message", "execute"]
+__all__ = ["DEFAULT_CHANNELS", "ApplyResult", "data_loss_message", "execute", "migrates"]
 
 #: Channels working through a stage at once (see the table above); never more than a
 #: stage has changes.
@@ -93,6 +107,8 @@ Step = Callable[[Any, bool], Awaitable[Any]]
 class ApplyResult:
     applied: int  # changes carried out
     seconds: float  # wall time, connecting included
+    #: What each migration did (``migrate=True``), in the order they ran.
+    migrations: tuple[migration.Migrated, ...] = ()
 
 
 async def execute(
@@ -100,39 +116,92 @@ async def execute(
     url: BrokerURL,
     *,
     allow_data_loss: bool = False,
+    migrate: bool = False,
     timeout: float = 10.0,
     channels: int = DEFAULT_CHANNELS,
     progress: Progress | None = None,
+    moved: migration.Moved | None = None,
 ) -> ApplyResult:
     """Carry out ``plan`` on ``url``'s vhost; ``progress(done, total)`` as changes complete.
 
-    Raises ``DataLossRefused`` (before touching anything) or a ``BrokerError``
-    naming the broker, the object and what to do; ``timeout`` bounds every call.
+    With ``migrate``, queue replaces and cut migrations are carried out by
+    ``broker.migrate`` (``moved(queue, n)`` as their messages move), and only
+    what cannot be migrated counts as data loss.  Raises ``DataLossRefused``
+    (before touching anything) or a ``BrokerError`` naming the broker, the
+    object and what to do; ``timeout`` bounds every call.
     """
     started = time.monotonic()
-    refusal = None if allow_data_loss else data_loss_message(plan.data_loss)
+    at_risk = [c for c in plan.data_loss if not (migrate and migrates(c))]
+    refusal = None if allow_data_loss else data_loss_message(at_risk, migrate=migrate)
     if refusal:
         raise DataLossRefused(refusal)
-    stages = [s for s in _stages(plan.changes, allow_data_loss) if s]
-    total = sum(len(s) for s in stages)
+    moving = [c for c in plan.changes if migrate and migrates(c)]
+    plain = [c for c in plan.changes if not (migrate and migrates(c))]
+    stages = _stages(plain, allow_data_loss)
+    total = sum(map(len, stages)) + len(moving)
     if not total:
         return ApplyResult(0, time.monotonic() - started)
     run = _Run(url, timeout, total, progress)
     run.report()
-    connection = await connect(url, timeout=timeout)
+    migrated: list[migration.Migrated] = []
+
+    async def migrations(finishing: bool) -> None:
+        for change in moving:
+            if (change.drains_into is not None) != finishing:
+                continue
+            if change.drains_into is not None:
+                done = await migration.finish(url, change.drains_into, timeout=timeout, moved=moved)
+            else:
+                assert change.queue is not None, change
+                assert isinstance(change.before, QueueState), change
+                done = await migration.migrate(
+                    url, change.queue, change.before, timeout=timeout, moved=moved
+                )
+            migrated.append(done)
+            run.done += 1
+            run.report()
+
+    widest = max(map(len, stages))
+    connection = await connect(url, timeout=timeout) if widest else None
     try:
-        width = max(1, min(channels, max(map(len, stages))))
-        pool = await _open_channels(connection, width, run)
-        for ops in stages:
-            await _stage(pool, ops, run)
+        pool = (
+            await _open_channels(connection, max(1, min(channels, widest)), run) if widest else []
+        )
+        for index, ops in enumerate(stages):
+            if _ORDER[index] == (False, Kind.BINDING):
+                await migrations(finishing=False)
+            if _ORDER[index] == (True, Kind.QUEUE):
+                await migrations(finishing=True)
+            if ops:
+                await _stage(pool, ops, run)
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.close(), timeout)
-    return ApplyResult(run.done, time.monotonic() - started)
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout)
+    return ApplyResult(run.done, time.monotonic() - started, tuple(migrated))
 
 
-def data_loss_message(changes: Sequence[Change]) -> str:
-    """Why apply refuses ``changes`` (queues it would replace or delete); ``""`` if none."""
+def migrates(change: Change) -> bool:
+    """``apply --migrate`` carries ``change`` out by moving messages, not by losing them:
+    a queue replace (but of a stream or exclusive queue), or a cut migration's queue."""
+    if change.kind is not Kind.QUEUE:
+        return False
+    if change.drains_into is not None:
+        return True
+    before = change.before
+    return (
+        change.action is Action.REPLACE
+        and isinstance(before, QueueState)
+        and not migration.refusal(before)
+    )
+
+
+def data_loss_message(changes: Sequence[Change], *, migrate: bool = False) -> str:
+    """Why apply refuses ``changes`` (queues it would replace or delete); ``""`` if none.
+
+    ``migrate``: the refusal is of an ``apply --migrate`` (``changes`` are what
+    it cannot migrate).
+    """
     if not changes:
         return ""
     lines = ["apply would lose messages, consumers or bindings, so nothing was changed:"]
@@ -144,15 +213,28 @@ def data_loss_message(changes: Sequence[Change]) -> str:
             )
             continue
         holds = f"holds {_messages(change.messages)}, {_consumers(change.consumers)}"
-        if change.action is Action.DELETE:
+        if change.drains_into is not None:
+            why = (
+                f"a cut `apply --migrate` of queue {change.drains_into!r} left them here: "
+                "run apply --migrate to move them back"
+            )
+        elif change.action is Action.DELETE:
             why = "it is not in the spec (--prune)"
         else:
             why = "; ".join(f.describe() for f in change.fields) or "its properties differ"
+            if isinstance(change.before, QueueState) and migration.refusal(change.before):
+                why += f"; --migrate cannot move it: {migration.refusal(change.before)}"
         lines.append(f"  {change.action.value} queue {change.name!r}: {holds}; {why}")
-    lines.append(
-        "run again with --allow-data-loss to delete and re-declare them anyway "
-        "(their messages are lost), or drain them first"
-    )
+    if migrate:
+        lines.append(
+            "run again with --allow-data-loss to delete them anyway (their messages are lost)"
+        )
+    else:
+        lines.append(
+            "run again with --migrate to replace queues with their messages and bindings kept, "
+            "or with --allow-data-loss to delete and re-declare them anyway (their messages are "
+            "lost), or drain them first"
+        )
     return "\n".join(lines)
 
 

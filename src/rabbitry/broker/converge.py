@@ -47,10 +47,14 @@ async def apply(
     *,
     prune: bool = False,
     allow_data_loss: bool = False,
+    migrate: bool = False,
     timeout: float,
     progress: Callable[[int, int], None] | None = None,
 ) -> Converged:
-    """Converge ``url``'s vhost to ``spec``; refuses data loss unless allowed."""
+    """Converge ``url``'s vhost to ``spec``; refuses data loss unless allowed.
+
+    ``migrate``: replace queues with their messages and bindings kept (``broker.migrate``).
+    """
     planned = await plan(spec, url, prune=prune, timeout=timeout)
     # Policies go through the management API, after the AMQP changes (a refusal
     # of data loss there stops the run before any policy is written).
@@ -59,6 +63,7 @@ async def apply(
         over_amqp,
         url,
         allow_data_loss=allow_data_loss,
+        migrate=migrate,
         timeout=timeout,
         progress=progress,
     )
