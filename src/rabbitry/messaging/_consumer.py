@@ -34,6 +34,10 @@ one ``basic.ack`` with ``multiple``; others are acked one by one, in the
 same write.  ``cancel()`` is the graceful shutdown: ``basic.cancel``, let
 the handlers in flight finish within the deadline, cancel the rest, then
 close the channel, which requeues whatever was not acked.
+
+A queue deleted or replaced under its consumer is waited for and consumed
+again, and an idle consumer renews its channel, because RabbitMQ does not
+always say that a quorum queue went: see ``_reattach``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from typing import Any
 
@@ -53,10 +57,11 @@ from rabbitry.errors import BrokerError, NotFound, PublishFailed, PublishTimeout
 from rabbitry.messaging._decode import Refusal, decode
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import Publisher, prepare_raw
+from rabbitry.messaging._reattach import Absence, ReattachPolicy
 from rabbitry.messaging._supervisor import Supervisor, backoff
 from rabbitry.messaging.contract import MessageContract, QueueContract
 
-__all__ = ["ACK", "REJECT", "REQUEUE", "Consumer", "Inbox", "Settler"]
+__all__ = ["ACK", "REJECT", "REQUEUE", "Consumer", "Inbox", "Link", "Settler"]
 
 log = logging.getLogger("rabbitry.messaging")
 
@@ -157,8 +162,40 @@ def _refusal(tag: int, state: int) -> spec.Basic.Nack:
     return spec.Basic.Nack(delivery_tag=tag, multiple=False, requeue=state == REQUEUE)
 
 
+class Link:
+    """One consuming channel: its settler, consumer tag and the deliveries in hand on it."""
+
+    __slots__ = (
+        "active_at",
+        "cancelled",
+        "channel",
+        "inflight",
+        "renewed",
+        "seen",
+        "settler",
+        "tag",
+        "window",
+    )
+
+    def __init__(self, channel: Any, settler: Settler, now: float, window: int) -> None:
+        self.channel = channel
+        self.settler = settler
+        #: Its prefetch: the client's, less what the links it replaced still hold.
+        self.window = window
+        self.tag: str | None = None
+        self.inflight: set[asyncio.Task[Any]] = set()
+        #: When it last received or finished a delivery (or was opened): the loop's clock.
+        self.active_at = now
+        #: The broker cancelled its consumer (no ``basic.cancel`` of ours is needed).
+        self.cancelled = False
+        #: Opened to replace an idle one (``idle_check``); ``seen``: it got a delivery since.
+        self.renewed = False
+        self.seen = False
+
+
 class Inbox:
-    """What consumers and subscriptions share: a channel, decoding, settling, dead-lettering."""
+    """What consumers and subscriptions share: a channel, decoding, settling, dead-lettering,
+    and coming back when the queue is deleted or replaced (``_reattach``)."""
 
     priority = 1
 
@@ -168,7 +205,9 @@ class Inbox:
         publisher: Publisher,
         queue: QueueContract,
         accepts: Mapping[str, MessageContract],
+        *,
         prefetch: int,
+        policy: ReattachPolicy,
     ) -> None:
         self._supervisor = supervisor
         self._publisher = publisher
@@ -177,16 +216,23 @@ class Inbox:
         self.contract = queue
         self._accepts = dict(accepts)
         self._prefetch = prefetch
-        self._channel: Any = None
-        self._settler: Settler | None = None
-        self._consumer_tag: str | None = None
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._policy = policy
+        self._link: Link | None = None
+        #: Links being retired: their handlers finish, their acks go out, then they close.
+        self._old: set[Link] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._failure: BrokerError | None = None
         self._attached = asyncio.get_running_loop().create_future()
         self._done = asyncio.get_running_loop().create_future()
         self._retries = 0
         self._reattach: asyncio.Task[None] | None = None
+        #: Set while the queue is gone: the loop that attaches again when it is back.
+        self._comeback: asyncio.Task[None] | None = None
+        self._absence: Absence | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        #: It consumed once: a queue missing from now on is waited for, not an error.
+        self._ever = False
         self._lock = asyncio.Lock()
         #: Called once when it stops for good (the client forgets it).
         self.on_stop: Callable[[], None] | None = None
@@ -196,6 +242,41 @@ class Inbox:
         """The queue consumed from (a run-time queue's current, server-given name)."""
         return self.contract.name
 
+    @property
+    def _channel(self) -> Any:
+        """The channel it consumes on now (``None`` while it has none)."""
+        return self._link.channel if self._link is not None else None
+
+    @property
+    def consuming(self) -> bool:
+        """Whether it consumes now: ``False`` while connecting, while its queue is gone
+        (it waits for it: see ``gone_since``) and once stopped.  A readiness signal."""
+        link = self._link
+        return (
+            link is not None
+            and not link.channel.is_closed
+            and self._absence is None
+            and self._failure is None
+            and not self._stopping
+        )
+
+    @property
+    def failure(self) -> BrokerError | None:
+        """Why it stopped on its own (queue gone longer than ``reattach_timeout``, access
+        refused, connection given up); ``None`` while it consumes or waits for its queue."""
+        return self._failure
+
+    @property
+    def gone_since(self) -> float | None:
+        """When (``time.time()``) its queue went, while it waits for it; else ``None``."""
+        return self._absence.began_at if self._absence is not None else None
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     # -- life on the connection -----------------------------------------------
 
     async def attach(self, connection: Any) -> None:
@@ -203,44 +284,82 @@ class Inbox:
             await self._attach(connection)
 
     async def _attach(self, connection: Any) -> None:
-        if self._stopping or self._failure is not None:
-            return
-        current = self._channel
-        if current is not None and not current.is_closed:
+        if self._stopping or self._failure is not None or self._comeback is not None:
+            return  # a queue that is gone is waited for by its own loop
+        current = self._link
+        if current is not None and not current.channel.is_closed:
             return  # attached already (a reconnect and a channel retry can meet here)
         try:
-            # Room for every frame the prefetch window can bring (3 a message): aiormq's
-            # reader then hands them over without waiting for the channel's reader.
-            channel = await connection.channel(
-                publisher_confirms=False,
-                frame_buffer_size=3 * self._prefetch + 16,
-                timeout=self._timeout,
-            )
-            await channel.basic_qos(prefetch_count=self._prefetch, timeout=self._timeout)
-            await self._declare(channel)
-            settler = Settler(channel, self._prefetch)
-            ok = await channel.basic_consume(
-                self.queue_name, partial(self._deliver, settler), timeout=self._timeout
-            )
+            link = await self._open(connection)
         except Exception as exc:
             if connection.is_closed:
                 raise
-            self._fail(broker_error(exc, self._url, f"consuming from queue {self.contract.name!r}"))
+            error = broker_error(exc, self._url, f"consuming from queue {self.contract.name!r}")
+            if isinstance(error, NotFound) and self._ever:
+                self._gone(error)
+            else:
+                self._fail(error)
             return
-        self._channel = channel
-        self._settler = settler
-        self._consumer_tag = ok.consumer_tag
+        self._use(link)
+
+    async def _open(self, connection: Any) -> Link:
+        """A new channel consuming from the queue (raises what the broker said)."""
+        # Room for every frame the prefetch window can bring (3 a message): aiormq's
+        # reader then hands them over without waiting for the channel's reader.
+        channel = await connection.channel(
+            publisher_confirms=False,
+            frame_buffer_size=3 * self._prefetch + 16,
+            timeout=self._timeout,
+        )
+        # Handlers still running on the link(s) this one replaces count against the
+        # prefetch, so that no more than ``prefetch`` run at once (a worker's limit).
+        current = self._link
+        held = sum(len(old.inflight) for old in self._old)
+        held += len(current.inflight) if current is not None else 0
+        window = max(1, self._prefetch - held)
+        try:
+            await channel.basic_qos(prefetch_count=window, timeout=self._timeout)
+            await self._declare(channel)
+            settler = Settler(channel, window)
+            link = Link(channel, settler, asyncio.get_running_loop().time(), window)
+            ok = await channel.basic_consume(
+                self.queue_name, partial(self._deliver, link), timeout=self._timeout
+            )
+        except BaseException:
+            await self._close(channel)
+            raise
+        link.tag = ok.consumer_tag
+        return link
+
+    def _use(self, link: Link) -> None:
+        """Consume on ``link`` from now on; the link it replaces is retired."""
+        old, self._link = self._link, link
+        self._ever = True
         self._retries = 0
-        channel.on_consumer_cancel_callbacks.add(self._cancelled_by_broker)
-        channel.closing.add_done_callback(lambda closing: self._channel_closed(channel, closing))
+        channel = link.channel
+        channel.on_consumer_cancel_callbacks.add(partial(self._cancelled_by_broker, link))
+        channel.closing.add_done_callback(partial(self._channel_closed, link))
+        absence, self._absence = self._absence, None
+        if absence is not None:
+            now = asyncio.get_running_loop().time()
+            log.warning(
+                "rabbitry: consuming from queue %r again, %.1f s after it went (at %s)",
+                self.contract.name,
+                absence.elapsed(now),
+                absence.since(),
+            )
         if not self._attached.done():
             self._attached.set_result(None)
+        if old is not None and old is not link:
+            self._retire(old)
+        if self._watchdog is None and self._policy.idle_check > 0:
+            self._watchdog = self._spawn(self._watch())
 
     async def _declare(self, channel: Any) -> None:
         """Declare and bind what must exist before consuming (run-time queues)."""
 
     def detach(self, failure: BrokerError | None) -> None:
-        self._channel = None
+        self._link = None  # its channel went with the connection
         if failure is not None:
             self._fail(failure)
 
@@ -249,6 +368,9 @@ class Inbox:
             self._failure = failure
             log.error("rabbitry: %s", failure)
         self._supervisor.unregister(self)
+        for task in (self._comeback, self._watchdog, self._reattach):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         for future in (self._attached, self._done):
             if not future.done():
                 if self._failure is not None:
@@ -264,24 +386,129 @@ class Inbox:
         if on_stop is not None:
             on_stop()
 
-    def _cancelled_by_broker(self, frame: Any) -> None:
-        self._fail(
+    # -- the queue goes, and comes back ------------------------------------------
+
+    def _cancelled_by_broker(self, link: Link, frame: Any) -> None:
+        link.cancelled = True
+        if link is not self._link or self._stopping or self._failure is not None:
+            return
+        self._link = None
+        self._retire(link)
+        self._queue_lost()
+        self._gone(
             NotFound(
                 f"RabbitMQ at {self._url.endpoint} cancelled the consumer of queue "
-                f"{self.contract.name!r} (deleted?); `rabbitry apply` restores it"
+                f"{self.contract.name!r}: the queue was deleted or replaced"
             )
         )
 
-    def _channel_closed(self, channel: Any, closing: asyncio.Future[Any]) -> None:
-        if channel is not self._channel or self._stopping:
+    def _gone(self, reason: BrokerError) -> None:
+        """The queue is gone: wait for it (``_come_back``), or fail after ``reattach_timeout``."""
+        if self._stopping or self._failure is not None:
             return
-        self._channel = None
+        if self._absence is None:
+            self._absence = Absence(self._policy, asyncio.get_running_loop().time())
+            limit = self._policy.timeout
+            log.warning(
+                "rabbitry: %s; consuming again as soon as it exists (%s)",
+                reason,
+                "waiting for it for ever"
+                if limit is None
+                else f"giving up after {limit:g} s (reattach_timeout)",
+            )
+        if self._comeback is None:
+            self._comeback = self._spawn(self._come_back(self._absence))
+
+    def _queue_lost(self) -> None:
+        """Hook: the queue consumed from no longer exists (a run-time one is declared anew)."""
+
+    async def _come_back(self, absence: Absence) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        try:
+            while not self._stopping and self._failure is None:
+                remaining = absence.remaining(loop.time())
+                if remaining is not None and remaining <= 0:
+                    self._comeback = None
+                    self._fail(self._gave_up(absence, loop.time()))
+                    return
+                pause = backoff(attempt)
+                await asyncio.sleep(pause if remaining is None else min(pause, remaining))
+                attempt += 1
+                try:
+                    connection = await self._supervisor.connection()
+                except BrokerError:
+                    return  # the supervisor gave up: it detaches everything with its failure
+                async with self._lock:
+                    if self._stopping or self._failure is not None:
+                        return
+                    try:
+                        link = await self._open(connection)
+                    except Exception as exc:
+                        if connection.is_closed:
+                            continue  # a reconnect follows; try on the next connection
+                        what = f"consuming from queue {self.contract.name!r}"
+                        error = broker_error(exc, self._url, what)
+                        if not isinstance(error, NotFound):
+                            self._comeback = None
+                            self._fail(error)
+                            return
+                        now = loop.time()
+                        if absence.report_due(now):
+                            log.warning(
+                                "rabbitry: queue %r has been gone for %.0f s (since %s); "
+                                "still trying (%s)",
+                                self.contract.name,
+                                absence.elapsed(now),
+                                absence.since(),
+                                error,
+                            )
+                        continue
+                    self._comeback = None
+                    self._use(link)
+                    return
+        finally:
+            if self._comeback is asyncio.current_task():
+                self._comeback = None
+
+    def _gave_up(self, absence: Absence, now: float) -> NotFound:
+        return NotFound(
+            f"RabbitMQ at {self._url.endpoint}: queue {self.contract.name!r} has been gone for "
+            f"{absence.elapsed(now):.0f} s (since {absence.since()}), longer than "
+            f"reattach_timeout ({absence.policy.timeout:g} s), so its consumer stopped: declare "
+            "it (`rabbitry apply`) and start the consumer again"
+        )
+
+    def _retire(self, link: Link) -> None:
+        """Stop consuming on ``link``: its handlers finish and are acked, then it closes."""
+        self._old.add(link)
+
+        async def retire() -> None:
+            channel = link.channel
+            try:
+                if not link.cancelled and link.tag is not None and not channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        await channel.basic_cancel(link.tag, timeout=self._timeout)
+                if link.inflight:
+                    await asyncio.wait(set(link.inflight))
+                link.settler.flush()
+                await self._close(channel)
+            finally:
+                self._old.discard(link)
+
+        self._spawn(retire())
+
+    def _channel_closed(self, link: Link, closing: asyncio.Future[Any]) -> None:
+        if link is not self._link or self._stopping:
+            return
+        self._link = None
         reason = None if closing.cancelled() else closing.exception()
-        if not channel.connection.is_closed and self._failure is None:
+        channel = link.channel
+        if not channel.connection.is_closed and self._failure is None and self._comeback is None:
             # The channel alone closed (the connection is fine): open another.
             log.warning("rabbitry: the channel of queue %r closed (%s)", self.queue_name, reason)
             self._retries += 1
-            self._reattach = asyncio.get_running_loop().create_task(self._attach_again())
+            self._reattach = self._spawn(self._attach_again())
 
     async def _attach_again(self) -> None:
         if self._retries > 5:
@@ -291,16 +518,76 @@ class Inbox:
         with contextlib.suppress(BrokerError):
             await self.attach(await self._supervisor.connection())
 
+    # -- while idle ----------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Every ``idle_check`` seconds: ``_check`` (renew an idle channel, bind again)."""
+        interval = self._policy.idle_check
+        while not self._stopping and self._failure is None:
+            await asyncio.sleep(interval)
+            link = self._link
+            if link is None or self._comeback is not None or not self._supervisor.is_connected:
+                continue
+            try:
+                await self._check(link, interval)
+            except Exception as exc:  # a passing failure: the next round tries again
+                log.warning("rabbitry: checking queue %r: %s", self.contract.name, exc)
+
+    async def _check(self, link: Link, interval: float) -> None:
+        """Renew ``link`` when it has been idle for ``interval``: a quorum queue deleted and
+        declared again leaves its consumer stuck without a cancel (see ``_reattach``).  Also
+        when it has nothing in hand and a window narrowed by a link it replaced (full again).
+        A link with handlers running is left alone (a renewal would exceed the prefetch)."""
+        loop = asyncio.get_running_loop()
+        if link.inflight:
+            return
+        narrow = link.window < self._prefetch and not self._old
+        if not narrow and loop.time() - link.active_at < interval:
+            return
+        connection = await self._supervisor.connection()
+        async with self._lock:
+            if self._link is not link or self._stopping or self._failure is not None:
+                return
+            try:
+                new = await self._open(connection)
+            except Exception as exc:
+                if connection.is_closed:
+                    return
+                error = broker_error(
+                    exc, self._url, f"renewing the consumer of {self.queue_name!r}"
+                )
+                if isinstance(error, NotFound):  # gone, and no cancel came
+                    self._link = None
+                    self._retire(link)
+                    self._gone(error)
+                else:
+                    log.warning("rabbitry: %s; keeping the current channel", error)
+                return
+            new.renewed = True
+            log.debug("rabbitry: renewed the idle consumer of queue %r", self.queue_name)
+            self._use(new)
+
     # -- deliveries --------------------------------------------------------
 
-    async def _deliver(self, settler: Settler, message: Any) -> None:
+    async def _deliver(self, link: Link, message: Any) -> None:
         """aiormq's consumer callback, one task per delivery."""
         frame = message.delivery
         tag = frame.delivery_tag
+        settler = link.settler
         settler.received(tag)
+        if link.renewed and not link.seen and frame.redelivered:
+            log.warning(
+                "rabbitry: queue %r: the first delivery after renewing its idle consumer is a "
+                "redelivery: the previous consumer was likely stuck (a quorum queue deleted and "
+                "declared again under it gets no cancel); consuming again",
+                self.contract.name,
+            )
+        link.seen = True
+        loop = asyncio.get_running_loop()
+        link.active_at = loop.time()
         task = asyncio.current_task()
         if task is not None:
-            self._inflight.add(task)
+            link.inflight.add(task)
         try:
             result = decode(
                 message.body,
@@ -318,8 +605,9 @@ class Inbox:
             if state is not None:
                 settler.settle(tag, state)
         finally:
+            link.active_at = loop.time()
             if task is not None:
-                self._inflight.discard(task)
+                link.inflight.discard(task)
 
     async def _accept(
         self, delivery: Delivery[Any], message: Any, settler: Settler, tag: int
@@ -393,28 +681,42 @@ class Inbox:
         async with self._lock:  # not while it attaches
             self._stopping = True
         self._supervisor.unregister(self)
-        if self._reattach is not None:
-            self._reattach.cancel()
-        channel, tag = self._channel, self._consumer_tag
-        if channel is not None and not channel.is_closed and tag is not None:
-            with contextlib.suppress(Exception):
-                await channel.basic_cancel(tag, timeout=self._timeout)
-        if self._inflight:
-            _, late = await asyncio.wait(set(self._inflight), timeout=timeout)
+        for task in (self._reattach, self._comeback, self._watchdog):
+            if task is not None:
+                task.cancel()
+        link = self._link
+        links = [*self._old, *([link] if link is not None else [])]
+        for each in links:
+            channel = each.channel
+            if not each.cancelled and each.tag is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.basic_cancel(each.tag, timeout=self._timeout)
+        inflight = {task for each in links for task in each.inflight}
+        if inflight:
+            _, late = await asyncio.wait(inflight, timeout=timeout)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=self._timeout)
-        if self._settler is not None:
-            self._settler.flush()  # the acks go out before the channel closes
-        await self._release(channel)
-        self._channel = None
+        for each in links:
+            each.settler.flush()  # the acks go out before the channel closes
+        for task in list(self._tasks):
+            task.cancel()
+        for each in links:
+            if each is not link:
+                await self._close(each.channel)
+        await self._release(link.channel if link is not None else None)
+        self._link = None
         for future in (self._attached, self._done):
             if not future.done():
                 future.set_result(None)
         self._stopped()
 
     async def _release(self, channel: Any) -> None:
+        """Close the channel it consumed on last (a subscription also deletes its queue)."""
+        await self._close(channel)
+
+    async def _close(self, channel: Any) -> None:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(channel.close(), self._timeout)
@@ -429,6 +731,18 @@ class Consumer(Inbox):
     Its handler gets each valid ``Delivery``; the message is acked when the
     handler returns.  An exception is retried (``attempts`` in all) and the
     message then dead-lettered with the exception as the reason.
+
+    Its queue must exist when it starts (``ready()`` raises ``NotFound``
+    otherwise: a deploy before ``rabbitry apply`` is a mistake to see at once).
+    Once consuming, a queue deleted or replaced under it is waited for: it
+    consumes again as soon as the queue exists (logged at WARNING, with the
+    seconds it was gone); ``consuming`` is ``False`` and ``gone_since`` says
+    since when meanwhile.  After ``reattach_timeout`` (default 300 s) it
+    fails: ``wait()`` raises ``NotFound`` and ``failure`` says why, so a
+    service awaiting ``wait()`` exits rather than idling.  Handlers in flight
+    when the queue went finish on the old channel.  After ``idle_check``
+    seconds (default 15) without a delivery it renews its channel, which also
+    frees it when RabbitMQ lost track of it without a word (``_reattach``).
     """
 
     def __init__(
@@ -442,8 +756,10 @@ class Consumer(Inbox):
         prefetch: int,
         attempts: int,
         shutdown_timeout: float,
+        policy: ReattachPolicy | None = None,
     ) -> None:
-        super().__init__(supervisor, publisher, queue, accepts, prefetch)
+        policy = policy or ReattachPolicy()
+        super().__init__(supervisor, publisher, queue, accepts, prefetch=prefetch, policy=policy)
         self._handler = handler
         self._attempts = max(1, attempts)
         self._shutdown_timeout = shutdown_timeout
@@ -455,11 +771,6 @@ class Consumer(Inbox):
     @property
     def queue(self) -> str:
         return self.contract.name
-
-    @property
-    def failure(self) -> BrokerError | None:
-        """Why it stopped on its own (queue gone, access refused, connection given up)."""
-        return self._failure
 
     def _start(self) -> None:
         async def register() -> None:
@@ -477,7 +788,9 @@ class Consumer(Inbox):
         await asyncio.shield(self._attached)
 
     async def wait(self) -> None:
-        """Wait until it is cancelled; raises why, if it stopped on its own."""
+        """Wait until it is cancelled; raises why, if it stopped on its own (e.g. ``NotFound``:
+        its queue was gone longer than ``reattach_timeout``).  A service's main task awaits
+        this (beside its shutdown signal) so that it exits when consuming ends."""
         await asyncio.shield(self._done)
 
     async def cancel(self, timeout: float | None = None) -> None:

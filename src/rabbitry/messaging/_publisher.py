@@ -20,7 +20,12 @@ at-least-once.  A message still unconfirmed at its deadline raises
 was delivered.  Before its first message to an exchange on a channel, the
 writer checks that the exchange exists (a passive declare on a probe
 channel), because a publish to a missing exchange closes the channel with
-every confirm in flight on it.
+every confirm in flight on it.  A missing exchange fails the messages queued
+for it then (``NotFound``) and is NOT remembered: the next message to it is
+checked again, so publishing works as soon as ``rabbitry apply`` declared it,
+on the same client.  An exchange that exists is remembered for the life of
+the channel; if it is deleted later, the broker closes the channel and the
+next one checks again.
 """
 
 from __future__ import annotations
@@ -222,13 +227,13 @@ def prepare_raw(
 class _Line:
     """One publishing channel and what is unconfirmed on it; lost once, never reused."""
 
-    __slots__ = ("channel", "lost", "missing", "unconfirmed", "verified")
+    __slots__ = ("channel", "lost", "unconfirmed", "verified")
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
         self.unconfirmed: dict[int, Outgoing] = {}
+        #: Exchanges seen to exist (a missing one is checked again for each message).
         self.verified: set[str] = {""}  # the default exchange always exists
-        self.missing: dict[str, BrokerError] = {}
         self.lost = False
 
 
@@ -426,11 +431,6 @@ class Publisher:
             if out.done:
                 queue.popleft()
                 continue
-            missing = line.missing.get(out.exchange)
-            if missing is not None:
-                queue.popleft()
-                out.settle(_copy(missing))
-                continue
             if out.exchange not in line.verified:
                 break  # verified before the next batch
             queue.popleft()
@@ -458,8 +458,10 @@ class Publisher:
         return batch, parts
 
     async def _verify_exchanges(self, line: _Line) -> None:
-        upcoming = itertools.islice(self._queue, BATCH_MESSAGES)
-        unknown = {out.exchange for out in upcoming} - line.verified - line.missing.keys()
+        """Check each exchange the next batch goes to that this channel has not seen; fail
+        the messages queued now for one that is missing (the next ones are checked anew)."""
+        upcoming = list(itertools.islice(self._queue, BATCH_MESSAGES))
+        unknown = {out.exchange for out in upcoming if not out.done} - line.verified
         for exchange in sorted(unknown):
             probe = self._probe
             try:
@@ -470,9 +472,15 @@ class Publisher:
                     )
                 await probe.exchange_declare(exchange, passive=True, timeout=self._timeout)
             except amqp_errors.ChannelNotFoundEntity as exc:
-                line.missing[exchange] = broker_error(
-                    exc, self._url, f"exchange {exchange!r}: `rabbitry apply` declares it"
+                missing = broker_error(
+                    exc,
+                    self._url,
+                    f"exchange {exchange!r} does not exist now: `rabbitry apply` declares it; "
+                    "a later publish checks again",
                 )
+                for out in upcoming:
+                    if out.exchange == exchange:
+                        out.settle(_copy(missing))  # done: the writer drops it
             except Exception as exc:
                 raise broker_error(exc, self._url, f"checking exchange {exchange!r}") from None
             else:

@@ -11,25 +11,41 @@ client's publishers resume.  An exclusive queue dies with its connection:
 what it held then is lost, and what was published while it was gone was
 ``Unroutable`` to its (``mandatory``) publishers.  On exit the queue is deleted, and its bindings
 with it.  Refused messages are dead-lettered as in ``_consumer``.
+
+What goes under it while it runs (see ``_reattach``): its queue deleted (the
+broker cancels the consumer) is declared anew, server-named, and bound with
+every current set of values; a channel that closed alone reuses the queue,
+which lives as long as the connection.  Bindings can be lost silently (an
+exchange deleted and declared again, a binding deleted by hand), so every
+``idle_check`` seconds it binds again on a channel of its own (a binding that
+exists is left as it is); an exchange that is missing then counts as the
+queue being gone: it waits for it, and after ``reattach_timeout`` iterating
+raises ``NotFound``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Generic, Self
 
+import aiormq.exceptions as amqp_errors
+
 from rabbitry.broker.amqp import broker_error
-from rabbitry.errors import BrokerTimeout, UsageError
-from rabbitry.messaging._consumer import ACK, Inbox, Settler
+from rabbitry.errors import BrokerTimeout, NotFound, UsageError
+from rabbitry.messaging._consumer import ACK, Inbox, Link, Settler
 from rabbitry.messaging._delivery import Delivery, T
 from rabbitry.messaging._publisher import Publisher
+from rabbitry.messaging._reattach import ReattachPolicy
 from rabbitry.messaging._supervisor import Supervisor
 from rabbitry.messaging.contract import MessageContract, QueueContract
 
 __all__ = ["Subscription"]
+
+log = logging.getLogger("rabbitry.messaging")
 
 Params = tuple[tuple[str, str | int], ...]
 _END = object()
@@ -49,9 +65,19 @@ class Subscription(Inbox, Generic[T]):
         *,
         prefetch: int,
         params: Mapping[str, str | int],
+        policy: ReattachPolicy | None = None,
     ) -> None:
-        super().__init__(supervisor, publisher, queue, accepts, prefetch)
+        super().__init__(
+            supervisor,
+            publisher,
+            queue,
+            accepts,
+            prefetch=prefetch,
+            policy=policy or ReattachPolicy(),
+        )
         self._name = ""
+        #: The connection (``Supervisor.generation``) its queue was declared on.
+        self._generation = -1
         self._bound: list[Params] = []
         if params or not queue.params:
             self._bound.append(self._checked(params))
@@ -96,17 +122,56 @@ class Subscription(Inbox, Generic[T]):
 
     async def _declare(self, channel: Any) -> None:
         queue = self.contract
-        ok = await channel.queue_declare(
-            "",
-            durable=queue.durable,
-            exclusive=True,
-            auto_delete=queue.auto_delete,
-            arguments=dict(queue.arguments),
-            timeout=self._timeout,
-        )
-        self._name = ok.queue
+        generation = self._supervisor.generation
+        if self._name and self._generation == generation:
+            # Its queue lives as long as this connection: keep it (and what it holds).
+            try:
+                await channel.queue_declare(self._name, passive=True, timeout=self._timeout)
+            except amqp_errors.ChannelNotFoundEntity:
+                self._name = ""  # gone after all: the next attempt declares a new one
+                raise
+        else:
+            ok = await channel.queue_declare(
+                "",
+                durable=queue.durable,
+                exclusive=True,
+                auto_delete=queue.auto_delete,
+                arguments=dict(queue.arguments),
+                timeout=self._timeout,
+            )
+            self._name, self._generation = ok.queue, generation
         for params in self._bound:
             await self._bind(channel, params, bind=True)
+
+    def _queue_lost(self) -> None:
+        self._name = ""  # declared anew, server-named, when it attaches again
+
+    async def _check(self, link: Link, interval: float) -> None:
+        """Bind again with every set of values (restores a binding lost without a word)."""
+        connection = await self._supervisor.connection()
+        async with self._lock:
+            if self._link is not link or self._stopping or not self._name:
+                return
+            try:
+                channel = await connection.channel(publisher_confirms=False, timeout=self._timeout)
+            except Exception as exc:
+                raise broker_error(exc, self._url, "opening a channel") from None
+            try:
+                for params in list(self._bound):
+                    await self._bind(channel, params, bind=True)
+            except Exception as exc:
+                if connection.is_closed:
+                    return
+                what = f"binding queue {self.contract.name!r} again"
+                error = broker_error(exc, self._url, what)
+                if not isinstance(error, NotFound):
+                    raise error from None
+                # An exchange is missing: nothing comes until it is back.
+                self._link = None
+                self._retire(link)
+                self._gone(error)
+            finally:
+                await self._close(channel)
 
     async def _bind(self, channel: Any, params: Params, *, bind: bool) -> None:
         values = dict(params)

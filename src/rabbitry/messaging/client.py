@@ -29,6 +29,11 @@ from rabbitry.messaging import _frames
 from rabbitry.messaging._consumer import Consumer, Handler
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
+from rabbitry.messaging._reattach import (
+    DEFAULT_IDLE_CHECK,
+    DEFAULT_REATTACH_TIMEOUT,
+    ReattachPolicy,
+)
 from rabbitry.messaging._subscription import Subscription
 from rabbitry.messaging._supervisor import Supervisor
 from rabbitry.messaging.contract import Contract, MessageContract
@@ -45,6 +50,8 @@ class ClientOptions(TypedDict, total=False):
     prefetch: int
     reconnect_timeout: float | None
     attempts: int
+    reattach_timeout: float | None
+    idle_check: float
 
 
 class Client:
@@ -57,6 +64,15 @@ class Client:
     with ``ConnectionFailed``.  ``timeout`` is the deadline of every other
     operation (a publish, a declaration) unless given per call; ``heartbeat``
     (seconds) gets a dead peer noticed after ``(heartbeat + 1) * 3`` seconds of silence.
+
+    Consumers and subscriptions whose queue is deleted or replaced while they
+    run wait for it and consume again when it exists; ``reattach_timeout``
+    (default 300 s; ``None``: for ever) bounds that wait, after which they
+    fail (``Consumer.wait()`` raises ``NotFound``).  ``idle_check`` (default
+    15 s; 0: off) is how long a consumer may receive nothing before it renews
+    its channel (RabbitMQ sends no cancel to a consumer of a quorum queue that
+    is deleted and declared again at once: see ``_reattach``) and how often a
+    subscription binds its queue again.
     """
 
     def __init__(
@@ -71,6 +87,8 @@ class Client:
         prefetch: int = 64,
         reconnect_timeout: float | None = None,
         attempts: int = 3,
+        reattach_timeout: float | None = DEFAULT_REATTACH_TIMEOUT,
+        idle_check: float = DEFAULT_IDLE_CHECK,
     ) -> None:
         self.contract = contract
         self.url = url if isinstance(url, BrokerURL) else parse_url(url)
@@ -79,6 +97,8 @@ class Client:
             raise UsageError(f"the contract has no service {service!r}; it has: {known}")
         if prefetch < 1:
             raise UsageError(f"prefetch must be at least 1, not {prefetch}")
+        if idle_check < 0 or (reattach_timeout is not None and reattach_timeout < 0):
+            raise UsageError("idle_check and reattach_timeout may not be negative")
         self.service = service
         self.timeout = timeout
         self.prefetch = prefetch
@@ -89,6 +109,8 @@ class Client:
             connect_timeout if reconnect_timeout is None else reconnect_timeout
         )
         self._heartbeat = heartbeat
+        #: How consumers and subscriptions come back when their queue goes.
+        self.reattach = ReattachPolicy(timeout=reattach_timeout, idle_check=idle_check)
         self._templates: dict[str, _frames.HeaderTemplate] = {}
         self._supervisor: Supervisor | None = None
         self._publisher: Publisher | None = None
@@ -230,6 +252,8 @@ class Client:
 
         Returns at once; the consumer starts in the background (``await
         consumer.ready()`` to wait for it, or to learn that the queue is missing).
+        A queue deleted or replaced later is waited for (``reattach_timeout``) and
+        consumed again; ``await consumer.wait()`` raises if it stops on its own.
         Handlers run concurrently, up to ``prefetch`` at a time (default: the client's).
         The message is acked when the handler returns; an exception is retried
         (``attempts`` in all, default the client's) and the message then
@@ -251,6 +275,7 @@ class Client:
             prefetch=prefetch or self.prefetch,
             attempts=self.attempts if attempts is None else attempts,
             shutdown_timeout=self.timeout,
+            policy=self.reattach,
         )
         self._keep(consumer)
         consumer._start()
@@ -287,6 +312,7 @@ class Client:
             self._accepts(queue),
             prefetch=prefetch or self.prefetch,
             params={**(params or {}), **values},
+            policy=self.reattach,
         )
         self._keep(subscription)
         return subscription
