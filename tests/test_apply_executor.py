@@ -483,3 +483,66 @@ def test_an_exchange_of_another_type_is_replaced_with_its_bindings(vhost: Vhost)
 
     assert by_name(vhost.exchanges())["x"]["type"] == "topic"
     assert bindings_of(vhost) == {("x", "queue", "q", "k", ())}
+
+
+# -- migrate ---------------------------------------------------------------------------
+
+
+def test_migrate_replaces_a_queue_holding_messages_and_keeps_them(vhost: Vhost) -> None:
+    apply(diff(jobs(TTL_OLD), EMPTY), vhost)
+    for _ in range(3):
+        publish(vhost, "q")
+    plan = diff(jobs(TTL_NEW), jobs(TTL_OLD, messages=3, consumers=0))
+    seen: list[tuple[int, int]] = []
+    moved: list[tuple[str, int]] = []
+
+    result = apply(
+        plan,
+        vhost,
+        migrate=True,
+        progress=lambda done, total: seen.append((done, total)),
+        moved=lambda queue, n: moved.append((queue, n)),
+    )
+
+    assert result.applied == 2
+    assert seen[0] == (0, 2)
+    assert seen[-1] == (2, 2)
+    (migrated,) = result.migrations
+    assert (migrated.queue, migrated.moved_out, migrated.moved_back) == ("q", 3, 3)
+    assert moved[-1] == ("rabbitry.migrate.q", 3)
+    assert by_name(vhost.queues())["q"]["arguments"] == {"x-message-ttl": TTL_NEW}
+    assert messages_in(vhost, "q") == 3
+    assert bindings_of(vhost) == {("x", "queue", "q", "k", ())}
+    assert vhost.queue_names() == {"q"}
+
+
+def test_without_migrate_the_refusal_names_it(vhost: Vhost) -> None:
+    plan = diff(jobs(TTL_NEW), jobs(TTL_OLD, messages=1, consumers=0))
+
+    with pytest.raises(DataLossRefused, match=r"run again with --migrate"):
+        apply(plan, vhost)
+
+
+def test_migrate_does_not_make_a_deletion_safe(vhost: Vhost) -> None:
+    have = Topology(queues={"old": QueueState("old", messages=2, consumers=0)})
+    plan = diff(EMPTY, have, prune=True)
+
+    with pytest.raises(DataLossRefused) as refused:
+        run(execute(plan, parse_url("amqp://guest:guest@127.0.0.1:1/"), migrate=True))
+
+    assert "delete queue 'old'" in str(refused.value)
+    assert "--allow-data-loss" in str(refused.value)
+    assert "run again with --migrate" not in str(refused.value)
+
+
+def test_migrate_replaces_an_empty_unused_queue_by_moving_too(vhost: Vhost) -> None:
+    """With --migrate even an empty queue is migrated: a plain delete-then-declare would
+    lose what a running publisher sends in between."""
+    apply(diff(jobs(TTL_OLD), EMPTY), vhost)
+    plan = diff(jobs(TTL_NEW), jobs(TTL_OLD, messages=0, consumers=0))
+
+    result = apply(plan, vhost, migrate=True)
+
+    assert [m.queue for m in result.migrations] == ["q"]
+    assert by_name(vhost.queues())["q"]["arguments"] == {"x-message-ttl": TTL_NEW}
+    assert bindings_of(vhost) == {("x", "queue", "q", "k", ())}
