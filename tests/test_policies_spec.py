@@ -626,3 +626,69 @@ def test_the_tie_and_shadow_checks_fire_exactly_when_they_should(policies: list[
         if d.code is Code.POLICY_SHADOWED
     }
     assert reported_shadowed == shadowed
+
+
+# ------------------------------------------------------------------ never a crash
+
+POLICY_BODY_KEYS = [
+    "pattern",
+    "queues",
+    "exchanges",
+    "apply_to",
+    "priority",
+    "definition",
+    "description",
+    "message_ttl",
+    "dead_letter",
+    "delivery_limit",
+    "alternate_exchange",
+    "max_priority",
+    "overflow",
+    "bogus",
+]
+ANY_VALUE = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 10**6),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from(["a", "b", "dead", "(", ".*", "^a$", "queues", "all", "streams", ""]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["message-ttl", "x-expires", "ha-params", "k"]), inner),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["p1", "p2", "amq.p", "p 3"]),
+        st.dictionaries(st.sampled_from(POLICY_BODY_KEYS), ANY_VALUE, max_size=5),
+        max_size=3,
+    ),
+    st.booleans(),
+    st.one_of(st.none(), ANY_VALUE),
+)
+def test_check_never_raises_on_random_policies(
+    tmp_path_factory: pytest.TempPathFactory,
+    policies: dict[str, dict[str, object]],
+    operator: bool,
+    version: object,
+) -> None:
+    import yaml  # noqa: PLC0415 - only this property writes YAML from data
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    body = yaml.safe_load(BASE % {"top": "", "a": "", "policies": ""})
+    body["operator_policies" if operator else "policies"] = policies
+    if version is not None:
+        body["rabbitmq"] = version
+    report = check(write_spec(tmp, body))
+    for found in report.diagnostics + report.hints:
+        assert found.location.line >= 1
+        assert found.message
+    assert report.spec is not None
+    for queue in report.spec.queues:
+        effective(report.spec, queue)  # whatever policies made it into the model
