@@ -516,10 +516,10 @@ class _Builder:
             return None
         fields = dict(self.locs(body, key_loc).fields)
         apply_to = self.choice(body.get("apply_to"), f"{what} apply_to", PolicyTarget, None)
-        pattern = self.policy_pattern(body, written[0], what, fields)
-        if pattern is None:
+        made = self.policy_pattern(body, written[0], what, fields)
+        if made is None:
             return None
-        names = () if written[0] == "pattern" else self.names(body.get(written[0]), "")
+        pattern, names = made
         if apply_to is None:
             apply_to = PolicyTarget.EXCHANGES if written[0] == "exchanges" else PolicyTarget.QUEUES
         elif written[0] != "pattern":
@@ -563,11 +563,13 @@ class _Builder:
 
     def policy_pattern(
         self, body: YMap, key: str, what: str, fields: dict[str, Location]
-    ) -> str | None:
-        """The broker's pattern: as written, or anchored from a list of names."""
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """The broker's pattern (as written, or anchored from a list of names) and the
+        names it was made from."""
         node = body.get(key)
         if key == "pattern":
-            return self.text(node, f"{what} pattern")
+            written = self.text(node, f"{what} pattern")
+            return None if written is None else (written, ())
         names = self.names(node, f"{what} {key}")
         if isinstance(node, YSeq):
             for i, item in enumerate(node.items):
@@ -581,7 +583,7 @@ class _Builder:
                 f"list the {key} it applies to: `{key}: [NAME, ...]`",
             )
             return None
-        return anchored_pattern(names)
+        return anchored_pattern(names), names
 
     def policy_definition(
         self, body: YMap, what: str, fields: dict[str, Location], *, operator: bool
