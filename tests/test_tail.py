@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ queues:
   work.q: {type: quorum, delivery_limit: 5, dead_letter: dead}
   limit.q: {type: quorum, delivery_limit: 0, dead_letter: dead}
   nolimit.q: {type: quorum}
+  drop.q: {type: quorum, delivery_limit: 0}
   work.c: {dead_letter: dead}
   ttl.c: {message_ttl: 200, dead_letter: dead}
   short.c: {max_length: 1, dead_letter: dead}
@@ -55,6 +57,7 @@ bindings:
   - {from: notes, queue: work.q}
   - {from: notes, queue: limit.q}
   - {from: notes, queue: nolimit.q}
+  - {from: notes, queue: drop.q}
   - {from: notes, queue: work.c}
   - {from: notes, queue: ttl.c}
   - {from: notes, queue: short.c}
@@ -69,6 +72,7 @@ services:
       work.q: [Note]
       limit.q: [Note]
       nolimit.q: [Note]
+      drop.q: [Note]
       work.c: [Note]
       ttl.c: [Note]
       short.c: [Note]
@@ -279,6 +283,20 @@ def test_a_dead_lettering_look_is_shown_in_text(
     assert "1 message over the delivery limit: dead-lettered to exchange 'dead'" in err
 
 
+def test_a_look_that_would_drop_a_message_says_dropped(
+    topology: Vhost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No dead-letter exchange: a message taken over its limit is gone, and tail says so."""
+    publish(topology, "drop.q", note())
+    code, _, err = tail(topology, capsys, "drop.q")
+    assert code == 1
+    assert "is DROPPED (the queue has no dead-letter exchange) by the look" in err
+    code, out, err = tail(topology, capsys, "drop.q", "--spend-delivery")
+    assert code == 0, err
+    assert "over delivery limit 0: DROPPED (the queue has no dead-letter exchange)" in out
+    assert ready(topology, "drop.q") == 0
+
+
 def test_a_quorum_queue_without_a_limit_is_refused_too(
     topology: Vhost, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -358,13 +376,32 @@ def test_a_delivery_limit_policy_does_not_make_a_classic_queue_count(
 def test_tail_does_not_claim_what_it_could_not_verify(
     topology: Vhost, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Messages that expire while tail holds them are not back: tail says it cannot tell."""
-    publish(topology, "ttl.c", note())
-    code, out, err = tail(topology, capsys, "ttl.c")  # holds it 0.5 s; its TTL is 0.2 s
+    """Another consumer takes what tail gives back: tail says it cannot tell it is there."""
+    publish(topology, "work.c", note())
+    said: list[tuple[int, str, str]] = []
+    looking = threading.Thread(
+        target=lambda: said.append(tail(topology, capsys, "work.c", "--idle", "1.5"))
+    )
+    looking.start()
+    until(lambda: ready(topology, "work.c") == 0)  # tail holds it, unacked
+
+    async def compete() -> list[Any]:
+        connection = await aiormq.connect(topology.amqp_url)
+        got: list[Any] = []
+        await (await connection.channel()).basic_consume("work.c", got.append, no_ack=True)
+        while looking.is_alive() or not got:
+            await asyncio.sleep(0.05)
+        await connection.close()
+        return got
+
+    (taken,) = asyncio.run(compete())  # returned by tail, straight to the other consumer
+    looking.join()
+    ((code, out, err),) = said
     assert code == 0, err
     assert len(out.splitlines()) == 1
+    assert taken.body == note()
     assert "back in the queue" not in err
-    assert "returned 1 but it holds 0 ready messages" in err
+    assert "returned 1 but it holds 0 ready messages, 1 consumer" in err
     assert "tail cannot say they are all still there" in err
 
 

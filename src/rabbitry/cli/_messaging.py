@@ -251,7 +251,7 @@ def _summary(outcome: PeekOutcome, invalid: int) -> str:
     facts = outcome.facts
     name = repr(facts.name)
     seen = f"{plural(outcome.seen, 'message')} in {name}, {invalid} invalid"
-    more = " (tail holds at most that many at once: pass --count for more)"
+    more = " (the most tail holds at once; there may be more: pass --count N to see N)"
     window = more if outcome.window_full else ""
     if facts.cost is Cost.NOTHING:
         return f"{seen}{window}; a stream is read from an offset, never taken from"

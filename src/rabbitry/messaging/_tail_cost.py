@@ -40,6 +40,7 @@ treated as costly.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -212,10 +213,10 @@ class QueueFacts:
         if self.cost is Cost.UNKNOWN:
             ways.insert(0, "give a management API that answers (--management-url)")
         if self.type == "quorum":
-            vhost = f" --vhost {self.vhost}" if self.vhost != "/" else ""
+            vhost = f" --vhost {shlex.quote(self.vhost)}" if self.vhost != "/" else ""
             ways.append(
-                f"on the broker's host, `rabbitmq-queues peek{vhost} {self.name} 1` shows the "
-                "first message without counting a delivery"
+                f"on the broker's host, `rabbitmq-queues peek{vhost} {shlex.quote(self.name)} 1` "
+                "shows the first message without counting a delivery"
             )
         return f"{self.what_a_look_costs()}; nothing was read: {', or '.join(ways)}"
 

@@ -105,7 +105,8 @@ class PeekOutcome:
     consumers_after: int | None
     #: Messages this look took over their delivery limit (the broker dead-letters them).
     dead_lettered: int
-    #: Tail stopped because it held a full window of messages (more may be there).
+    #: Tail stopped holding a full window of messages: there may be more (never for a
+    #: stream, where each message read is acked and the window moves on).
     window_full: bool
 
     @property
@@ -242,7 +243,7 @@ async def peek(
         ready_after=ready_after,
         consumers_after=consumers_after,
         dead_lettered=dead,
-        window_full=count is None and len(shown) >= window,
+        window_full=not stream and count is None and len(shown) >= window,
     )
 
 
