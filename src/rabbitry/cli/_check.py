@@ -196,6 +196,9 @@ def _print_report(path: Path, report: Report, strict: bool) -> None:
         line = diagnostic.render(severity=severity)
         head, _, tail = line.partition(f": {severity}:")
         click.echo(head + click.style(f": {severity}:", fg=colour, bold=True) + tail)
+    for hint in report.hints:  # advice: shown, never a failure, --strict or not
+        head, _, tail = hint.render().partition(f": {hint.severity}:")
+        click.echo(head + click.style(f": {hint.severity}:", fg="cyan") + tail)
     errors, warnings = len(report.errors), len(report.warnings)
     if strict:
         errors, warnings = errors + warnings, 0
@@ -212,6 +215,8 @@ def _print_report(path: Path, report: Report, strict: bool) -> None:
             )
         )
         suffix = f", {plural(warnings, 'warning')}" if warnings else ""
+        if report.hints:
+            suffix += f", {plural(len(report.hints), 'hint')}"
         click.echo(click.style(f"{path}: ok", fg="green", bold=True) + f" ({counts}){suffix}")
     else:
         summary = f"{path}: {plural(errors, 'error')}, {plural(warnings, 'warning')}"
@@ -231,6 +236,7 @@ def _report_json(path: Path, report: Report, failed: bool, strict: bool) -> dict
         "errors": len(report.errors) + (len(report.warnings) if strict else 0),
         "warnings": 0 if strict else len(report.warnings),
         "diagnostics": [entry(d) for d in report.diagnostics],
+        "hints": [d.as_json() for d in report.hints],
     }
 
 
