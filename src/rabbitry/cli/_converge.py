@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from rabbitry.broker import converge
+from rabbitry.broker.live import BlindSpot
 from rabbitry.broker.report import plan_lines, summary
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.cli._options import (
@@ -51,16 +52,21 @@ def plan_command(
 ) -> None:
     """Show what apply would change on the live broker; change nothing.
 
-    Exit 0 when the broker matches the spec, 3 when changes are pending, 1 on errors.
+    Exit 0 only when everything the spec declares was seen and matches; 3 when
+    changes are pending; 1 on errors, and when something the spec declares could
+    not be seen (read over AMQP, bindings and policies are not visible).
     """
     model = load_for_command(which_spec(spec, spec_option))
     target = parse_url(url, management=management_url)
     planned = asyncio.run(converge.plan(model, target, prune=prune, timeout=timeout))
+    unverified = planned.live.unverified(model)
     if output_format == "json":
-        click.echo(json.dumps(_plan_json(target, planned), indent=2))
+        click.echo(json.dumps(_plan_json(target, planned, unverified), indent=2))
     else:
-        _print_plan(target, planned)
-    sys.exit(0 if planned.plan.empty else 3)
+        _print_plan(target, planned, unverified=unverified)
+    if not planned.plan.empty:
+        sys.exit(3)
+    sys.exit(1 if unverified else 0)
 
 
 @click.command("apply")
@@ -73,6 +79,14 @@ def plan_command(
     is_flag=True,
     help="Allow deleting or replacing queues that hold messages or have consumers.",
 )
+@click.option(
+    "--migrate",
+    is_flag=True,
+    help=(
+        "Replace a queue that holds messages or has consumers without losing any: its "
+        "messages move to a temporary queue and back with confirms, its bindings stay."
+    ),
+)
 @format_option
 def apply_command(
     *,
@@ -83,6 +97,7 @@ def apply_command(
     timeout: float,
     prune: bool,
     allow_data_loss: bool,
+    migrate: bool,
     output_format: str,
 ) -> None:
     """Converge the broker to the spec: exchanges, queues, bindings, then deletions.
@@ -99,17 +114,19 @@ def apply_command(
                 target,
                 prune=prune,
                 allow_data_loss=allow_data_loss,
+                migrate=migrate,
                 timeout=timeout,
                 progress=progress,
             )
         )
+    unverified = done.planned.live.unverified(model)
     if output_format == "json":
-        data = _plan_json(target, done.planned)
+        data = _plan_json(target, done.planned, unverified)
         data["applied"] = done.result.applied
         data["seconds"] = round(done.result.seconds, 3)
         click.echo(json.dumps(data, indent=2))
         return
-    _print_plan(target, done.planned, applied=True)
+    _print_plan(target, done.planned, unverified=unverified, applied=True)
     if not done.planned.plan.empty:
         click.echo(
             f"applied {plural(done.result.applied, 'change')} in {done.result.seconds:.2f} s"
@@ -119,14 +136,32 @@ def apply_command(
 _SOURCES = {"management": "the management API", "amqp": "passive declares over AMQP"}
 
 
-def _print_plan(target: BrokerURL, planned: converge.Planned, *, applied: bool = False) -> None:
+def _print_plan(
+    target: BrokerURL,
+    planned: converge.Planned,
+    *,
+    unverified: tuple[BlindSpot, ...],
+    applied: bool = False,
+) -> None:
     live, plan = planned.live, planned.plan
     where = f"vhost {target.vhost!r} at {target.endpoint}"
     how = _SOURCES.get(live.source, live.source)
     click.echo(f"{'Applied to' if applied else 'Plan for'} {where} (read through {how}):")
-    for note in live.blind_spots:
-        click.echo(click.style(f"  note: {note}", fg="yellow"))
-    if plan.empty:
+    if live.fallback_reason:
+        click.echo(click.style(f"  note: {live.fallback_reason}", fg="yellow"))
+    for spot in live.blind_spots:
+        click.echo(click.style(f"  note: {spot.describe()}", fg="yellow"))
+    if plan.empty and unverified:
+        unseen = ", ".join(spot.value for spot in unverified)
+        click.echo(
+            click.style(
+                f"  not verified: no difference seen, but {unseen} could not be seen; "
+                "give plan the management API (rabbitmq-plugins enable rabbitmq_management, "
+                "or --management-url) to verify",
+                fg="red",
+            )
+        )
+    elif plan.empty:
         click.echo(click.style("  in sync: nothing to change", fg="green"))
     else:
         for line in plan_lines(plan):
@@ -136,13 +171,19 @@ def _print_plan(target: BrokerURL, planned: converge.Planned, *, applied: bool =
         click.echo(summary(plan))
 
 
-def _plan_json(target: BrokerURL, planned: converge.Planned) -> dict[str, Any]:
+def _plan_json(
+    target: BrokerURL, planned: converge.Planned, unverified: tuple[BlindSpot, ...]
+) -> dict[str, Any]:
     return {
         "broker": target.masked,
         "vhost": target.vhost,
         "source": planned.live.source,
-        "blind_spots": list(planned.live.blind_spots),
-        "in_sync": planned.plan.empty,
+        "fallback_reason": planned.live.fallback_reason,
+        "blind_spots": [
+            {"code": spot.value, "text": spot.describe()} for spot in planned.live.blind_spots
+        ],
+        "unverified": [spot.value for spot in unverified],
+        "in_sync": planned.plan.empty and not unverified,
         "counts": planned.plan.counts(),
         "changes": [c.as_json() for c in planned.plan.changes],
         "unmanaged": list(planned.plan.unmanaged),
