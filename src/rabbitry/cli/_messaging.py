@@ -266,10 +266,10 @@ def _summary(outcome: PeekOutcome, invalid: int) -> str:
             f"{plural(outcome.dead_lettered, 'message')} over the delivery limit: "
             f"{facts.at_limit()} by this look"
         )
-    held = (
-        f"it holds {plural(outcome.ready_after or 0, 'ready message')}, "
-        f"{plural(outcome.consumers_after or 0, 'consumer')}"
-    )
+    held = f"it holds {plural(outcome.ready_after or 0, 'ready message')}"
+    # The consumer count only where it explains a shortfall: a quorum queue may still
+    # count tail's own consumer for a moment after its cancel (seen on 3.10.8).
+    consumers = plural(outcome.consumers_after or 0, "consumer")
     returned = outcome.returned
     if outcome.verified and returned:
         flag = ", marked redelivered" if facts.cost is Cost.REDELIVERED_FLAG else ""
@@ -283,7 +283,7 @@ def _summary(outcome: PeekOutcome, invalid: int) -> str:
         said.append(f"nothing to give back ({held})")
     else:
         said.append(
-            f"returned {returned} but {held}: another consumer may have taken them or they "
-            "expired; tail cannot say they are all still there"
+            f"returned {returned} but {held} ({consumers}): another consumer may have taken "
+            "them or they expired; tail cannot say they are all still there"
         )
     return "; ".join(said)
