@@ -395,6 +395,26 @@ def test_plan_over_amqp_exit_codes(
     assert queues["orders.work"]["arguments"]["x-message-ttl"] == 2000
 
 
+def test_apply_over_amqp_declares_every_binding(
+    broker: ManagementAPI, vhost: Vhost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bindings cannot be read over AMQP: one deleted by hand is put back all the same."""
+    path = write_spec(tmp_path)
+    url = parse_url(vhost.amqp_url)
+    run(declare_as_spec_says(url, loaded(path)))  # every object, no binding
+    assert not [b for b in vhost.bindings() if b["source"] == "orders"]
+    with made_user(broker, vhost.name, tags="") as (user, password):
+        amqp_url = f"amqp://{user}:{password}@{url.endpoint}/{vhost.name}"
+        code, out, err = run_cli(["apply", str(path), "--url", amqp_url], capsys)
+    assert code == 0, out + err
+    assert [(b["source"], b["destination"], b["routing_key"]) for b in vhost.bindings()] == [
+        ("", "orders.plain", "orders.plain"),
+        ("", "orders.quorum", "orders.quorum"),
+        ("", "orders.work", "orders.work"),
+        ("orders", "orders.work", "order.#"),
+    ]
+
+
 async def _redeclare_with_ttl(url: BrokerURL, name: str, ttl: int) -> None:
     connection = await aiormq.connect(url.amqp)
     try:

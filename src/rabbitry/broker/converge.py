@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from rabbitry.broker import policies
 from rabbitry.broker.apply import ApplyResult, execute
 from rabbitry.broker.live import LiveState, read_live
-from rabbitry.broker.plan import Plan, diff
-from rabbitry.broker.state import desired
+from rabbitry.broker.plan import Action, Change, Kind, Plan, diff
+from rabbitry.broker.state import BindingState, desired
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import UsageError
 from rabbitry.spec import Spec
@@ -59,6 +59,8 @@ async def apply(
     # Policies go through the management API, after the AMQP changes (a refusal
     # of data loss there stops the run before any policy is written).
     over_amqp, policy_changes = policies.split(planned.plan)
+    if not planned.live.sees_bindings:
+        over_amqp = _every_binding(over_amqp, spec)
     result = await execute(
         over_amqp,
         url,
@@ -69,3 +71,18 @@ async def apply(
     )
     written = await policies.carry_out(policy_changes, url, timeout=timeout)
     return Converged(planned, replace(result, applied=result.applied + written))
+
+
+def _every_binding(plan: Plan, spec: Spec) -> Plan:
+    """``plan`` with every binding of the spec declared, not only those it found missing.
+
+    Read over AMQP, bindings are assumed present wherever both their ends
+    exist; a binding deleted by hand would stay missing.  Declaring a binding
+    that exists is a no-op, so apply declares them all.
+    """
+    planned = {c.binding for c in plan.changes if c.kind is Kind.BINDING}
+    extra = tuple(
+        Change(Action.CREATE, Kind.BINDING, b.describe(), binding=b)
+        for b in sorted(desired(spec).bindings - planned, key=BindingState.sort_key)
+    )
+    return replace(plan, changes=plan.changes + extra)
