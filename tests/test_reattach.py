@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiormq
@@ -485,3 +487,40 @@ def test_an_absence_reports_at_doubling_intervals_and_ends_at_its_timeout(
     for k, at in enumerate(reported):
         assert at >= FIRST_REPORT * 2**k
     assert len(reported) <= len(times)
+
+
+# -- the example worker ------------------------------------------------------------------------
+
+
+def test_the_example_worker_exits_1_when_its_queue_stays_gone(jobs: Vhost) -> None:
+    """examples/jobs/worker.py: never up and idle; the supervisor sees exit status 1."""
+    worker = Path(__file__).resolve().parent.parent / "examples" / "jobs" / "worker.py"
+
+    async def body() -> tuple[int, str, float]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(worker),
+            "--url",
+            jobs.amqp_url,
+            "--name",
+            "w-test",
+            "--reattach-timeout",
+            "2",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert b"waiting for jobs" in line
+        await delete_queue(jobs.amqp_url)
+        began = time.monotonic()
+        rest = await asyncio.wait_for(process.stdout.read(), 30)
+        code = await process.wait()
+        return code, rest.decode(), time.monotonic() - began
+
+    code, out, took = asyncio.run(body())
+    assert code == 1, out
+    assert "cancelled the consumer of queue 'jobs.ready'" in out  # the runtime's log line
+    assert "w-test: stopped:" in out
+    assert "reattach_timeout" in out
+    report("example worker, queue gone, --reattach-timeout 2: exited 1 after", took)

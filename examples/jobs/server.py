@@ -5,6 +5,13 @@ worker runs a job: it publishes Start to ``jobs.new``, follows the job on its
 own run-time queue bound to ``jobs.status`` with the job's id (bound *before*
 the Start goes out, so nothing the worker says is missed), and stops a job by
 publishing Stop to ``jobs.control`` with the id.
+
+Its run-time queue comes back by itself when the topology changes under it
+(``jobs.status`` deleted and declared again drops the queue's bindings: the
+subscription binds again within ``idle_check``).  If it cannot (the exchange
+stays gone longer than ``reattach_timeout``), iterating the subscription
+raises, and ``wait()`` raises that instead of waiting on jobs that can no
+longer report: the server never waits, alive and deaf.
 """
 
 from __future__ import annotations
@@ -111,13 +118,21 @@ class JobServer:
                 task.add_done_callback(self._unbinding.discard)
 
     async def wait(self, timeout: float) -> bool:
-        """Whether every dispatched job ended within ``timeout`` seconds."""
-        waits = [job.finished.wait() for job in self.jobs.values()]
+        """Whether every dispatched job ended within ``timeout`` seconds; raises why the
+        status subscription stopped, if it stopped first (e.g. ``NotFound``)."""
+        ended = asyncio.ensure_future(
+            asyncio.gather(*(job.finished.wait() for job in self.jobs.values()))
+        )
+        watched = [ended] + ([self._follower] if self._follower is not None else [])
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not ended.done():
+                ended.cancel()
+        if self._follower is not None and self._follower.done() and not ended.done():
+            self._follower.result()  # the subscription failed: say why
+            return False  # it ended without failing (closed): the jobs cannot be followed
+        return ended.done() and not ended.cancelled()
 
     async def close(self) -> None:
         await asyncio.gather(*self._unbinding, return_exceptions=True)

@@ -9,6 +9,14 @@ with that id as the routing key.
 
 runs until interrupted (Ctrl-C or SIGTERM), finishing the jobs it holds.
 A job of type ``explode`` fails on purpose, to show the failure path.
+
+When ``jobs.ready`` is deleted or replaced under it (``rabbitry apply
+--allow-data-loss``, ``--migrate``), the consumer waits for the queue and takes
+jobs again as soon as it exists (the runtime logs both); jobs in hand finish.
+If the queue stays gone longer than ``--reattach-timeout`` seconds, the
+consumer stops and so does the worker, with exit status 1: a worker never
+stays up and idle.  ``consumer.consuming`` is the readiness a supervisor's
+probe would read.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -32,7 +42,7 @@ from jobs_contracts import (
     Worker,
 )
 from jobs_contracts.messages import Finished, FinishedOutcome
-from rabbitry.errors import Unroutable
+from rabbitry.errors import RabbitryError, Unroutable
 
 __all__ = ["JobWorker", "main"]
 
@@ -135,8 +145,11 @@ class JobWorker:
                 await asyncio.sleep(0.25)
 
 
-async def run(url: str | None, name: str, step_seconds: float, prefetch: int) -> None:
-    async with Worker(url, prefetch=prefetch) as worker:
+async def run(
+    url: str | None, name: str, step_seconds: float, prefetch: int, reattach_timeout: float
+) -> None:
+    """Consume until a signal, or until the consumer stops on its own (then raise why)."""
+    async with Worker(url, prefetch=prefetch, reattach_timeout=reattach_timeout) as worker:
         jobs = JobWorker(worker, name, step_seconds=step_seconds)
         consumer = worker.consume_jobs_ready(jobs.handle)
         await consumer.ready()
@@ -145,7 +158,13 @@ async def run(url: str | None, name: str, step_seconds: float, prefetch: int) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
+        signalled = asyncio.create_task(stopping.wait())
+        consuming = asyncio.create_task(consumer.wait())  # raises if it stops on its own
+        await asyncio.wait([signalled, consuming], return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        if consuming.done():
+            consuming.result()  # the queue stayed gone (NotFound), the connection was lost, ...
+        consuming.cancel()
         print(f"{name}: stopping; finishing the jobs in hand", flush=True)
         await consumer.cancel()
 
@@ -156,8 +175,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=f"worker@{socket.gethostname()}:{os.getpid()}")
     parser.add_argument("--step-seconds", type=float, default=0.2)
     parser.add_argument("--prefetch", type=int, default=2, help="jobs run at once")
+    parser.add_argument(
+        "--reattach-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for jobs.ready when it is deleted, before exiting 1",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(run(args.url, args.name, args.step_seconds, args.prefetch))
+    # The runtime says at WARNING when its queue goes and when it consumes again.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        asyncio.run(
+            run(args.url, args.name, args.step_seconds, args.prefetch, args.reattach_timeout)
+        )
+    except RabbitryError as exc:
+        print(f"{args.name}: stopped: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
