@@ -24,6 +24,7 @@ from typing import Any
 
 import aiormq
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -210,10 +211,12 @@ def test_a_consumer_comes_back_after_apply_replaces_its_queue(
 ) -> None:
     """``apply --allow-data-loss`` replaces jobs.ready (quorum -> classic) under a consumer."""
     spec_path = copy_flagship(tmp_path)
-    text = spec_path.read_text()
-    quorum = "    type: quorum\n    dead_letter: jobs.dead\n    delivery_limit: 5\n"
-    assert quorum in text
-    spec_path.write_text(text.replace(quorum, "    dead_letter: jobs.dead\n"))
+    data = yaml.safe_load(spec_path.read_text())
+    ready = data["queues"]["jobs.ready"]
+    assert ready.pop("type") == "quorum"
+    ready.pop("delivery_limit", None)  # quorum only
+    data.pop("policies", None)  # not needed here; nothing is pruned
+    spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
     url = parse_url(vhost.amqp_url)
 
     async def body() -> None:
