@@ -454,3 +454,9 @@ def test_a_policy_change_reads_as_an_update_with_its_fields() -> None:
     ]
     assert change.before == old
     assert not change.loses_data
+    assert change.as_json()["policy"] == {
+        "pattern": "^q$",
+        "apply-to": "queues",
+        "priority": 2,
+        "definition": {"max-length": 6},
+    }

@@ -130,6 +130,8 @@ class Change:
             data["consumers"] = self.consumers
         if self.drains_into is not None:
             data["drains_into"] = self.drains_into
+        if self.policy is not None:
+            data["policy"] = self.policy.body()  # what the management API gets (or had)
         return data
 
 
