@@ -26,9 +26,7 @@ def _properties(change: Change) -> str:
     if change.kind in POLICY_KINDS and change.policy is not None and change.action is Action.CREATE:
         p = change.policy
         definition = ", ".join(f"{k}={v}" for k, v in p.definition)
-        return (
-            f" (pattern {p.pattern!r}, apply to {p.apply_to}, priority {p.priority}: {definition})"
-        )
+        return f" (pattern {p.pattern}, apply to {p.apply_to}, priority {p.priority}: {definition})"
     return ""
 
 
