@@ -75,7 +75,10 @@ class Case:
     column: bool = True
 
 
-_READY = "    dead_letter: jobs.dead\n    delivery_limit: 5\n"
+#: jobs.ready's first line of settings: its limits are a policy's (``_LIMITS``).
+_READY = "    type: quorum\n"
+_LIMITS = "    dead_letter: jobs.dead\n    delivery_limit: 5\n"
+_STATUS = "  job-status:\n    exclusive: true\n    dead_letter: jobs.dead\n"
 _PARKING = "  jobs.dead-letters:\n"
 _NEW_BINDING = '- {from: jobs.new,     queue: jobs.ready,        key: "job.#"}'
 _DEAD_BINDING = "- {from: jobs.dead,    queue: jobs.dead-letters}"
@@ -107,8 +110,8 @@ CASES = [
     ),
     pytest.param(
         Case(
-            _READY,
-            _READY.replace("jobs.dead", "jobs.ded"),
+            _STATUS,
+            _STATUS.replace("jobs.dead", "jobs.ded"),
             Code.UNKNOWN_EXCHANGE,
             "jobs.ded",
             message=("dead_letter",),
@@ -225,10 +228,10 @@ CASES = [
     pytest.param(
         Case(
             _READY,
-            _READY + "    arguments: {x-delivery-limit: 3}\n",
+            _READY + "    message_ttl: 5000\n    arguments: {x-message-ttl: 3000}\n",
             Code.SUGAR_CONFLICT,
-            "delivery_limit: 5",
-            message=("delivery_limit is 5", "x-delivery-limit: 3"),
+            "message_ttl: 5000",
+            message=("message_ttl is 5000", "x-message-ttl: 3000"),
             hint=("agree",),
             column=False,
         ),
@@ -392,7 +395,7 @@ CASES = [
     pytest.param(
         Case(
             _READY,
-            _READY.replace("dead_letter:", "dead_leter:"),
+            _READY + "    dead_leter: jobs.dead\n",
             Code.UNKNOWN_KEY,
             "dead_leter",
             message=("queue 'jobs.ready' has no key 'dead_leter'",),
@@ -461,7 +464,7 @@ def test_one_fault_is_reported_at_its_place(flagship: Path, case: Case) -> None:
         ("type: quorum", "type: quorom"),  # no "delivery_limit needs quorum" on top
         (_READY, _READY + "    exclusive: true\n"),  # no "cannot be not durable" on top
         (_NEW_BINDING, _NEW_BINDING[:-1] + ", descripton: x}"),  # no unroutable Start
-        (_READY, _READY.replace("dead_letter:", "dead_leter:")),
+        (_LIMITS, _LIMITS.replace("dead_letter:", "dead_leter:")),  # in the policy
     ],
 )
 def test_a_fault_does_not_drag_others_after_it(flagship: Path, old: str, new: str) -> None:
@@ -511,7 +514,7 @@ def test_a_duplicate_yaml_key_names_the_first(flagship: Path) -> None:
     assert f"first at line {line_of(text, 'delivery_limit: 5')}" in found.message
     assert "'delivery_limit'" in found.message
     assert report.spec is not None
-    assert report.spec.queues["jobs.ready"].arguments["x-delivery-limit"] == 6
+    assert report.spec.policies["jobs-ready"].definition["delivery-limit"] == 6
 
 
 def test_the_bound_name_is_counted_in_utf8_bytes_not_characters(flagship: Path) -> None:
@@ -693,7 +696,7 @@ def test_a_queue_nobody_consumes_is_a_warning(flagship: Path) -> None:
 
 
 def test_a_consumed_durable_queue_without_dead_letter_is_a_warning(flagship: Path) -> None:
-    text = edit(flagship, _READY, "    delivery_limit: 5\n")
+    text = edit(flagship, _LIMITS, "    delivery_limit: 5\n")
     report = check(flagship)
     found = only(report, Code.NO_DEAD_LETTER)
     assert found.severity is Severity.WARNING

@@ -207,6 +207,7 @@ def test_check_json_output(flagship: Path, capsys: pytest.CaptureFixture[str]) -
         "errors": 0,
         "warnings": 0,
         "diagnostics": [],
+        "hints": [],
     }
     text = edit(flagship, "publishes: [Start, Stop]", "publishes: [Start, Stpo]")
     code, out, _ = run_cli(["check", "--format", "json", str(flagship)], capsys)

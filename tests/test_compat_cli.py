@@ -149,7 +149,11 @@ def test_usage_errors_exit_2(new: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_the_real_program(old: Path, new: Path) -> None:
-    edit(new, "delivery_limit: 5", "delivery_limit: 6")
+    edit(
+        new,
+        "  jobs.ready:\n    type: quorum\n",
+        "  jobs.ready:\n    type: quorum\n    max_length: 6\n",
+    )
     done = subprocess.run(
         [sys.executable, "-m", "rabbitry", "check", str(new), "--against", str(old)],
         capture_output=True,

@@ -163,7 +163,11 @@ def test_a_binding_widened_is_compatible(old: Path, new: Path) -> None:
 
 
 def test_a_consumed_queue_changed_is_breaking(old: Path, new: Path) -> None:
-    edit(new, "delivery_limit: 5", "delivery_limit: 10")
+    edit(
+        new,
+        "  jobs.ready:\n    type: quorum\n",
+        "  jobs.ready:\n    type: quorum\n    delivery_limit: 10\n",
+    )
     found = findings(old, new)
     [changed] = [f for f in found if f.verdict is Verdict.BREAKING]
     assert changed.subject == "queue jobs.ready"

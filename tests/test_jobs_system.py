@@ -171,8 +171,18 @@ def test_tail_shows_messages_and_their_validity_and_leaves_them_in_the_queue(
     asyncio.run(put_two())
     assert message_count(vhost, "jobs.ready", 2) == 2
     code, out, _ = run_cli(
-        ["tail", "jobs.ready", "--url", vhost.amqp_url, "--idle", "1", "--format", "json"]
-        + ["--spend-delivery"],  # jobs.ready is a quorum queue: a look counts as a delivery
+        # jobs.ready is a quorum queue: a look counts as a delivery
+        [
+            "tail",
+            "jobs.ready",
+            "--url",
+            vhost.amqp_url,
+            "--idle",
+            "1",
+            "--format",
+            "json",
+            "--spend-delivery",
+        ],
         capsys,
     )
     assert code == 1  # one of them is invalid

@@ -373,8 +373,10 @@ def test_flagship_queues(flagship: Spec) -> None:
     assert ready.durable
     assert not ready.exclusive
     assert not ready.runtime
-    assert dict(ready.arguments) == {"x-dead-letter-exchange": "jobs.dead", "x-delivery-limit": 5}
-    assert ready.dead_letter_exchange == "jobs.dead"
+    assert dict(ready.arguments) == {}  # its limits are a policy's, to change in place
+    limits = flagship.policies["jobs-ready"]
+    assert limits.applies_to("queue", "jobs.ready", QueueType.QUORUM)
+    assert dict(limits.definition) == {"dead-letter-exchange": "jobs.dead", "delivery-limit": 5}
     parking = flagship.queues["jobs.dead-letters"]
     assert parking.type is QueueType.CLASSIC
     assert parking.durable
@@ -443,8 +445,9 @@ def test_flagship_objects_know_where_they_are_written(flagship: Spec) -> None:
     text = flagship.path.read_text(encoding="utf-8")
     ready = flagship.queues["jobs.ready"]
     assert ready.locs.where.line == line_of(text, "  jobs.ready:")
-    assert ready.locs.of("dead_letter").line == line_of(text, "dead_letter: jobs.dead")
-    assert ready.locs.of("delivery_limit").line == line_of(text, "delivery_limit: 5")
+    limits = flagship.policies["jobs-ready"]
+    assert limits.locs.where.line == line_of(text, "  jobs-ready:")
+    assert limits.locs.of("delivery_limit").line == line_of(text, "delivery_limit: 5")
     stop = flagship.messages["Stop"]
     assert stop.locs.of("schema").line == line_of(text, "schemas/stop.json")
     worker = flagship.services["worker"]

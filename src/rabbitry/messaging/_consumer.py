@@ -16,8 +16,8 @@ Dead-lettering, and where the reason goes (the decision): RabbitMQ's
 ``basic.reject`` cannot add headers, so the broker's own dead-lettering
 would carry only ``x-death`` (reason "rejected"), not *why*.  So the runtime
 publishes a copy — same body, same properties, the original routing key (or
-the queue's ``x-dead-letter-routing-key``) — to the queue's dead-letter
-exchange (``x-dead-letter-exchange``) with the headers
+the queue's dead-letter routing key) — to the queue's dead-letter
+exchange (its argument, or a policy of the spec) with the headers
 ``x-rabbitry-error`` (the reason, a sentence), ``x-rabbitry-path`` (the JSON
 Pointer of the faulty value, "" when none), ``x-rabbitry-queue``,
 ``x-rabbitry-exchange`` and ``x-rabbitry-routing-key`` (where it came
@@ -621,9 +621,8 @@ class Inbox:
         properties = message.header.properties
         queue = self.contract.name
         what = f"{properties.message_type or 'a message'} (message_id {properties.message_id})"
-        arguments = self.contract.arguments
-        exchange = arguments.get("x-dead-letter-exchange")
-        if not isinstance(exchange, str):
+        exchange = self.contract.dead_letter_exchange
+        if exchange is None:
             log.error(
                 "rabbitry: queue %r refused %s: %s; the queue has no dead-letter exchange, so "
                 "it is rejected and the broker drops it",
@@ -632,7 +631,7 @@ class Inbox:
                 refusal.reason,
             )
             return REJECT
-        routing_key = arguments.get("x-dead-letter-routing-key") or frame.routing_key
+        routing_key = self.contract.dead_letter_routing_key or frame.routing_key
         headers = dict(properties.headers or {})
         headers.update(
             {

@@ -24,10 +24,11 @@ from rabbitry.errors import ContractViolation, Fault, UsageError
 from rabbitry.spec import Spec
 from rabbitry.spec.bundle import bundle
 from rabbitry.spec.model import PLACEHOLDER, placeholders
+from rabbitry.spec.policies import dead_letter_of
 
 __all__ = ["Contract", "MessageContract", "QueueContract", "RuntimeBinding"]
 
-FORMAT = 1
+FORMAT = 2  # 2: queues carry their effective dead-letter exchange and key
 
 
 def _fill(template: str, payload: Mapping[str, Any], message: str) -> str:
@@ -119,6 +120,10 @@ class QueueContract:
     auto_delete: bool
     arguments: Mapping[str, Any]
     bindings: tuple[RuntimeBinding, ...]
+    #: Where the queue's dead letters go, from its argument or a policy of the spec
+    #: (``spec.policies.dead_letter_of``): a consumer sends what it refuses there.
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -175,6 +180,8 @@ class Contract:
                 tuple(
                     RuntimeBinding(b["exchange"], b["key"], b["arguments"]) for b in q["bindings"]
                 ),
+                q["dead_letter"]["exchange"],
+                q["dead_letter"]["routing_key"],
             )
             for name, q in data["queues"].items()
         }
@@ -218,6 +225,7 @@ def contract_data(spec: Spec) -> dict[str, Any]:
             accepts[queue_name].extend(n for n in names if n not in accepts[queue_name])
     queues: dict[str, Any] = {}
     for queue in sorted(spec.queues.values(), key=lambda q: q.name):
+        exchange, routing_key = dead_letter_of(spec, queue.name)
         queues[queue.name] = {
             "accepts": sorted(accepts.get(queue.name, [])),
             "runtime": queue.runtime,
@@ -230,6 +238,10 @@ def contract_data(spec: Spec) -> dict[str, Any]:
                 for b in spec.bindings_to_queue(queue.name)
                 if b.runtime
             ],
+            "dead_letter": {
+                "exchange": None if exchange is None else exchange.value,
+                "routing_key": None if routing_key is None else routing_key.value,
+            },
         }
     services = {
         name: {
