@@ -101,8 +101,11 @@ def test_the_flagship_applies_and_then_plans_empty(
     queues = {q["name"]: q for q in vhost.queues()}
     assert set(queues) == {"jobs.ready", "jobs.dead-letters"}  # run-time queues are not apply's
     assert queues["jobs.ready"]["type"] == "quorum"
-    assert queues["jobs.ready"]["arguments"]["x-delivery-limit"] == 5
-    assert queues["jobs.ready"]["arguments"]["x-dead-letter-exchange"] == "jobs.dead"
+    assert queues["jobs.ready"]["arguments"] == {"x-queue-type": "quorum"}
+    policies = vhost.api.get_json(f"/api/policies/{vhost.name}")
+    assert [(p["name"], p["definition"]) for p in policies] == [
+        ("jobs-ready", {"dead-letter-exchange": "jobs.dead", "delivery-limit": 5})
+    ]
     names = {e["name"] for e in vhost.exchanges()}
     assert {"jobs.new", "jobs.status", "jobs.control", "jobs.dead"} <= names
     bindings = {(b["source"], b["destination"], b["routing_key"]) for b in vhost.bindings()}

@@ -303,8 +303,13 @@ def _unmanaged(want: Topology, have: Topology, spec: Spec | None) -> list[_Unman
         (Kind.POLICY, want.policies, have.policies),
         (Kind.OPERATOR_POLICY, want.operator_policies, have.operator_policies),
     ):
-        if wanted is not None and present is not None:
-            found.extend((kind, name, present[name]) for name in sorted(set(present) - set(wanted)))
+        if wanted is None or present is None:
+            continue
+        if kind is Kind.OPERATOR_POLICY and not wanted:
+            # Operator policies are the operator's caps: a spec that declares none
+            # does not own them, so they are neither listed nor pruned.
+            continue
+        found.extend((kind, name, present[name]) for name in sorted(set(present) - set(wanted)))
     return found
 
 

@@ -14,7 +14,7 @@ import click
 
 from rabbitry.broker import converge
 from rabbitry.broker.live import BlindSpot
-from rabbitry.broker.report import plan_lines, summary
+from rabbitry.broker.report import plan_lines, settings_json, settings_lines, summary
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.cli._options import (
     broker_options,
@@ -167,6 +167,11 @@ def _print_plan(
         for line in plan_lines(plan):
             colour = {"+": "green", "~": "yellow", "-": "red"}.get(line.strip()[:1])
             click.echo(click.style(line, fg=colour) if line.startswith("  ") else line)
+    settings = settings_lines(plan)
+    if settings:
+        click.echo("Effective settings" + (":" if applied else " (after apply):"))
+        for line in settings:
+            click.echo(line)
     if plan.unmanaged or not plan.empty:
         click.echo(summary(plan))
 
@@ -187,6 +192,7 @@ def _plan_json(
         "counts": planned.plan.counts(),
         "changes": [c.as_json() for c in planned.plan.changes],
         "unmanaged": list(planned.plan.unmanaged),
+        "settings": settings_json(planned.plan),
     }
 
 
