@@ -60,10 +60,17 @@ attempt against ``x-delivery-limit``.  A single-active-consumer queue whose
 active consumer is another's delivers nothing to the mover: it times out.
 
 Speed.  One connection, two channels: the source's with a prefetch of
-``PREFETCH``, the target's with confirms, copies written ``BATCH`` to a
-socket write (frames marshalled here, not by aiormq one write a message) and
-acks sent as one ``multiple`` ack per run of confirmed copies.
-``bench/migrate.py`` measures it.
+``PREFETCH``, the target's with confirms; copies written up to ``BATCH`` in
+one socket write (frames marshalled here: aiormq's ``basic_publish`` is one
+write a message), with the ack of what is confirmed in the same write (one
+``multiple`` ack per run of confirmed copies).  ``bench/migrate.py``, 100,000
+messages of 64 bytes (2 cores, the broker on the same machine, other sessions
+loading it): 41 s, ~4,900 moves/s (each message moves twice), against 102 s
+for the same steps moved with aiormq's awaited confirmed ``basic_publish``
+and an ack per message: 2.5x.  CPU bound: per move ~90 µs of this process
+(most of it aiormq reading the delivery's three frames) and ~85 µs of the
+broker.  The prefetch does not matter past a few hundred (250, 1,000, 4,000:
+within the noise); 1,000 bounds what a cut run moves again.
 """
 
 from __future__ import annotations
@@ -80,7 +87,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiormq.exceptions as amqp_errors
+import pamqp.frame
 from aiormq.abc import ChannelFrame, DeliveredMessage
+from pamqp.commands import Basic
 
 from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.management import read_rows
@@ -91,6 +100,7 @@ from rabbitry.messaging import _frames
 
 __all__ = [
     "BATCH",
+    "GATHER",
     "PREFETCH",
     "PREFIX",
     "Migrated",
@@ -103,9 +113,11 @@ __all__ = [
 
 PREFIX = "rabbitry.migrate."
 #: Deliveries unacknowledged at once on the source (``bench/migrate.py`` chose it).
-PREFETCH = 2000
+PREFETCH = 1000
 #: Most copies in one socket write.
 BATCH = 500
+#: Seconds the writer waits for more deliveries to fill a write while copies are in flight.
+GATHER = 0.002
 #: AMQP's limit on a queue name, in bytes.
 _NAME_LIMIT = 255
 #: Seconds between counts of a source that seems drained.
@@ -519,43 +531,51 @@ class _Mover:
     # -- the writer: copies out, acks back
 
     async def _write(self) -> None:
+        """Copies and the ack of what is confirmed, in one socket write at a time."""
         loop = asyncio.get_running_loop()
         out, inbound = self.outbound, self.inbound
         while True:
             await self.wakeup.wait()
+            if len(self.pending) < BATCH and self.written:
+                # Copies are in flight, so waiting stalls nothing: let deliveries and
+                # confirms gather into one bigger write.
+                await asyncio.sleep(GATHER)
             self.wakeup.clear()
-            while self.pending and self.failure is None:
-                parts: list[bytes] = []
-                for _ in range(min(BATCH, len(self.pending))):
-                    source_tag, message = self.pending.popleft()
-                    out.delivery_tag += 1
-                    tag = out.delivery_tag
-                    future = loop.create_future()
-                    future.add_done_callback(functools.partial(self._confirmed, tag))
-                    out.confirmations[tag] = future
-                    self.written.append((tag, source_tag))
-                    parts.extend(self._frames(out, message))
-                drained = loop.create_future()
-                await out.write_queue.put(
-                    ChannelFrame(payload=b"".join(parts), should_close=False, drain_future=drained)
-                )
-                # Let the socket take it before the next batch (TCP back-pressure).
-                done, _ = await asyncio.wait([drained], timeout=self.timeout)
-                if not done:
-                    self._fail(
-                        BrokerTimeout(
-                            f"RabbitMQ at {self.url.endpoint} took no data "
-                            f"for {self.timeout:g} s while moving messages "
-                            f"into queue {self.target!r}; run again"
-                        )
+            if self.failure is not None:
+                continue
+            parts: list[bytes] = []
+            for _ in range(min(BATCH, len(self.pending))):
+                source_tag, message = self.pending.popleft()
+                out.delivery_tag += 1
+                tag = out.delivery_tag
+                future = loop.create_future()
+                future.add_done_callback(functools.partial(self._confirmed, tag))
+                out.confirmations[tag] = future
+                self.written.append((tag, source_tag))
+                parts.extend(self._frames(out, message))
+            upto = self.ack_upto if self.ack_upto > self.acked else 0
+            if upto:
+                ack = Basic.Ack(delivery_tag=upto, multiple=True)
+                parts.append(pamqp.frame.marshal(ack, inbound.number))
+            if not parts:
+                continue
+            if self.pending:
+                self.wakeup.set()
+            drained = loop.create_future()
+            await out.write_queue.put(
+                ChannelFrame(payload=b"".join(parts), should_close=False, drain_future=drained)
+            )
+            # Let the socket take it before the next write (TCP back-pressure).
+            done, _ = await asyncio.wait([drained], timeout=self.timeout)
+            if not done:
+                self._fail(
+                    BrokerTimeout(
+                        f"RabbitMQ at {self.url.endpoint} took no data for {self.timeout:g} s "
+                        f"while messages were moved into queue {self.target!r}; run again"
                     )
-            if self.ack_upto > self.acked and self.failure is None:
-                upto = self.ack_upto
-                try:
-                    await inbound.basic_ack(upto, multiple=True, wait=False)
-                except Exception as exc:
-                    self._fail(broker_error(exc, self.url, f"acking in queue {self.source!r}"))
-                    continue
+                )
+                continue
+            if upto:
                 self.acked = upto
                 self.progress.set()
                 if self.report is not None:
