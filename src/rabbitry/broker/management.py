@@ -47,7 +47,14 @@ from rabbitry.errors import (
     first_broker_error,
 )
 
-__all__ = ["read_queue_counts", "read_rows", "read_vhost", "send"]
+__all__ = [
+    "policy_from_row",
+    "queue_from_row",
+    "read_queue_counts",
+    "read_rows",
+    "read_vhost",
+    "send",
+]
 
 _EXCHANGE_COLUMNS = "name,type,durable,auto_delete,internal,arguments"
 _QUEUE_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments,policy,messages,consumers"
@@ -99,10 +106,12 @@ async def read_vhost(url: BrokerURL, *, timeout: float, counts: bool = True) -> 
         raise first_broker_error(failures) from None
     return Topology(
         exchanges={row["name"]: _exchange(row) for row in exchanges.result()},
-        queues={row["name"]: _queue(row) for row in queues.result()},
+        queues={row["name"]: queue_from_row(row) for row in queues.result()},
         bindings=frozenset(_binding(row) for row in bindings.result() if row["source"] != ""),
-        policies={row["name"]: _policy(row, False) for row in policies.result()},
-        operator_policies={row["name"]: _policy(row, True) for row in operator_policies.result()},
+        policies={row["name"]: policy_from_row(row, False) for row in policies.result()},
+        operator_policies={
+            row["name"]: policy_from_row(row, True) for row in operator_policies.result()
+        },
     )
 
 
@@ -162,7 +171,8 @@ def _exchange(row: Row) -> ExchangeState:
     )
 
 
-def _queue(row: Row) -> QueueState:
+def queue_from_row(row: Row) -> QueueState:
+    """A queue row of ``/api/queues/{vhost}`` as ``state`` has it."""
     arguments = row.get("arguments") or {}
     return QueueState(
         name=row["name"],
@@ -185,7 +195,8 @@ def _queue(row: Row) -> QueueState:
     )
 
 
-def _policy(row: Row, operator: bool) -> PolicyState:
+def policy_from_row(row: Row, operator: bool) -> PolicyState:
+    """A row of ``/api/policies/{vhost}`` (``operator``: ``/api/operator-policies``)."""
     return PolicyState(
         name=row["name"],
         pattern=row.get("pattern") or "",

@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from rabbitry.broker.migrate import temporary_queue
+from rabbitry.broker.settings import effective_settings
 from rabbitry.broker.state import (
     BindingState,
     ExchangeState,
@@ -27,8 +27,8 @@ from rabbitry.broker.state import (
     is_reserved_exchange,
 )
 from rabbitry.spec import Binding as SpecBinding
-from rabbitry.spec import Policy, Queue, QueueType, Spec
-from rabbitry.spec.policies import Setting, effective, winning_policy
+from rabbitry.spec import Policy, Spec
+from rabbitry.spec.policies import Setting
 
 __all__ = ["POLICY_KINDS", "Action", "Change", "FieldChange", "Kind", "Plan", "Settings", "diff"]
 
@@ -406,11 +406,11 @@ def _settings(want: Topology, have: Topology, *, prune: bool) -> Settings:
     found: dict[str, Mapping[str, Setting]] = {}
     for name, queue in want.queues.items():
         live = have.queues.get(name)
-        found[name] = _effective(
+        found[name] = effective_settings(
             queue,
             reaching(users, name),
             reaching(operators, name),
-            live.policy if live else None,
+            named=live.policy if live else None,
         )
     return found
 
@@ -428,37 +428,3 @@ def _after(
 ) -> dict[str, Policy]:
     kept = {} if prune or have is None else {n: p for n, p in have.items() if n not in (want or {})}
     return {n: p.as_policy() for n, p in {**kept, **(want or {})}.items()}
-
-
-def _effective(
-    queue: QueueState,
-    users: Mapping[str, Policy],
-    operators: Mapping[str, Policy],
-    named: str | None,
-) -> Mapping[str, Setting]:
-    """``spec.policies.effective`` for one queue, the broker's pick settling a tie."""
-    try:
-        queue_type = QueueType(queue.type)
-    except ValueError:  # a queue type this rabbitry does not know: no rules for it
-        return {}
-    arguments = queue.declare_arguments()
-    arguments.pop("x-queue-type", None)
-    winner = winning_policy(users, "queue", queue.name, queue_type)
-    if winner is None and winning_policy(operators, "queue", queue.name, queue_type) is None:
-        # No policy reaches it (the common case, and a no-op plan's): its arguments.
-        return {k.removeprefix("x-"): Setting(v, "argument") for k, v in arguments.items()}
-    chosen = users.get(named) if named is not None else None
-    if (
-        winner is not None
-        and chosen is not None
-        and chosen.priority == winner.priority
-        and chosen.applies_to("queue", queue.name, queue_type)
-    ):
-        users = {chosen.name: chosen}
-    model = Spec(
-        Path("."),
-        queues={queue.name: Queue(queue.name, queue_type, arguments=arguments)},
-        policies=users,
-        operator_policies=operators,
-    )
-    return effective(model, queue.name)
