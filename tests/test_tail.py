@@ -31,11 +31,12 @@ from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 from rabbitry.check import load_spec
 from rabbitry.errors import UsageError
-from rabbitry.messaging._tail_cost import Cost, Setting, Spent, queue_facts, read_facts
+from rabbitry.messaging._tail_cost import Cost, Spent, queue_facts, read_facts
 from rabbitry.messaging._xdeath import deaths, rabbitry_reason
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
 from rabbitry.messaging.peek import Peeked, peek
+from rabbitry.spec.policies import Setting
 from specs import FLAGSHIP, run_cli, write_spec
 
 SPEC = """
@@ -324,8 +325,8 @@ def test_a_lower_delivery_limit_from_a_policy_is_the_one_tail_counts_with(
     publish(topology, "work.q", note())
     code, _, err = tail(topology, capsys, "work.q")
     assert code == 1  # refused
-    source = "operator policy" if kind == "operator-policies" else "policy"
-    assert f"delivery limit 1 ({source} low-limit)" in err
+    source = "operator_policy" if kind == "operator-policies" else "policy"
+    assert f"delivery limit 1 ({source}:low-limit)" in err
     looks = []
     for _ in range(2):
         _, items, _ = tail_json(topology, capsys, "work.q", "--spend-delivery")
@@ -333,6 +334,51 @@ def test_a_lower_delivery_limit_from_a_policy_is_the_one_tail_counts_with(
     assert [look["dead_lettered_by_look"] for look in looks] == [False, True]
     until(lambda: ready(topology, "parked") == 1)  # the broker agreed: gone at the second look
     assert ready(topology, "work.q") == 0
+
+
+def named_policy(vhost: Vhost, queue: str) -> str | None:
+    """The user policy the broker names on the queue's row (the one it applies).
+
+    Read from the list without statistics, where it is the queue record's and
+    current; the single queue's GET, with statistics, went without it for more
+    than 5 s after the policies were set (3.10.8).
+    """
+    path = f"/api/queues/{quote(vhost.name, safe='')}?columns=name,policy&disable_stats=true"
+    rows = vhost.api.get_json(path)
+    return next(row.get("policy") or None for row in rows if row["name"] == queue)
+
+
+def test_on_a_tie_tail_counts_with_the_policy_the_broker_names(
+    topology: Vhost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two policies of equal priority: the broker applies the one its queue row names, and
+    tail counts with that one's limit (4), not the other's lower one (1)."""
+
+    def limit(n: int) -> dict[str, Any]:
+        return {"pattern": r"^work\.q$", "apply-to": "queues", "definition": {"delivery-limit": n}}
+
+    set_policy(topology, "policies", "tie-a", limit(1))
+    set_policy(topology, "policies", "tie-b", limit(1))
+    for _ in range(10):  # give the broker's pick the higher limit, however it picks
+        named = named_policy(topology, "work.q")
+        assert named in ("tie-a", "tie-b")
+        other = "tie-b" if named == "tie-a" else "tie-a"
+        set_policy(topology, "policies", named, limit(4))
+        set_policy(topology, "policies", other, limit(1))
+        if named_policy(topology, "work.q") == named:
+            break
+    else:
+        pytest.fail("the broker's pick kept moving")
+    publish(topology, "work.q", note())
+    looks = []
+    for _ in range(2):
+        _, items, summary = tail_json(topology, capsys, "work.q", "--spend-delivery")
+        looks.append(items[0]["look"])
+    assert (summary["delivery_limit"], summary["delivery_limit_source"]) == (4, f"policy:{named}")
+    assert summary["tied_policies"] == []
+    assert [look["dead_lettered_by_look"] for look in looks] == [False, False]
+    assert ready(topology, "work.q") == 1  # the broker agrees: limit 1 would have taken it
+    assert ready(topology, "parked") == 0
 
 
 # -- classic queues and streams ------------------------------------------------------
@@ -631,9 +677,12 @@ def test_reading_reasons_never_fails_on_any_header(headers: dict[str, Any]) -> N
 def test_policies_are_matched_as_the_broker_does() -> None:
     queue = {"name": "orders.in", "type": "quorum", "arguments": {"x-delivery-limit": 9}}
 
-    def facts(*policies: dict[str, Any], ops: tuple[dict[str, Any], ...] = ()) -> Any:
+    def facts(
+        *policies: dict[str, Any], ops: tuple[dict[str, Any], ...] = (), named: str = ""
+    ) -> Any:
+        row = {**queue, "policy": named}
         return queue_facts(
-            "orders.in", "/", "quorum", queues=[queue], policies=policies, operator_policies=ops
+            "orders.in", "/", "quorum", queues=[row], policies=policies, operator_policies=ops
         )
 
     def policy(name: str, pattern: str, limit: int, **more: Any) -> dict[str, Any]:
@@ -642,9 +691,19 @@ def test_policies_are_matched_as_the_broker_does() -> None:
     assert facts().delivery_limit.source == "argument"
     # the highest priority applies, even with a higher limit
     high = facts(policy("low", "orders", 2, priority=0), policy("high", "^orders", 7, priority=5))
-    assert (high.limit, high.delivery_limit.source) == (7, "policy high")
-    # equal priorities: the broker picks one, tail assumes the lesser
-    assert facts(policy("a", "in$", 4), policy("b", "orders", 3)).limit == 3
+    assert (high.limit, high.delivery_limit.source, high.tied) == (7, "policy:high", ())
+    # equal priorities: the broker picks one; the row names it, or tail assumes the lesser
+    tie = (policy("a", "in$", 4), policy("b", "orders", 3))
+    assert (facts(*tie).limit, facts(*tie).tied) == (3, ("policy:a", "policy:b"))
+    assert "policy:a, policy:b tie" in facts(*tie).what_a_look_costs()
+    assert (facts(*tie, named="a").limit, facts(*tie, named="a").tied) == (4, ())
+    assert facts(*tie, named="gone").limit == 3  # a name that is not among the tied settles nothing
+    # operator policies tie too, and nothing names the broker's pick among them
+    ops = (policy("o1", ".*", 5), policy("o2", ".*", 2))
+    assert (facts(ops=ops).limit, facts(ops=ops).tied) == (
+        2,
+        ("operator_policy:o1", "operator_policy:o2"),
+    )
     # apply-to exchanges does not reach a queue; a pattern that does not match neither
     assert (
         facts(policy("x", ".*", 1, **{"apply-to": "exchanges"}), policy("y", "^in", 1)).limit == 9
@@ -661,6 +720,7 @@ def test_policies_are_matched_as_the_broker_does() -> None:
     )
     assert dlx is not None
     assert dlx.dead_letter_exchange == Setting("a", "argument")  # the argument wins
+    assert dlx.as_json()["dead_letter_exchange_source"] == "argument"
     assert dlx.cost is Cost.REDELIVERED_FLAG
 
 
