@@ -124,9 +124,26 @@ def apply_command(
         data = _plan_json(target, done.planned, unverified)
         data["applied"] = done.result.applied
         data["seconds"] = round(done.result.seconds, 3)
+        data["migrations"] = [
+            {
+                "queue": m.queue,
+                "temporary": m.temporary,
+                "moved_out": m.moved_out,
+                "moved_back": m.moved_back,
+                "bindings": m.bindings,
+                "seconds": round(m.seconds, 3),
+            }
+            for m in done.result.migrations
+        ]
         click.echo(json.dumps(data, indent=2))
         return
     _print_plan(target, done.planned, unverified=unverified, applied=True)
+    for m in done.result.migrations:
+        click.echo(
+            f"migrated queue {m.queue}: {plural(m.moved_out, 'message')} moved out to "
+            f"{m.temporary} and {m.moved_back} back, {plural(m.bindings, 'binding')} kept, "
+            f"in {m.seconds:.2f} s"
+        )
     if not done.planned.plan.empty:
         click.echo(
             f"applied {plural(done.result.applied, 'change')} in {done.result.seconds:.2f} s"
@@ -169,7 +186,8 @@ def _print_plan(
             click.echo(click.style(line, fg=colour) if line.startswith("  ") else line)
     settings = settings_lines(plan)
     if settings:
-        click.echo("Effective settings" + (":" if applied else " (after apply):"))
+        pending = not applied and not plan.empty
+        click.echo("Effective settings" + (" (after apply):" if pending else ":"))
         for line in settings:
             click.echo(line)
     if plan.unmanaged or not plan.empty:
