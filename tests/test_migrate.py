@@ -34,7 +34,17 @@ from rabbitry.broker.migrate import PREFIX, temporary_queue
 from rabbitry.broker.plan import Action, Kind
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.errors import BrokerError, DataLossRefused
-from rabbitry.spec.model import Binding, Exchange, ExchangeType, Queue, QueueType, Spec
+from rabbitry.spec.model import (
+    Binding,
+    Exchange,
+    ExchangeType,
+    Policy,
+    Queue,
+    QueueType,
+    Spec,
+)
+from rabbitry.spec.policies import anchored_pattern
+from specs import run_cli
 
 T = TypeVar("T")
 TIMEOUT = 10.0
@@ -75,15 +85,46 @@ class Shape:
         return Queue(name, self.type, durable=self.durable, arguments=arguments)
 
 
-def spec_of(shapes: Mapping[str, Shape]) -> Spec:
-    """Exchange ``x`` (direct) routing key ``<queue>`` to each queue; ``dlx`` for dead letters."""
+def spec_of(shapes: Mapping[str, Shape], policies: Mapping[str, Limits] | None = None) -> Spec:
+    """Exchange ``x`` (direct) routing key ``<queue>`` to each queue; ``dlx`` for dead letters;
+    ``policies``: queue → the limits a policy of its own sets on it."""
     exchanges = {
         "x": Exchange("x", ExchangeType.DIRECT),
         "dlx": Exchange("dlx", ExchangeType.FANOUT),
     }
     queues = {name: shape.queue(name) for name, shape in shapes.items()}
     bindings = tuple(Binding("x", name, key=name) for name in shapes)
-    return Spec(path=Path("topology.yaml"), exchanges=exchanges, queues=queues, bindings=bindings)
+    return Spec(
+        path=Path("topology.yaml"),
+        exchanges=exchanges,
+        queues=queues,
+        bindings=bindings,
+        policies={
+            f"limits-{queue}": limits.policy(f"limits-{queue}", queue)
+            for queue, limits in (policies or {}).items()
+            if limits.definition()
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a policy sets on one queue: settings that change in place."""
+
+    message_ttl: int | None = None
+    max_length: int | None = None
+    dead_letter: str | None = None
+
+    def definition(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "message-ttl": self.message_ttl,
+            "max-length": self.max_length,
+            "dead-letter-exchange": self.dead_letter,
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+    def policy(self, name: str, queue: str) -> Policy:
+        return Policy(name, anchored_pattern([queue]), definition=self.definition())
 
 
 def apply(spec: Spec, vhost: Vhost, **options: Any) -> converge.Converged:
@@ -578,6 +619,14 @@ def _rest(s: Shape) -> tuple[int | None, int | None, str | None]:
     return s.message_ttl, s.max_length, s.dead_letter
 
 
+LIMITS = st.builds(
+    Limits,
+    message_ttl=st.sampled_from([None, 900_000, 1_800_000]),
+    max_length=st.sampled_from([None, 150_000, 300_000]),
+    dead_letter=st.sampled_from([None, "dlx"]),
+)
+
+
 @settings(
     max_examples=8,
     deadline=None,
@@ -586,13 +635,23 @@ def _rest(s: Shape) -> tuple[int | None, int | None, str | None]:
 @given(
     before=st.fixed_dictionaries({"a": SHAPES, "b": SHAPES}),
     after=st.fixed_dictionaries({"a": SHAPES, "b": SHAPES}),
+    policies_before=st.fixed_dictionaries({"a": LIMITS, "b": LIMITS}),
+    policies_after=st.fixed_dictionaries({"a": LIMITS, "b": LIMITS}),
     held=st.integers(0, 400),
 )
-def test_random_changes_under_a_publisher_lose_nothing(
-    broker: ManagementAPI, before: dict[str, Shape], after: dict[str, Shape], held: int
+def test_random_changes_under_a_publisher_lose_nothing(  # noqa: PLR0917 - hypothesis
+    broker: ManagementAPI,
+    before: dict[str, Shape],
+    after: dict[str, Shape],
+    policies_before: dict[str, Limits],
+    policies_after: dict[str, Limits],
+    held: int,
 ) -> None:
+    """Settings, policies and queue types changed at random, applied with ``--migrate``
+    while a publisher runs: every confirmed message is in its queue, the plan is empty."""
+    old, new = spec_of(before, policies_before), spec_of(after, policies_after)
     for vhost in fresh_vhost(broker):
-        apply(spec_of(before), vhost)
+        apply(old, vhost)
         filled = {name: fill(vhost, name, held) for name in before}
 
         done, publisher = run(
@@ -600,16 +659,19 @@ def test_random_changes_under_a_publisher_lose_nothing(
                 vhost,
                 ("a", "b"),
                 lambda vhost=vhost: converge.apply(
-                    spec_of(after), url_of(vhost), timeout=TIMEOUT, migrate=True
+                    new, url_of(vhost), timeout=TIMEOUT, migrate=True
                 ),
             )
         )
 
-        replaced = {c.name for c in done.planned.plan.changes if c.action is Action.REPLACE}
+        changes = done.planned.plan.changes
+        replaced = {c.name for c in changes if c.action is Action.REPLACE}
         assert {m.queue for m in done.result.migrations} == replaced
+        # A policy change is carried out in place: never a replace of its queue.
+        assert all(c.action is not Action.REPLACE for c in changes if c.kind is Kind.POLICY)
         assert not publisher.failed
         assert publisher.returned == 0
-        assert_converged(spec_of(after), vhost)
+        assert_converged(new, vhost)
         for name in ("a", "b"):
             found = ids_in(vhost, name)
             confirmed = set(filled[name]) | set(publisher.confirmed.get(name, []))
@@ -646,3 +708,38 @@ def test_a_temporary_queue_deleted_under_the_mover_stops_it_before_any_more_acks
     left = len(drain(vhost, "q"))
     assert deleted
     assert left >= 6000 - deleted[0] - 1000  # at most what was confirmed before the delete
+
+
+# -- the command line ----------------------------------------------------------------------
+
+CLI_SPEC = """\
+version: 1
+exchanges:
+  x: {type: direct}
+queues:
+  q: {type: TYPE}
+bindings:
+  - {from: x, queue: q, key: q}
+"""
+
+
+def test_the_command_line_names_migrate_then_migrates_and_says_what_it_moved(
+    vhost: Vhost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "topology.yaml"
+    path.write_text(CLI_SPEC.replace("TYPE", "classic"))
+    assert run_cli(["apply", str(path), "--url", vhost.amqp_url], capsys)[0] == 0
+    ids = fill(vhost, "q", 50)
+    path.write_text(CLI_SPEC.replace("TYPE", "quorum"))
+
+    code, out, err = run_cli(["apply", str(path), "--url", vhost.amqp_url], capsys)
+    assert code == 1
+    assert "--migrate" in err
+
+    code, out, err = run_cli(["apply", str(path), "--url", vhost.amqp_url, "--migrate"], capsys)
+    assert code == 0, out + err
+    assert f"migrated queue q: 50 messages moved out to {PREFIX}q and 50 back" in out
+    code, out, _ = run_cli(["plan", str(path), "--url", vhost.amqp_url], capsys)
+    assert code == 0, out
+    assert queue_rows(vhost)["q"]["type"] == "quorum"
+    assert ids_in(vhost, "q") == Counter(ids)

@@ -193,7 +193,9 @@ def test_a_consumer_comes_back_after_its_queue_is_replaced(
             await until(lambda: second["job_id"] in got, what="the message after the replace")
             taken = time.monotonic() - back
             assert got == [first["job_id"], second["job_id"]]
-            assert consumer.consuming, (consumer._link, consumer._absence, consumer._failure)
+            # A delivery on the new channel may be handled a moment before the
+            # consume-ok is: ``consuming`` turns true right after.
+            await until(lambda: consumer.consuming, timeout=2, what="consuming")
             assert consumer.failure is None
             await consumer.cancel()
         report(f"replace {before['x-queue-type']} -> {after['x-queue-type']}: handled", taken)
@@ -239,7 +241,7 @@ def test_a_consumer_comes_back_after_apply_replaces_its_queue(
             await server.publish("Start", job)
             await until(lambda: got == [job["job_id"]], what="the message after apply")
             taken = time.monotonic() - back
-            assert consumer.consuming
+            await until(lambda: consumer.consuming, timeout=2, what="consuming")
         report("apply --allow-data-loss quorum -> classic: handled", taken)
 
     asyncio.run(body())
@@ -366,7 +368,7 @@ def test_a_handler_running_when_the_queue_is_replaced_finishes(
                 release.set()
             await until(lambda: len(finished) == 5, what="every handler")
             assert most <= 2  # never more than the prefetch at once
-            assert consumer.consuming
+            await until(lambda: consumer.consuming, timeout=2, what="consuming")
 
     asyncio.run(body())
 
