@@ -440,3 +440,32 @@ def test_plan_with_the_api_in_sync_is_exit_0(
     code, out, err = run_cli(args, capsys)
     assert code == 0, out + err
     assert "in sync" in out
+
+
+POLICY_SPEC = (
+    SPEC
+    + """\
+policies:
+  work-limits: {queues: [orders.work], max_length: 1000}
+"""
+)
+
+
+def test_apply_without_the_api_refuses_a_spec_with_policies_and_changes_nothing(
+    broker: ManagementAPI, vhost: Vhost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Policies are the management API's alone: apply over AMQP must not report success
+    for a spec it could only half apply."""
+    path = write_spec(tmp_path, POLICY_SPEC)
+    url = parse_url(vhost.amqp_url)
+    with made_user(broker, vhost.name, tags="") as (user, password):
+        amqp_url = f"amqp://{user}:{password}@{url.endpoint}/{vhost.name}"
+        code, out, err = run_cli(["plan", str(path), "--url", amqp_url], capsys)
+        assert code == 3, out + err  # everything to create; policies not verified
+        assert "policies cannot be read over AMQP" in out
+        code, out, err = run_cli(["apply", str(path), "--url", amqp_url], capsys)
+    assert code == 1, out + err
+    assert "the spec has policies" in err
+    assert "nothing was changed" in err
+    assert vhost.queue_names() == set()
+    assert vhost.api.get_json(f"/api/policies/{vhost.name}") == []

@@ -11,7 +11,7 @@ from rabbitry.broker.live import LiveState, read_live
 from rabbitry.broker.plan import Action, Change, Kind, Plan, diff
 from rabbitry.broker.state import BindingState, desired
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import UsageError
+from rabbitry.errors import ManagementError, UsageError
 from rabbitry.spec import Spec
 
 __all__ = ["Converged", "Planned", "apply", "plan"]
@@ -56,6 +56,15 @@ async def apply(
     ``migrate``: replace queues with their messages and bindings kept (``broker.migrate``).
     """
     planned = await plan(spec, url, prune=prune, timeout=timeout)
+    if (spec.policies or spec.operator_policies) and not planned.live.topology.sees_policies:
+        # Nothing is changed: a half-applied spec without its policies (dead-letter
+        # exchanges, limits) would run with settings nobody asked for.
+        raise ManagementError(
+            f"the spec has policies, which only the management API can read and write, and "
+            f"{url.management} could not be used ({planned.live.fallback_reason}); nothing "
+            "was changed: enable it (rabbitmq-plugins enable rabbitmq_management), give "
+            "--management-url, or use a user with the management and policymaker tags"
+        )
     # Policies go through the management API, after the AMQP changes (a refusal
     # of data loss there stops the run before any policy is written).
     over_amqp, policy_changes = policies.split(planned.plan)
