@@ -54,10 +54,9 @@ from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader, ProtocolHeader
 
-from rabbitry.broker import converge
+from rabbitry.broker import _frames, converge
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.check import load_spec
-from rabbitry.messaging import _frames
 from rabbitry.messaging._publisher import CONTENT_TYPE, prepare
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract

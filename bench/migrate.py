@@ -48,10 +48,9 @@ from pamqp.commands import Basic
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Broker, Clock, broker_pid, machine, median, versions
 
-from rabbitry.broker import migrate
+from rabbitry.broker import _frames, migrate
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL, parse_url
-from rabbitry.messaging import _frames
 
 TTL_OLD, TTL_NEW = 600_000, 1_200_000
 OLD = QueueState("q", arguments=(("x-message-ttl", TTL_OLD),))

@@ -16,8 +16,8 @@ from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+from rabbitry.broker import _frames
 from rabbitry.errors import ContractViolation
-from rabbitry.messaging import _frames
 from rabbitry.messaging._consumer import ACK, REJECT, REQUEUE, Settler
 from rabbitry.messaging._decode import MAX_BODY, MAX_DEPTH, Refusal, decode, parse
 from rabbitry.messaging._publisher import prepare

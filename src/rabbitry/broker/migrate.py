@@ -97,12 +97,12 @@ import pamqp.frame
 from aiormq.abc import ChannelFrame, DeliveredMessage
 from pamqp.commands import Basic
 
+from rabbitry.broker import _frames
 from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.management import read_rows
 from rabbitry.broker.state import BindingState, QueueState, normalise_arguments
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import BrokerError, BrokerTimeout, NotFound, UsageError
-from rabbitry.messaging import _frames
 
 __all__ = [
     "BATCH",

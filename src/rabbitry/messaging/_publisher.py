@@ -45,6 +45,7 @@ import aiormq.exceptions as amqp_errors
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 
+from rabbitry.broker import _frames
 from rabbitry.broker.amqp import broker_error
 from rabbitry.errors import (
     BrokerError,
@@ -54,7 +55,6 @@ from rabbitry.errors import (
     PublishFailed,
     PublishTimeout,
 )
-from rabbitry.messaging import _frames
 from rabbitry.messaging._supervisor import Supervisor, backoff
 from rabbitry.messaging.contract import MessageContract
 

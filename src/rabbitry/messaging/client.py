@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypedDict
 
+from rabbitry.broker import _frames
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.errors import UsageError
-from rabbitry.messaging import _frames
 from rabbitry.messaging._consumer import Consumer, Handler
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
