@@ -179,8 +179,8 @@ class Cut:
     the phase chosen, every time.  Watched from outside instead, it did not: from
     SIGTERM to the node closing its connections takes ~1 s, and 10,000 messages move
     out in ~1.5 s, so the cut landed one step late in 2 runs of 4.  Without ``pause``
-    the node stops beside the running apply, which is slowed (50 ms a write) so that
-    it is still moving when the node goes.
+    the node stops beside the running apply, which is slowed (200 ms a write of at
+    most 500 copies) so that it is still moving when the node goes.
     """
 
     def __init__(self, node: OwnNode, phase: str, *, pause: bool = True) -> None:
@@ -204,7 +204,7 @@ class Cut:
                 self._stopping.start()
         elif self._stopping is not None and self._stopping.is_alive():
             self.moved_since += 1
-            time.sleep(0.05)
+            time.sleep(0.2)
 
     def _stop(self) -> None:
         self.stop_seconds = self.node.stop()
