@@ -499,9 +499,12 @@ def test_a_migration_cut_while_moving_out_is_finished_by_the_next_apply(
             # The executor's connection and the migration's.
             cuts.append(close_connections(broker, vhost, at_least=2))
 
-    with pytest.raises(BrokerError):
+    with pytest.raises(BrokerError) as cut_short:
         run(converge_with_moved(new, vhost, cut))
 
+    # The error says that nothing is lost and how to finish.
+    assert f"waits in {temporary_queue('q')!r}" in str(cut_short.value)
+    assert "`rabbitry apply --migrate` run again finishes it" in str(cut_short.value)
     assert cuts == [2]
     names = vhost.queue_names()
     assert {"q", temporary_queue("q")} <= names  # cut in M4: both hold messages

@@ -341,7 +341,10 @@ def _error_body(response: httpx.Response) -> tuple[str, str]:
 
 def _unreachable(url: BrokerURL, exc: httpx.HTTPError) -> ManagementError:
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    return ManagementError(f"{_where(url)} is not reachable ({detail}); {_ENABLE_HINT}")
+    return ManagementError(
+        f"{_where(url)} is not reachable ({detail}); check that RabbitMQ is running there, "
+        f"and if it is, {_ENABLE_HINT}"
+    )
 
 
 def _timeout(url: BrokerURL) -> BrokerTimeout:

@@ -194,14 +194,27 @@ async def migrate(
     started = time.monotonic()
     name, temp = want.name, temporary_queue(want.name)
     routes = await _routes(url, (name, temp), timeout)
-    async with _session(url, timeout) as s:
-        await s.ensure_temporary(temp, quorum=before.type == "quorum")
-        await s.reroute(routes, name, temp)
-        out = await s.empty(name, into=temp, guard=before.type == "classic", moved=moved)
-        await s.declare(want)
-        await s.reroute(routes, temp, name)
-        back = await s.empty(temp, into=name, guard=False, moved=moved)
+    try:
+        async with _session(url, timeout) as s:
+            await s.ensure_temporary(temp, quorum=before.type == "quorum")
+            await s.reroute(routes, name, temp)
+            out = await s.empty(name, into=temp, guard=before.type == "classic", moved=moved)
+            await s.declare(want)
+            await s.reroute(routes, temp, name)
+            back = await s.empty(temp, into=name, guard=False, moved=moved)
+    except BrokerError as exc:
+        raise _cut(exc, name, temp) from None
     return Migrated(name, temp, out, back, len(routes), time.monotonic() - started)
+
+
+def _cut(exc: BrokerError, queue: str, temp: str) -> BrokerError:
+    """``exc`` (its type and fields kept), saying what a cut migration leaves and how to
+    finish it: whoever reads only the error must know that nothing is lost."""
+    exc.args = (
+        f"{exc}; the migration of queue {queue!r} is cut: what it has moved waits in "
+        f"{temp!r}, and `rabbitry apply --migrate` run again finishes it",
+    )
+    return exc
 
 
 async def finish(
@@ -220,8 +233,11 @@ async def finish(
                 f"{temp!r} holds its messages from a cut migration; run `rabbitry apply "
                 "--migrate` (it declares the queue first)"
             )
-        await s.reroute(routes, temp, queue)
-        back = await s.empty(temp, into=queue, guard=False, moved=moved)
+        try:
+            await s.reroute(routes, temp, queue)
+            back = await s.empty(temp, into=queue, guard=False, moved=moved)
+        except BrokerError as exc:
+            raise _cut(exc, queue, temp) from None
     return Migrated(queue, temp, 0, back, len(routes), time.monotonic() - started)
 
 
