@@ -2,10 +2,18 @@
 
 aiormq has no reconnection of its own.  The supervisor
 
-- connects with capped exponential backoff and jitter (``BACKOFF_*``) until
-  an overall deadline (``connect_timeout`` at start, ``reconnect_timeout``
-  after a loss), each attempt bounded by ``timeout``; refused credentials or
-  a missing vhost end the wait at once (retrying cannot fix them);
+- connects with capped exponential backoff and jitter (``BACKOFF_*``: at
+  most 5 s between attempts), each attempt bounded by ``timeout``; refused
+  credentials or a missing vhost end the wait at once (retrying cannot fix
+  them).  At start it gives up after ``connect_timeout`` (a wrong URL or a
+  broker that is not there should say so, not hang).  After a loss it tries
+  **for ever** by default (``reconnect_timeout=None``), saying so at WARNING
+  every ``OUTAGE_REPORT_EVERY`` seconds with the outage's length, because
+  the outage is the broker's: a service restarted by its own supervisor
+  would only connect again, later (restart back-off), and lose the work in
+  its hands.  A number gives up after that many seconds, for a deployment
+  that prefers its process to exit and be restarted; whoever waits on the
+  client (``wait()``, a consumer's ``wait()``) then gets the failure;
 - sets the heartbeat: aiormq drops a connection that sent nothing for
   ``(heartbeat + 1) * 3`` seconds (18 s for the default 5, 6 s for 1);
 - watches the connection and, when it closes under us, reconnects and then
@@ -14,7 +22,11 @@ aiormq has no reconnection of its own.  The supervisor
   gate (``connection()``) that publishers wait at — so a message published
   by this client after a reconnect finds the queues this client consumes;
 - when a reconnect does not succeed by its deadline, fails: every waiter and
-  attachment gets the ``ConnectionFailed``.
+  attachment gets the ``ConnectionFailed``, and so does ``wait()``;
+- follows the broker's ``connection.blocked`` / ``connection.unblocked``
+  (a memory or disk alarm: the broker stops reading what this connection
+  publishes): ``blocked_reason`` is the broker's reason while blocked, so
+  that a publish that times out can say why.
 
 Channels are the attachments' business: each opens its own, restores its
 own state on it (qos, confirms, consumers, declarations) and notices its own
@@ -38,12 +50,38 @@ from rabbitry.broker.amqp import broker_error, is_permanent
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed
 
-__all__ = ["Attachment", "Supervisor", "backoff"]
+__all__ = ["OUTAGE_REPORT_EVERY", "Attachment", "Supervisor", "backoff"]
 
 log = logging.getLogger("rabbitry.messaging")
 
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
+#: Seconds between the WARNINGs that say a reconnect is still being tried.
+OUTAGE_REPORT_EVERY = 30.0
+
+
+class _BlockAwareConnection(aiormq.Connection):
+    """aiormq's connection, telling its supervisor when the broker blocks and unblocks it.
+
+    aiormq 7.2 advertises the ``connection.blocked`` capability and handles the
+    two frames, but only logs them: it has no callback and keeps the reason to
+    itself.  Its handlers are name-mangled methods that its reader calls
+    through ``self``, so a subclass overrides them by their mangled names and
+    calls the originals (which also gate aiormq's writer start-up).
+    """
+
+    on_blocked: Callable[[str], None] | None = None
+    on_unblocked: Callable[[], None] | None = None
+
+    async def _Connection__handle_connection_blocked(self, frame: Any) -> None:
+        await super()._Connection__handle_connection_blocked(frame)  # type: ignore[misc]
+        if self.on_blocked is not None:
+            self.on_blocked(str(frame.reason or "no reason given"))
+
+    async def _Connection__handle_connection_unblocked(self, frame: Any) -> None:
+        await super()._Connection__handle_connection_unblocked(frame)  # type: ignore[misc]
+        if self.on_unblocked is not None:
+            self.on_unblocked()
 
 
 def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
@@ -81,7 +119,7 @@ class Supervisor:
         name: str,
         heartbeat: int,
         connect_timeout: float,
-        reconnect_timeout: float,
+        reconnect_timeout: float | None,
         timeout: float,
     ) -> None:
         self.url = url
@@ -97,6 +135,9 @@ class Supervisor:
         self._failure: BrokerError | None = None
         self._closed = False
         self._monitor: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        self._gave_up: BrokerError | None = None
+        self._blocked: tuple[str, float] | None = None  # the broker's reason, since when
         #: Incremented on every new connection.
         self.generation = 0
 
@@ -117,6 +158,7 @@ class Supervisor:
         if self._failure is None:
             self._failure = failure
         self._ready.set()
+        self._ended.set()
         for attachment in list(self._attachments):
             attachment.detach(failure)
         connection, self._connection = self._connection, None
@@ -132,6 +174,27 @@ class Supervisor:
     @property
     def is_connected(self) -> bool:
         return self._ready.is_set() and self._failure is None
+
+    @property
+    def blocked_reason(self) -> str | None:
+        """The broker's reason (e.g. ``low on memory``) while it blocks this connection, else
+        ``None``.
+
+        A broker under a memory or disk alarm stops reading from connections that
+        publish; what they publish waits, unconfirmed, until the alarm clears.
+        """
+        return None if self._blocked is None else self._blocked[0]
+
+    async def wait(self) -> None:
+        """Wait until closed (returns) or given up (raises why: ``ConnectionFailed``).
+
+        A service's main task awaits this (beside its shutdown signal) so that a
+        client that gave up on the broker ends the process instead of leaving it
+        alive and idle.
+        """
+        await self._ended.wait()
+        if self._gave_up is not None:
+            raise self._gave_up
 
     async def connection(self, deadline: float | None = None) -> Any:
         """The open connection, once restored; waits for a reconnect until ``deadline``."""
@@ -180,41 +243,92 @@ class Supervisor:
         query = f"heartbeat={self._heartbeat}&name={quote(self._name, safe='')}"
         return f"{self.url.amqp}?{query}"
 
-    async def _connect(self, limit: float) -> None:
+    async def _open(self, limit: float) -> Any:
+        """One attempt: an open connection that reports being blocked, within ``limit``."""
+        connection = _BlockAwareConnection(self._amqp_url())
+        connection.on_blocked = lambda reason: self._on_blocked(connection, reason)
+        connection.on_unblocked = lambda: self._on_unblocked(connection)
+        await asyncio.wait_for(connection.connect(), limit)
+        return connection
+
+    async def _connect(self, limit: float | None, *, lost_at: float | None = None) -> None:
+        """Connect and restore, retrying until ``limit`` seconds (``None``: for ever).
+
+        ``lost_at`` (loop time) is when the connection was lost: a reconnect
+        reports the outage's length, not the time spent in this call.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
+        began = loop.time() if lost_at is None else lost_at
+        deadline = None if limit is None else loop.time() + limit
+        report_at = began + OUTAGE_REPORT_EVERY
         attempt = 0
         last: BrokerError | None = None
         what = f"connecting to vhost {self.url.vhost!r}"
+        node = self.url.endpoint
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
+            remaining = None if deadline is None else deadline - loop.time()
+            if self._closed or (remaining is not None and remaining <= 0):
                 raise ConnectionFailed(
                     f"gave up after {limit:g} s and {attempt} attempt(s) to connect: {last}"
                     if last
-                    else f"RabbitMQ at {self.url.endpoint}: no connection within {limit:g} s"
+                    else f"RabbitMQ at {node}: no connection within {limit:g} s"
                 )
             attempt += 1
             try:
-                connection = await asyncio.wait_for(
-                    aiormq.connect(self._amqp_url()), min(self.timeout, remaining)
+                connection = await self._open(
+                    self.timeout if remaining is None else min(self.timeout, remaining)
                 )
             except Exception as exc:
                 last = broker_error(exc, self.url, what)
                 if is_permanent(exc):
                     raise last from None
-                log.info("rabbitry: %s (attempt %d); retrying", last, attempt)
+                log.debug(
+                    "no connection to %s (attempt %d): %s; retrying",
+                    node,
+                    attempt,
+                    last,
+                    extra={"node": node, "attempt": attempt, "reason": str(last)},
+                )
             else:
                 try:
                     await self._restore(connection)
                 except Exception as exc:
                     last = broker_error(exc, self.url, "restoring consumers and queues")
-                    log.warning("rabbitry: %s; reconnecting", last)
+                    log.warning(
+                        "%s; reconnecting",
+                        last,
+                        extra={"node": node, "attempt": attempt, "reason": str(last)},
+                    )
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(connection.close(), 1.0)
                 else:
+                    took = loop.time() - began
+                    log.info(
+                        "connected%s to %s (vhost %r) after %.1f s and %d attempt(s)",
+                        "" if lost_at is None else " again",
+                        node,
+                        self.url.vhost,
+                        took,
+                        attempt,
+                        extra={"node": node, "attempt": attempt},
+                    )
                     return
-            await asyncio.sleep(min(backoff(attempt - 1), max(0.0, deadline - loop.time())))
+            now = loop.time()
+            if now >= report_at:
+                report_at = now + OUTAGE_REPORT_EVERY
+                log.warning(
+                    "no connection to %s for %.0f s (%d attempts; %s); still trying: %s",
+                    node,
+                    now - began,
+                    attempt,
+                    "for ever" if deadline is None else f"giving up after {limit:g} s",
+                    last,
+                    extra={"node": node, "attempt": attempt, "reason": str(last)},
+                )
+            pause = backoff(attempt - 1)
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - now))
+            await asyncio.sleep(pause)
 
     async def _restore(self, connection: Any) -> None:
         async with self._lock:
@@ -226,26 +340,82 @@ class Supervisor:
                 except Exception:
                     if connection.is_closed:
                         raise
-                    log.exception("rabbitry: could not restore %r", attachment)
+                    log.exception(
+                        "could not restore %r", attachment, extra={"node": self.url.endpoint}
+                    )
             self._ready.set()
 
+    # -- the broker's flow control ---------------------------------------------
+
+    def _on_blocked(self, connection: Any, reason: str) -> None:
+        if connection is not self._connection:
+            return
+        self._blocked = (reason, asyncio.get_running_loop().time())
+        node = self.url.endpoint
+        log.warning(
+            "RabbitMQ at %s blocked this connection (%s): what it publishes waits until "
+            "the alarm clears (rabbitmq-diagnostics alarms)",
+            node,
+            reason,
+            extra={"node": node, "reason": reason},
+        )
+
+    def _on_unblocked(self, connection: Any) -> None:
+        if connection is not self._connection or self._blocked is None:
+            return
+        reason, since = self._blocked
+        self._blocked = None
+        node = self.url.endpoint
+        log.info(
+            "RabbitMQ at %s unblocked this connection after %.1f s (%s)",
+            node,
+            asyncio.get_running_loop().time() - since,
+            reason,
+            extra={"node": node, "reason": reason},
+        )
+
     async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        node = self.url.endpoint
         while not self._closed:
             closing = self._connection.closing
             await asyncio.wait([closing])
             if self._closed:
                 return
+            lost_at = loop.time()
             self._ready.clear()
-            log.warning("rabbitry: lost the connection to %s; reconnecting", self.url.masked)
+            self._blocked = None  # that connection's state; a new one starts unblocked
+            reason = _why_closed(closing)
+            log.warning(
+                "lost the connection to %s (%s); reconnecting %s",
+                node,
+                reason,
+                "for ever"
+                if self._reconnect_timeout is None
+                else f"for up to {self._reconnect_timeout:g} s",
+                extra={"node": node, "reason": reason},
+            )
             for attachment in list(self._attachments):
                 attachment.detach(None)
             try:
-                await self._connect(self._reconnect_timeout)
+                await self._connect(self._reconnect_timeout, lost_at=lost_at)
             except BrokerError as exc:
-                log.error("rabbitry: %s", exc)
-                self._failure = exc
+                if self._closed:
+                    return
+                log.error("%s", exc, extra={"node": node, "reason": str(exc)})
+                self._failure = self._gave_up = exc
                 self._ready.set()
+                self._ended.set()
                 for attachment in list(self._attachments):
                     attachment.detach(exc)
                 return
-            log.warning("rabbitry: connected again to %s", self.url.masked)
+
+
+def _why_closed(closing: asyncio.Future[Any]) -> str:
+    """What closed the connection, in one line (aiormq sets the broker's close or the error)."""
+    if closing.cancelled():
+        return "closed"
+    exc = closing.exception()
+    if exc is None:
+        return "closed"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
