@@ -11,7 +11,10 @@ Its run-time queue comes back by itself when the topology changes under it
 subscription binds again within ``idle_check``).  If it cannot (the exchange
 stays gone longer than ``reattach_timeout``), iterating the subscription
 raises, and ``wait()`` raises that instead of waiting on jobs that can no
-longer report: the server never waits, alive and deaf.
+longer report: the server never waits, alive and deaf.  The same holds for
+the broker itself: the client reconnects for ever by default (and says so
+in its log); given a finite ``reconnect_timeout`` it gives up after that
+long an outage and ``wait()`` raises ``ConnectionFailed``.
 """
 
 from __future__ import annotations
@@ -119,16 +122,24 @@ class JobServer:
 
     async def wait(self, timeout: float) -> bool:
         """Whether every dispatched job ended within ``timeout`` seconds; raises why the
-        status subscription stopped, if it stopped first (e.g. ``NotFound``)."""
+        status subscription stopped, if it stopped first (e.g. ``NotFound``), or why the
+        client gave up on the broker (``ConnectionFailed``)."""
         ended = asyncio.ensure_future(
             asyncio.gather(*(job.finished.wait() for job in self.jobs.values()))
         )
-        watched = [ended] + ([self._follower] if self._follower is not None else [])
+        connected = asyncio.ensure_future(self.server.wait())
+        watched: list[asyncio.Future[Any]] = [ended, connected]
+        if self._follower is not None:
+            watched.append(self._follower)
         try:
             await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not ended.done():
                 ended.cancel()
+            if not connected.done():
+                connected.cancel()
+        if connected.done() and not connected.cancelled() and not ended.done():
+            connected.result()  # the client gave up on the broker: say why
         if self._follower is not None and self._follower.done() and not ended.done():
             self._follower.result()  # the subscription failed: say why
             return False  # it ended without failing (closed): the jobs cannot be followed

@@ -17,6 +17,12 @@ If the queue stays gone longer than ``--reattach-timeout`` seconds, the
 consumer stops and so does the worker, with exit status 1: a worker never
 stays up and idle.  ``consumer.consuming`` is the readiness a supervisor's
 probe would read.
+
+When the broker goes away, the worker reconnects for ever by default (the
+runtime logs the loss, a WARNING every 30 s with the outage's length, and the
+reconnect), and takes jobs again when the broker is back.  With
+``--reconnect-timeout SECONDS`` it gives up after that long an outage and
+exits 1, for a supervisor (systemd, Kubernetes) that restarts it instead.
 """
 
 from __future__ import annotations
@@ -146,10 +152,22 @@ class JobWorker:
 
 
 async def run(
-    url: str | None, name: str, step_seconds: float, prefetch: int, reattach_timeout: float
+    url: str | None,
+    name: str,
+    *,
+    step_seconds: float,
+    prefetch: int,
+    reattach_timeout: float,
+    reconnect_timeout: float | None = None,
 ) -> None:
-    """Consume until a signal, or until the consumer stops on its own (then raise why)."""
-    async with Worker(url, prefetch=prefetch, reattach_timeout=reattach_timeout) as worker:
+    """Consume until a signal, or until the consumer or the client stops on its own (then
+    raise why: its queue stayed gone, the broker stayed away longer than ``reconnect_timeout``)."""
+    async with Worker(
+        url,
+        prefetch=prefetch,
+        reattach_timeout=reattach_timeout,
+        reconnect_timeout=reconnect_timeout,
+    ) as worker:
         jobs = JobWorker(worker, name, step_seconds=step_seconds)
         consumer = worker.consume_jobs_ready(jobs.handle)
         await consumer.ready()
@@ -160,11 +178,14 @@ async def run(
             loop.add_signal_handler(sig, stopping.set)
         signalled = asyncio.create_task(stopping.wait())
         consuming = asyncio.create_task(consumer.wait())  # raises if it stops on its own
-        await asyncio.wait([signalled, consuming], return_when=asyncio.FIRST_COMPLETED)
+        connected = asyncio.create_task(worker.wait())  # raises if the client gives up
+        await asyncio.wait([signalled, consuming, connected], return_when=asyncio.FIRST_COMPLETED)
         signalled.cancel()
-        if consuming.done():
-            consuming.result()  # the queue stayed gone (NotFound), the connection was lost, ...
+        for task in (connected, consuming):
+            if task.done():
+                task.result()  # the queue stayed gone (NotFound), the broker stayed away, ...
         consuming.cancel()
+        connected.cancel()
         print(f"{name}: stopping; finishing the jobs in hand", flush=True)
         await consumer.cancel()
 
@@ -181,12 +202,32 @@ def main(argv: list[str] | None = None) -> None:
         default=300.0,
         help="seconds to wait for jobs.ready when it is deleted, before exiting 1",
     )
+    parser.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=None,
+        help="seconds of broker outage after which to exit 1 (default: reconnect for ever)",
+    )
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="also log connects and reconnects (INFO)"
+    )
     args = parser.parse_args(argv)
-    # The runtime says at WARNING when its queue goes and when it consumes again.
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # The runtime says at WARNING when its queue goes, when the broker goes away (and every
+    # 30 s while it stays away) or blocks it; at INFO when it connects and reconnects.
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(name)s: %(levelname)s: %(message)s",
+    )
     try:
         asyncio.run(
-            run(args.url, args.name, args.step_seconds, args.prefetch, args.reattach_timeout)
+            run(
+                args.url,
+                args.name,
+                step_seconds=args.step_seconds,
+                prefetch=args.prefetch,
+                reattach_timeout=args.reattach_timeout,
+                reconnect_timeout=args.reconnect_timeout,
+            )
         )
     except RabbitryError as exc:
         print(f"{args.name}: stopped: {exc}", file=sys.stderr, flush=True)

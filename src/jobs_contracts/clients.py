@@ -110,6 +110,14 @@ class Server:
     ) -> None:
         await self.client.__aexit__(exc_type, exc, tb)
 
+    async def wait(self) -> None:
+        """Wait until closed, or raise why the client gave up on the broker.
+
+        ``ConnectionFailed`` after an outage longer than ``reconnect_timeout``
+        (by default it reconnects for ever): await it beside a shutdown signal.
+        """
+        await self.client.wait()
+
     async def publish_start(self, message: Start, *, timeout: float | None = None) -> None:
         """START: run a job. Any worker that handles the job type may take it.
 
@@ -163,6 +171,14 @@ class Worker:
         tb: TracebackType | None,
     ) -> None:
         await self.client.__aexit__(exc_type, exc, tb)
+
+    async def wait(self) -> None:
+        """Wait until closed, or raise why the client gave up on the broker.
+
+        ``ConnectionFailed`` after an outage longer than ``reconnect_timeout``
+        (by default it reconnects for ever): await it beside a shutdown signal.
+        """
+        await self.client.wait()
 
     async def publish_start_success(
         self,

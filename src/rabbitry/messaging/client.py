@@ -59,9 +59,15 @@ class Client:
 
     ``service`` (a service of the spec) limits the client to what that service
     publishes and consumes, and names its connection.  ``connect_timeout``
-    bounds the wait for the broker at start; ``reconnect_timeout`` (default:
-    the same) the wait after a connection loss, after which everything fails
-    with ``ConnectionFailed``.  ``timeout`` is the deadline of every other
+    bounds the wait for the broker at start (a wrong URL should fail, not hang).
+    After a connection loss the client reconnects **for ever** by default
+    (``reconnect_timeout=None``), at most 5 s apart, with a WARNING every 30 s
+    that gives the outage's length: the outage is the broker's, and a process
+    restarted by its supervisor would only connect again, later, having
+    dropped the work in its hands.  A number gives up after that many seconds
+    of outage: everything then fails with ``ConnectionFailed``, and ``wait()``
+    (and every consumer's ``wait()``) raises it, so a service that prefers to
+    exit and be restarted does.  ``timeout`` is the deadline of every other
     operation (a publish, a declaration) unless given per call; ``heartbeat``
     (seconds) gets a dead peer noticed after ``(heartbeat + 1) * 3`` seconds of silence.
 
@@ -99,15 +105,15 @@ class Client:
             raise UsageError(f"prefetch must be at least 1, not {prefetch}")
         if idle_check < 0 or (reattach_timeout is not None and reattach_timeout < 0):
             raise UsageError("idle_check and reattach_timeout may not be negative")
+        if reconnect_timeout is not None and reconnect_timeout < 0:
+            raise UsageError("reconnect_timeout may not be negative (None: reconnect for ever)")
         self.service = service
         self.timeout = timeout
         self.prefetch = prefetch
         #: How many times a consumer's handler is tried on one message before it is dead-lettered.
         self.attempts = attempts
         self._connect_timeout = connect_timeout
-        self._reconnect_timeout = (
-            connect_timeout if reconnect_timeout is None else reconnect_timeout
-        )
+        self._reconnect_timeout = reconnect_timeout
         self._heartbeat = heartbeat
         #: How consumers and subscriptions come back when their queue goes.
         self.reattach = ReattachPolicy(timeout=reattach_timeout, idle_check=idle_check)
@@ -160,6 +166,27 @@ class Client:
         await publisher.close()
         await supervisor.close()
         self._supervisor = self._publisher = None
+
+    async def wait(self) -> None:
+        """Wait until the client is closed (returns) or gives up on the broker (raises why).
+
+        It gives up only with a finite ``reconnect_timeout`` (``ConnectionFailed``
+        after that long an outage).  A service's main task awaits this beside its
+        shutdown signal, so that it exits non-zero rather than stay alive and idle.
+        """
+        supervisor, _ = self._open()
+        await supervisor.wait()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is up and restored: the readiness a probe would read."""
+        return self._supervisor is not None and self._supervisor.is_connected
+
+    @property
+    def blocked_reason(self) -> str | None:
+        """The broker's reason while it blocks this client's connection (a memory or disk
+        alarm: publishing waits), else ``None``."""
+        return None if self._supervisor is None else self._supervisor.blocked_reason
 
     def _open(self) -> tuple[Supervisor, Publisher]:
         if self._supervisor is None or self._publisher is None:

@@ -1,0 +1,314 @@
+"""The broker away, or holding back: down at start, an outage longer than any deadline, an
+alarm that blocks publishing.
+
+Each runs on a RabbitMQ node of the module's own (``nodes.own_node``), stopped
+and started by the test (a SIGTERM, as ``systemctl stop`` sends) or put under
+a memory alarm: never the shared broker, which every other test uses.  Every
+wait is bounded, and each test reports how long recovery took after the node
+answered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from broker import ManagementAPI, fresh_vhost
+from rabbitry.broker import converge
+from rabbitry.broker.url import parse_url
+from rabbitry.check import load_spec
+from rabbitry.errors import ConnectionFailed, PublishTimeout
+from rabbitry.messaging import _supervisor
+from rabbitry.messaging.client import Client, Delivery
+from rabbitry.messaging.contract import Contract
+from specs import FLAGSHIP
+
+if TYPE_CHECKING:
+    from nodes import OwnNode
+
+# The fixture own_node (imported by name so that pytest rewrites its asserts).
+pytest_plugins = ["nodes"]
+pytestmark = pytest.mark.broker
+
+T = TypeVar("T")
+AT = "2024-05-01T12:00:00Z"
+WORKER = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "worker.py"
+
+
+def run(coroutine: Awaitable[T], limit: float = 60) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coroutine, limit)
+
+    return asyncio.run(bounded())
+
+
+def report(what: str, seconds: float) -> None:
+    print(f"\n[figure] {what}: {seconds:.2f} s")
+
+
+def start(**more: Any) -> dict[str, Any]:
+    return {
+        "job_id": str(uuid.uuid4()),
+        "job_type": "render",
+        "steps": 3,
+        "submitted_at": AT,
+        **more,
+    }
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until ``check()`` holds; fails the test after ``timeout``."""
+    began = time.monotonic()
+    while not check():
+        assert time.monotonic() - began < timeout, f"timed out waiting {what}"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
+@pytest.fixture(scope="module")
+def contract() -> Contract:
+    return Contract.load(FLAGSHIP)
+
+
+@pytest.fixture
+def jobs(own_node: OwnNode) -> Iterator[str]:
+    """The AMQP URL of a fresh vhost on the own node, with the flagship applied."""
+    api = ManagementAPI(own_node.config)
+    vhosts = fresh_vhost(api)
+    vhost = next(vhosts)
+    url = parse_url(vhost.amqp_url, management=own_node.management_url)
+    asyncio.run(converge.apply(load_spec(FLAGSHIP), url, timeout=10))
+    try:
+        yield vhost.amqp_url
+    finally:
+        own_node.start()  # a test may leave it stopped; the vhost is deleted through its API
+        vhosts.close()
+
+
+def records(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[logging.LogRecord]:
+    """The connection's own log lines (the supervisor's) at ``level`` that say ``text``."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "rabbitry.messaging"
+        and r.module == "_supervisor"
+        and r.levelno == level
+        and text in r.getMessage()
+    ]
+
+
+def test_a_broker_down_at_start_is_connected_to_when_it_comes(
+    own_node: OwnNode, jobs: str, contract: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client waits (``connect_timeout``) and connects within one backoff of the node."""
+    caplog.set_level(logging.INFO, logger="rabbitry.messaging")
+    own_node.stop()
+
+    async def body() -> tuple[float, float]:
+        received: list[str] = []
+
+        async def handler(delivery: Delivery[Any]) -> None:
+            received.append(delivery.body["job_id"])
+
+        def boot() -> float:
+            own_node.start()
+            return time.monotonic()
+
+        booting = asyncio.create_task(asyncio.to_thread(boot))
+        began = time.monotonic()
+        async with Client(contract, jobs, connect_timeout=45) as client:
+            connected = time.monotonic()
+            answered = await booting  # rabbitmqctl await_startup and the HTTP API both answer
+            consumer = client.consume("jobs.ready", handler)
+            await consumer.ready()
+            payload = start()
+            await client.publish("Start", payload)
+            await until(lambda: payload["job_id"] in received, 10, "for the job")
+        return connected - began, connected - answered
+
+    waited, lag = run(body())
+    report("broker down at start: the client waited", waited)
+    report("broker down at start: connected relative to the node's boot check", lag)
+    assert lag < _supervisor.BACKOFF_CAP + 1
+    [line] = records(caplog, logging.INFO, "connected to")
+    assert line.node == parse_url(jobs).endpoint  # type: ignore[attr-defined]
+
+
+def test_an_outage_longer_than_the_old_deadline_is_waited_out(
+    own_node: OwnNode,
+    jobs: str,
+    contract: Contract,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``reconnect_timeout=None`` reconnects for ever (it used to mean ``connect_timeout``):
+    a node away for longer than that comes back to a client that kept trying, said so at
+    WARNING with the outage's length, and consumes and publishes again."""
+    caplog.set_level(logging.INFO, logger="rabbitry.messaging")
+    monkeypatch.setattr(_supervisor, "OUTAGE_REPORT_EVERY", 1.0, raising=False)
+    node = parse_url(jobs).endpoint
+
+    async def body() -> float:
+        received: list[str] = []
+
+        async def handler(delivery: Delivery[Any]) -> None:
+            received.append(delivery.body["job_id"])
+
+        # connect_timeout 2 s: before the fix, the reconnect gave up after 2 s too.
+        async with Client(contract, jobs, connect_timeout=2, heartbeat=2) as client:
+            consumer = client.consume("jobs.ready", handler)
+            await consumer.ready()
+            lost = time.monotonic()
+            await asyncio.to_thread(own_node.stop)
+            await asyncio.sleep(max(0.0, 6 - (time.monotonic() - lost)))  # away 6 s at least
+            supervisor = client._supervisor
+            assert supervisor is not None
+            assert not supervisor.is_connected
+            await asyncio.to_thread(own_node.start)
+            back = time.monotonic()
+            await until(lambda: supervisor.is_connected, 15, "for the reconnect")
+            took = time.monotonic() - back
+            await consumer.ready()
+            payload = start()
+            await client.publish("Start", payload)
+            await until(lambda: payload["job_id"] in received, 10, "for the job")
+            assert consumer.failure is None
+        return took
+
+    took = run(body())
+    report("outage of 6 s+ (connect_timeout 2 s): reconnected after the node answered", took)
+    assert took < _supervisor.BACKOFF_CAP + 3
+    [loss] = records(caplog, logging.WARNING, "lost the connection")
+    assert loss.node == node  # type: ignore[attr-defined]
+    assert "reconnecting for ever" in loss.getMessage()
+    still = records(caplog, logging.WARNING, "still trying")
+    assert still, "no WARNING said the client was still trying"
+    assert all(r.node == node and r.attempt >= 1 for r in still)  # type: ignore[attr-defined]
+    [again] = records(caplog, logging.INFO, "connected again")
+    assert again.node == node  # type: ignore[attr-defined]
+    assert not records(caplog, logging.ERROR, "gave up")
+
+
+def test_a_finite_reconnect_timeout_gives_up_and_wait_raises(
+    own_node: OwnNode, jobs: str, contract: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``reconnect_timeout`` a number, an outage that long ends the client: ``wait()``
+    and the consumer's ``wait()`` raise ``ConnectionFailed`` (a service exits, not idles)."""
+
+    async def handler(delivery: Delivery[Any]) -> None:
+        return None
+
+    async def body() -> float:
+        async with Client(contract, jobs, reconnect_timeout=2) as client:
+            consumer = client.consume("jobs.ready", handler)
+            await consumer.ready()
+            stopping = asyncio.create_task(asyncio.to_thread(own_node.stop))
+            began = time.monotonic()
+            with pytest.raises(ConnectionFailed, match="gave up after 2 s"):
+                await asyncio.wait_for(client.wait(), 20)
+            took = time.monotonic() - began
+            with pytest.raises(ConnectionFailed):
+                await asyncio.wait_for(consumer.wait(), 5)
+            with pytest.raises(ConnectionFailed):
+                await client.publish("Start", start())
+            await stopping
+        return took
+
+    took = run(body())
+    report("reconnect_timeout 2 s: wait() raised after the stop began", took)
+    [line] = records(caplog, logging.ERROR, "gave up after 2 s")
+    assert line.node == parse_url(jobs).endpoint  # type: ignore[attr-defined]
+
+
+def test_the_example_worker_exits_1_when_its_client_gives_up(own_node: OwnNode, jobs: str) -> None:
+    """examples/jobs/worker.py ``--reconnect-timeout 2`` exits 1 when the broker stays away;
+    without it, it stays up and says it is reconnecting (it is never up and silent)."""
+
+    async def spawn(*more: str) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            "--url",
+            jobs,
+            *more,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert b"waiting for jobs" in line, line
+        return process
+
+    async def body() -> tuple[int, str, str, float]:
+        quitter = await spawn("--name", "w-quits", "--reconnect-timeout", "2")
+        stayer = await spawn("--name", "w-stays")
+        assert quitter.stdout is not None
+        assert stayer.stdout is not None
+        stopping = asyncio.create_task(asyncio.to_thread(own_node.stop))
+        began = time.monotonic()
+        try:
+            out = await asyncio.wait_for(quitter.stdout.read(), 25)
+            code = await quitter.wait()
+            took = time.monotonic() - began
+            await stopping
+            assert stayer.returncode is None, "the worker without a deadline exited"
+        finally:
+            for process in (quitter, stayer):
+                if process.returncode is None:
+                    process.terminate()
+            stay_out = await asyncio.wait_for(stayer.stdout.read(), 30)
+            await asyncio.gather(quitter.wait(), stayer.wait())
+        return code, out.decode(), stay_out.decode(), took
+
+    code, out, stay_out, took = run(body())
+    report("example worker, broker gone, --reconnect-timeout 2: exited 1 after", took)
+    assert code == 1, out
+    assert "w-quits: stopped: gave up after 2 s" in out
+    assert "lost the connection" in stay_out
+    assert "reconnecting for ever" in stay_out
+
+
+def test_a_memory_alarm_blocks_the_connection_and_says_why(
+    own_node: OwnNode, jobs: str, contract: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker's ``connection.blocked`` sets ``blocked_reason`` (WARNING with the reason);
+    ``connection.unblocked`` clears it (INFO), and publishing goes on."""
+    caplog.set_level(logging.INFO, logger="rabbitry.messaging")
+
+    def watermark(value: str) -> None:
+        done = own_node.ctl("set_vm_memory_high_watermark", value)
+        assert done.returncode == 0, done.stderr
+
+    async def body() -> tuple[str | None, float]:
+        async with Client(contract, jobs, service="server", timeout=10) as client:
+            await client.publish("Start", start())
+            assert client.blocked_reason is None
+            await asyncio.to_thread(watermark, "0.000001")
+            try:
+                with pytest.raises(PublishTimeout):
+                    await client.publish("Start", start(), timeout=2)
+                reason = client.blocked_reason
+            finally:
+                await asyncio.to_thread(watermark, "0.4")
+            cleared = await until(lambda: client.blocked_reason is None, 15, "for unblocked")
+            await client.publish("Start", start())
+            return reason, cleared
+
+    reason, cleared = run(body())
+    report("memory alarm cleared: unblocked after", cleared)
+    print(f"[figure] blocked_reason under a memory alarm: {reason!r}")
+    assert reason is not None
+    assert "memory" in reason
+    [blocked] = records(caplog, logging.WARNING, "blocked this connection")
+    assert blocked.reason == reason  # type: ignore[attr-defined]
+    assert blocked.node == parse_url(jobs).endpoint  # type: ignore[attr-defined]
+    [unblocked] = records(caplog, logging.INFO, "unblocked this connection")
+    assert unblocked.reason == reason  # type: ignore[attr-defined]
