@@ -31,6 +31,7 @@ from rabbitry.errors import (
     Unroutable,
     UsageError,
 )
+from rabbitry.messaging._xdeath import rabbitry_reason
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
 from specs import FLAGSHIP, object_schema, write_spec
@@ -364,6 +365,19 @@ def test_malformed_messages_are_dead_lettered_with_their_reason(
             "text/plain",
             "",
         ),
+        # the schema leaves parameters free; neither side takes these (issue 11)
+        (
+            json.dumps(start(parameters={"x": 1})).encode().replace(b'"x": 1', b'"x": 1e400'),
+            {"message_type": "Start"},
+            "inf is not a finite number",
+            "/parameters/x",
+        ),
+        (
+            json.dumps(start(parameters={"x": "\ud800"})).encode(),
+            {"message_type": "Start"},
+            "lone surrogate",
+            "/parameters/x",
+        ),
     ]
 
     async def body() -> None:
@@ -408,6 +422,39 @@ def test_malformed_messages_are_dead_lettered_with_their_reason(
             assert message.body == body_  # the original, untouched
             assert message.delivery.routing_key == "job.raw"
         assert await depth(jobs.amqp_url, "jobs.ready") == 0
+
+    run(body)
+
+
+def test_a_dead_letter_keeps_the_message_id_and_lists_every_fault(
+    jobs: Vhost, contract: Contract
+) -> None:
+    """The copy's ``message_id`` is the original's (a log line and its dead letter match), and
+    ``x-rabbitry-errors`` lists every fault, the first one also in ``x-rabbitry-error``/-path."""
+    bad = {"job_id": 1, "job_type": "X.Y", "steps": 0, "submitted_at": AT}
+
+    async def body() -> None:
+        async with Client(contract, jobs.amqp_url, service="worker") as worker:
+            consumer = worker.consume("jobs.ready", _ignore)
+            await consumer.ready()
+            await raw_publish(
+                jobs.amqp_url,
+                "jobs.new",
+                "job.raw",
+                [(json.dumps(bad).encode(), {"message_type": "Start", "message_id": "m-77"})],
+            )
+            [dead] = await drain(jobs.amqp_url, "jobs.dead-letters", 1)
+            await consumer.cancel()
+        headers = dead.header.properties.headers
+        assert dead.header.properties.message_id == "m-77"
+        errors = headers["x-rabbitry-errors"]
+        assert {e["path"] for e in errors} == {"/job_id", "/job_type", "/steps"}
+        assert errors[0]["path"] == headers["x-rabbitry-path"]
+        assert errors[0]["message"] in headers["x-rabbitry-error"]
+        assert "(and 2 more)" in headers["x-rabbitry-error"]
+        reason = rabbitry_reason(headers)
+        assert reason is not None
+        assert [f.path for f in reason.errors] == [e["path"] for e in errors]
 
     run(body)
 

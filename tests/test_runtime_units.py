@@ -17,11 +17,21 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from rabbitry.broker import _frames
-from rabbitry.errors import ContractViolation
-from rabbitry.messaging._consumer import ACK, REJECT, REQUEUE, Settler
-from rabbitry.messaging._decode import MAX_BODY, MAX_DEPTH, Refusal, decode, parse
+from rabbitry.errors import ContractViolation, Fault, UsageError
+from rabbitry.messaging._consumer import (
+    ACK,
+    MAX_FAULT_TEXT,
+    MAX_FAULTS,
+    REJECT,
+    REQUEUE,
+    Settler,
+    _fault_tables,
+    deadline_of,
+)
+from rabbitry.messaging._decode import MAX_BODY, MAX_DEPTH, Refusal, decode, json_faults, parse
 from rabbitry.messaging._publisher import prepare
 from rabbitry.messaging._supervisor import BACKOFF_CAP, backoff
+from rabbitry.messaging._xdeath import rabbitry_reason
 from rabbitry.messaging.client import Delivery
 from rabbitry.messaging.contract import Contract
 from specs import FLAGSHIP
@@ -329,3 +339,139 @@ def test_backoff_doubles_is_capped_and_jittered() -> None:
     assert max(high) == BACKOFF_CAP
     assert all(lo == hi / 2 for lo, hi in zip(low, high, strict=True))
     assert backoff(10_000) <= BACKOFF_CAP
+
+
+# -- what both sides take: finite numbers, Unicode text (issue 11) ----------------------------
+
+#: JSON values as Python holds them after a parse: with infinities and lone surrogates.
+any_text = st.text(st.characters(codec=None), max_size=8)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)  # infinities included: what 1e400 parses to
+    | any_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _as_received(value: Any) -> bytes:
+    """The body a peer writes for ``value``: an infinity as ``1e400`` (a JSON number that
+    parses to it), a lone surrogate as its ``\\udXXX`` escape (the only way into UTF-8)."""
+
+    def mark(item: Any) -> Any:
+        if isinstance(item, float) and item in (INF, -INF):
+            return f"\0{'+' if item > 0 else '-'}inf\0"
+        if isinstance(item, list):
+            return [mark(child) for child in item]
+        if isinstance(item, dict):
+            return {key: mark(child) for key, child in item.items()}
+        return item
+
+    text = json.dumps(mark(value), ensure_ascii=True)
+    text = text.replace('"\\u0000+inf\\u0000"', "1E+400")
+    return text.replace('"\\u0000-inf\\u0000"', "-1e400").encode()
+
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "reason"),
+    [
+        (b'{"parameters": {"x": 1e400}}', "/parameters/x", "inf is not a finite number"),
+        (b'{"parameters": {"x": [0, -2.5E+999]}}', "/parameters/x/1", "-inf is not a finite"),
+        (b'{"parameters": {"x": "a\\ud800"}}', "/parameters/x", "lone surrogate (U+D800)"),
+        (b'{"parameters": {"\\udfff": 1}}', "/parameters", "key '\\udfff' holds a lone"),
+        (b"[" + b"9" * 400 + b".5]", "/0", "inf is not a finite number"),
+    ],
+)
+def test_parse_refuses_what_publish_cannot_write(body: bytes, path: str, reason: str) -> None:
+    """Before: these reached handlers whenever the schema left the value free."""
+    result = parse(body)
+    assert isinstance(result, Refusal), result
+    assert (result.path, result.faults[0].path) == (path, path)
+    assert reason in result.reason
+    assert result.path.encode()  # a header can carry it
+
+
+def test_a_surrogate_pair_and_exponents_that_fit_are_taken() -> None:
+    assert parse(b'{"a": "\\ud83d\\ude00", "b": 1e308, "c": -2E-400}') == {
+        "a": "\U0001f600",
+        "b": 1e308,
+        "c": -0.0,
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_publish_and_consume_agree_on_every_value(contract: Contract, value: Any) -> None:
+    """The one rule (``json_faults``) on both sides: ``prepare`` refuses a payload exactly when
+    the consumer would refuse what a peer writes for it; what ``prepare`` writes decodes
+    back to the same payload; and ``parse``'s quick pre-check misses nothing."""
+    payload = {
+        "job_id": str(uuid.uuid4()),
+        "job_type": "x",
+        "steps": 1,
+        "submitted_at": AT,
+        "parameters": {"v": value},
+    }
+    faults = json_faults(payload)
+    template = _frames.HeaderTemplate(
+        message_type="Start", content_type="application/json", persistent=True, app_id=None
+    )
+    received = run_decode(contract, _as_received(payload), message_type="Start")
+    if faults:
+        with pytest.raises(ContractViolation):
+            prepare(contract.message("Start"), template, payload)
+        assert isinstance(received, Refusal)
+        assert received.faults == tuple(faults)
+        assert all(f.path.startswith("/parameters") for f in faults)
+        return
+    out = prepare(contract.message("Start"), template, payload)
+    assert isinstance(received, Delivery)
+    delivery = run_decode(contract, out.body, message_type="Start")
+    assert isinstance(delivery, Delivery), delivery
+    assert delivery.body == payload == received.body
+
+
+def test_every_schema_fault_is_kept(contract: Contract) -> None:
+    body = json.dumps({"job_id": 1, "job_type": "X.Y", "steps": 0, "submitted_at": AT})
+    refusal = run_decode(contract, body.encode(), message_type="Start")
+    assert isinstance(refusal, Refusal)
+    assert {f.path for f in refusal.faults} == {"/job_id", "/job_type", "/steps"}
+    assert refusal.path == refusal.faults[0].path
+    assert "(and 2 more)" in refusal.reason
+
+
+def test_the_dead_letter_headers_list_every_fault_within_bounds() -> None:
+    many = tuple(Fault(f"/a/{i}", "x" * 2000) for i in range(MAX_FAULTS + 7))
+    tables = _fault_tables(Refusal("Start /a/0: ...", "/a/0", many))
+    assert len(tables) == MAX_FAULTS + 1
+    assert tables[0] == {"path": "/a/0", "message": "x" * MAX_FAULT_TEXT}
+    assert tables[-1] == {"path": "", "message": "and 7 more faults"}
+    assert _fault_tables(Refusal("body is not JSON")) == [
+        {"path": "", "message": "body is not JSON"}
+    ]
+    reason = rabbitry_reason({"x-rabbitry-error": "e", "x-rabbitry-errors": tables})
+    assert reason is not None
+    assert [f.path for f in reason.errors][:2] == ["/a/0", "/a/1"]
+    assert reason.as_json()["errors"][0] == {"path": "/a/0", "message": "x" * MAX_FAULT_TEXT}
+
+
+@given(errors=st.recursive(st.none() | st.integers() | st.text() | st.binary(), st.lists))
+def test_reading_every_fault_never_fails_on_any_header(errors: Any) -> None:
+    reason = rabbitry_reason({"x-rabbitry-error": "e", "x-rabbitry-errors": errors})
+    assert reason is not None
+    assert all(isinstance(f.path, str) and isinstance(f.reason, str) for f in reason.errors)
+
+
+def test_handler_deadline_values() -> None:
+    assert deadline_of(None) is None
+    assert deadline_of(float("inf")) is None
+    assert deadline_of(2.5) == 2.5
+    with pytest.raises(UsageError, match="positive"):
+        deadline_of(0)

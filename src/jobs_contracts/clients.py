@@ -214,13 +214,19 @@ class Worker:
         handler: Callable[[JobsReadyDelivery], Awaitable[None]],
         *,
         prefetch: int | None = None,
+        handler_timeout: float | None = None,
     ) -> Consumer:
         """The shared work queue every worker takes jobs from; its limits are a policy.
 
         Consume ``jobs.ready`` with ``handler``: it gets ``Start``, each validated; a message is
         acknowledged when the handler returns.
         """
-        return self.client.consume("jobs.ready", cast(Handler, handler), prefetch=prefetch)
+        return self.client.consume(
+            "jobs.ready",
+            cast(Handler, handler),
+            prefetch=prefetch,
+            handler_timeout=handler_timeout,
+        )
 
     def subscribe_job_control(
         self,

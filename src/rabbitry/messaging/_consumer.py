@@ -7,7 +7,12 @@ against the schema of its ``type`` (``_decode``); then:
 - valid: the handler runs; its return acks the message.  An exception is
   retried in process (``attempts`` in all, pausing ``RETRY_PAUSE`` seconds,
   doubling: long enough to outlast a peer's reconnect), then the message is
-  dead-lettered with the last exception as the reason.
+  dead-lettered with the last exception as the reason.  Each try has a
+  deadline (``handler_timeout``, default ``DEFAULT_HANDLER_TIMEOUT``; ``None``:
+  none): a handler still running then is cancelled and counts as failed, with
+  the reason "handler did not finish within N s" -- a hung handler would
+  otherwise hold its prefetch slot for ever, and RabbitMQ's own
+  ``consumer_timeout`` (30 min) would then close the whole channel.
 - refused (bad encoding or JSON, a type the queue does not take, a schema
   fault): dead-lettered at once.  Never acked and dropped, never requeued
   for ever.
@@ -19,7 +24,8 @@ publishes a copy — same body, same properties, the original routing key (or
 the queue's dead-letter routing key) — to the queue's dead-letter
 exchange (its argument, or a policy of the spec) with the headers
 ``x-rabbitry-error`` (the reason, a sentence), ``x-rabbitry-path`` (the JSON
-Pointer of the faulty value, "" when none), ``x-rabbitry-queue``,
+Pointer of the faulty value, "" when none), ``x-rabbitry-errors`` (EVERY
+fault: an array of tables ``{path, message}``, at most ``MAX_FAULTS``), ``x-rabbitry-queue``,
 ``x-rabbitry-exchange`` and ``x-rabbitry-routing-key`` (where it came
 from), with confirms and ``mandatory``, and only THEN acks the original.
 Nothing is lost: until the copy is confirmed the original stays unacked
@@ -28,6 +34,16 @@ exchange is missing or routes nowhere — or the queue has no dead-letter
 exchange, the original is rejected without requeue (what the broker's
 dead-lettering would do with it) and the reason is logged at ERROR.  If the
 copy fails for a passing reason (connection), the original is requeued.
+The copy keeps the original's ``message_id`` (and every other property), so a
+log line and its dead letter can be matched.
+
+A channel that closes (alone, with its connection, or by the broker's
+``consumer_timeout``) hands its unacked deliveries back to the queue, which
+delivers them again on the next channel.  So the handlers still running on the
+closed channel are cancelled then (their acks could not be taken anyway), and a
+delivery whose ``message_id`` is still being handled -- a handler that takes its
+time to end after its cancel -- waits for that handler to end before its own
+starts: never two handler tasks for one message.
 
 Acks are written in batches: a run of settled deliveries at the head is
 one ``basic.ack`` with ``multiple``; others are acked one by one, in the
@@ -45,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from typing import Any
@@ -53,7 +70,14 @@ from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 
 from rabbitry.broker.amqp import broker_error
-from rabbitry.errors import BrokerError, NotFound, PublishFailed, PublishTimeout
+from rabbitry.errors import (
+    BrokerError,
+    Fault,
+    NotFound,
+    PublishFailed,
+    PublishTimeout,
+    UsageError,
+)
 from rabbitry.messaging._decode import Refusal, decode
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import Publisher, prepare_raw
@@ -61,7 +85,17 @@ from rabbitry.messaging._reattach import Absence, ReattachPolicy
 from rabbitry.messaging._supervisor import Supervisor, backoff
 from rabbitry.messaging.contract import MessageContract, QueueContract
 
-__all__ = ["ACK", "REJECT", "REQUEUE", "Consumer", "Inbox", "Link", "Settler"]
+__all__ = [
+    "ACK",
+    "DEFAULT_HANDLER_TIMEOUT",
+    "REJECT",
+    "REQUEUE",
+    "Consumer",
+    "Inbox",
+    "Link",
+    "Settler",
+    "deadline_of",
+]
 
 log = logging.getLogger("rabbitry.messaging")
 
@@ -72,6 +106,12 @@ PENDING, ACK, REJECT, REQUEUE, SENT = 0, 1, 2, 3, 4
 RETRY_PAUSE = 0.5
 #: Longest reason written into ``x-rabbitry-error``.
 MAX_REASON = 2000
+#: Most faults listed in ``x-rabbitry-errors``, and the longest message of each: the
+#: headers travel in one frame (``frame_max``, 128 KiB by default) with the message's own.
+MAX_FAULTS = 50
+MAX_FAULT_TEXT = 500
+#: Seconds one try of a handler may take before it is cancelled (``handler_timeout``).
+DEFAULT_HANDLER_TIMEOUT = 300.0
 
 
 class Settler:
@@ -157,6 +197,11 @@ class Settler:
     def pending(self) -> int:
         return sum(1 for state in self._states.values() if state == PENDING)
 
+    @property
+    def closed(self) -> bool:
+        """Its channel closed: what it had not acked went back to the queue."""
+        return bool(self._channel.is_closed)
+
 
 def _refusal(tag: int, state: int) -> spec.Basic.Nack:
     return spec.Basic.Nack(delivery_tag=tag, multiple=False, requeue=state == REQUEUE)
@@ -234,6 +279,8 @@ class Inbox:
         #: It consumed once: a queue missing from now on is waited for, not an error.
         self._ever = False
         self._lock = asyncio.Lock()
+        #: message_id -> the task handling it now (on any link): a redelivery waits for it.
+        self._handling: dict[str, asyncio.Task[Any]] = {}
         #: Called once when it stops for good (the client forgets it).
         self.on_stop: Callable[[], None] | None = None
 
@@ -343,10 +390,11 @@ class Inbox:
         if absence is not None:
             now = asyncio.get_running_loop().time()
             log.warning(
-                "rabbitry: consuming from queue %r again, %.1f s after it went (at %s)",
+                "consuming from queue %r again, %.1f s after it went (at %s)",
                 self.contract.name,
                 absence.elapsed(now),
                 absence.since(),
+                extra={"queue": self.contract.name},
             )
         if not self._attached.done():
             self._attached.set_result(None)
@@ -359,14 +407,22 @@ class Inbox:
         """Declare and bind what must exist before consuming (run-time queues)."""
 
     def detach(self, failure: BrokerError | None) -> None:
-        self._link = None  # its channel went with the connection
+        link, self._link = self._link, None  # its channel went with the connection
+        for each in (link, *self._old):
+            if each is not None:
+                self._abandon(each)
         if failure is not None:
             self._fail(failure)
 
     def _fail(self, failure: BrokerError) -> None:
         if self._failure is None and not self._stopping:
             self._failure = failure
-            log.error("rabbitry: %s", failure)
+            log.error(
+                "consumer of queue %r stopped: %s",
+                self.contract.name,
+                failure,
+                extra={"queue": self.contract.name, "reason": str(failure)},
+            )
         self._supervisor.unregister(self)
         for task in (self._comeback, self._watchdog, self._reattach):
             if task is not None and task is not asyncio.current_task():
@@ -410,11 +466,12 @@ class Inbox:
             self._absence = Absence(self._policy, asyncio.get_running_loop().time())
             limit = self._policy.timeout
             log.warning(
-                "rabbitry: %s; consuming again as soon as it exists (%s)",
+                "%s; consuming again as soon as it exists (%s)",
                 reason,
                 "waiting for it for ever"
                 if limit is None
                 else f"giving up after {limit:g} s (reattach_timeout)",
+                extra={"queue": self.contract.name, "reason": str(reason)},
             )
         if self._comeback is None:
             self._comeback = self._spawn(self._come_back(self._absence))
@@ -456,12 +513,12 @@ class Inbox:
                         now = loop.time()
                         if absence.report_due(now):
                             log.warning(
-                                "rabbitry: queue %r has been gone for %.0f s (since %s); "
-                                "still trying (%s)",
+                                "queue %r has been gone for %.0f s (since %s); still trying (%s)",
                                 self.contract.name,
                                 absence.elapsed(now),
                                 absence.since(),
                                 error,
+                                extra={"queue": self.contract.name, "reason": str(error)},
                             )
                         continue
                     self._comeback = None
@@ -498,7 +555,25 @@ class Inbox:
 
         self._spawn(retire())
 
+    def _abandon(self, link: Link) -> None:
+        """``link``'s channel closed: the broker takes back what it had not acked and delivers
+        it again, so the handlers still running on it are cancelled (their acks would be lost
+        anyway).  A redelivery waits for its predecessor to end (``_deliver``)."""
+        running = [task for task in link.inflight if not task.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            log.warning(
+                "the channel of queue %r closed with %d handler(s) running: cancelled; "
+                "their messages are delivered again",
+                self.queue_name,
+                len(running),
+                extra={"queue": self.queue_name, "reason": "channel closed"},
+            )
+
     def _channel_closed(self, link: Link, closing: asyncio.Future[Any]) -> None:
+        if not self._stopping:
+            self._abandon(link)
         if link is not self._link or self._stopping:
             return
         self._link = None
@@ -506,7 +581,12 @@ class Inbox:
         channel = link.channel
         if not channel.connection.is_closed and self._failure is None and self._comeback is None:
             # The channel alone closed (the connection is fine): open another.
-            log.warning("rabbitry: the channel of queue %r closed (%s)", self.queue_name, reason)
+            log.warning(
+                "the channel of queue %r closed (%s)",
+                self.queue_name,
+                reason,
+                extra={"queue": self.queue_name, "reason": str(reason)},
+            )
             self._retries += 1
             self._reattach = self._spawn(self._attach_again())
 
@@ -531,7 +611,12 @@ class Inbox:
             try:
                 await self._check(link, interval)
             except Exception as exc:  # a passing failure: the next round tries again
-                log.warning("rabbitry: checking queue %r: %s", self.contract.name, exc)
+                log.warning(
+                    "checking queue %r: %s",
+                    self.contract.name,
+                    exc,
+                    extra={"queue": self.contract.name, "reason": str(exc)},
+                )
 
     async def _check(self, link: Link, interval: float) -> None:
         """Renew ``link`` when it has been idle for ``interval``: a quorum queue deleted and
@@ -561,10 +646,14 @@ class Inbox:
                     self._retire(link)
                     self._gone(error)
                 else:
-                    log.warning("rabbitry: %s; keeping the current channel", error)
+                    log.warning(
+                        "%s; keeping the current channel",
+                        error,
+                        extra={"queue": self.queue_name, "reason": str(error)},
+                    )
                 return
             new.renewed = True
-            log.debug("rabbitry: renewed the idle consumer of queue %r", self.queue_name)
+            log.debug("renewed the idle consumer of queue %r", self.queue_name)
             self._use(new)
 
     # -- deliveries --------------------------------------------------------
@@ -577,18 +666,29 @@ class Inbox:
         settler.received(tag)
         if link.renewed and not link.seen and frame.redelivered:
             log.warning(
-                "rabbitry: queue %r: the first delivery after renewing its idle consumer is a "
+                "queue %r: the first delivery after renewing its idle consumer is a "
                 "redelivery: the previous consumer was likely stuck (a quorum queue deleted and "
                 "declared again under it gets no cancel); consuming again",
                 self.contract.name,
+                extra={"queue": self.contract.name, "reason": "stuck consumer renewed"},
             )
         link.seen = True
         loop = asyncio.get_running_loop()
         link.active_at = loop.time()
         task = asyncio.current_task()
+        message_id = message.header.properties.message_id
         if task is not None:
             link.inflight.add(task)
         try:
+            if message_id and task is not None:
+                await self._after_predecessor(message_id, task)
+            log.debug(
+                "queue %r: delivery %s (%s)",
+                self.contract.name,
+                message_id,
+                message.header.properties.message_type,
+                extra={"queue": self.contract.name, "message_id": message_id},
+            )
             result = decode(
                 message.body,
                 message.header.properties,
@@ -608,6 +708,26 @@ class Inbox:
             link.active_at = loop.time()
             if task is not None:
                 link.inflight.discard(task)
+                if message_id and self._handling.get(message_id) is task:
+                    del self._handling[message_id]
+
+    async def _after_predecessor(self, message_id: str, task: asyncio.Task[Any]) -> None:
+        """Wait while another task still handles ``message_id`` (its channel closed and it was
+        cancelled, but it has not ended yet; or a duplicate of the message): one at a time."""
+        while (before := self._handling.get(message_id)) is not None and not before.done():
+            log.warning(
+                "queue %r: message %s is still being handled by the task of an earlier delivery; "
+                "waiting for it to end",
+                self.contract.name,
+                message_id,
+                extra={
+                    "queue": self.contract.name,
+                    "message_id": message_id,
+                    "reason": "still being handled",
+                },
+            )
+            await asyncio.wait({before})
+        self._handling[message_id] = task
 
     async def _accept(
         self, delivery: Delivery[Any], message: Any, settler: Settler, tag: int
@@ -622,13 +742,22 @@ class Inbox:
         queue = self.contract.name
         what = f"{properties.message_type or 'a message'} (message_id {properties.message_id})"
         exchange = self.contract.dead_letter_exchange
+        fields = {
+            "queue": queue,
+            "exchange": frame.exchange,
+            "routing_key": frame.routing_key,
+            "message_id": properties.message_id,
+            "message_type": properties.message_type,
+            "reason": refusal.reason,
+        }
         if exchange is None:
             log.error(
-                "rabbitry: queue %r refused %s: %s; the queue has no dead-letter exchange, so "
+                "queue %r refused %s: %s; the queue has no dead-letter exchange, so "
                 "it is rejected and the broker drops it",
                 queue,
                 what,
                 refusal.reason,
+                extra=fields,
             )
             return REJECT
         routing_key = self.contract.dead_letter_routing_key or frame.routing_key
@@ -637,6 +766,7 @@ class Inbox:
             {
                 "x-rabbitry-error": refusal.reason[:MAX_REASON],
                 "x-rabbitry-path": refusal.path,
+                "x-rabbitry-errors": _fault_tables(refusal),
                 "x-rabbitry-queue": queue,
                 "x-rabbitry-exchange": frame.exchange,
                 "x-rabbitry-routing-key": frame.routing_key,
@@ -654,21 +784,22 @@ class Inbox:
             await self._publisher.send([copy], self._timeout)
         except (NotFound, PublishFailed) as exc:
             if isinstance(exc, PublishTimeout):
-                log.warning("rabbitry: %s; the original goes back to queue %r", exc, queue)
+                log.warning("%s; the original goes back to queue %r", exc, queue, extra=fields)
                 return REQUEUE
             log.error(
-                "rabbitry: queue %r refused %s: %s; its dead-letter copy could not be placed "
+                "queue %r refused %s: %s; its dead-letter copy could not be placed "
                 "(%s), so it is rejected and the broker dead-letters or drops it",
                 queue,
                 what,
                 refusal.reason,
                 exc,
+                extra=fields,
             )
             return REJECT
         except BrokerError as exc:
-            log.warning("rabbitry: %s; the original goes back to queue %r", exc, queue)
+            log.warning("%s; the original goes back to queue %r", exc, queue, extra=fields)
             return REQUEUE
-        log.warning("rabbitry: queue %r dead-lettered %s: %s", queue, what, refusal.reason)
+        log.warning("queue %r dead-lettered %s: %s", queue, what, refusal.reason, extra=fields)
         return ACK
 
     # -- shutdown ----------------------------------------------------------
@@ -721,6 +852,28 @@ class Inbox:
                 await asyncio.wait_for(channel.close(), self._timeout)
 
 
+def deadline_of(seconds: float | None) -> float | None:
+    """A handler deadline as ``asyncio.timeout`` takes it: ``None`` or ``math.inf`` is none."""
+    if seconds is None or math.isinf(seconds):
+        return None
+    if seconds <= 0:
+        raise UsageError(f"handler_timeout must be positive, not {seconds:g} (None: no deadline)")
+    return seconds
+
+
+def _fault_tables(refusal: Refusal) -> list[dict[str, str]]:
+    """``x-rabbitry-errors``: every fault as ``{path, message}`` (the refusal itself if it has
+    no list), at most ``MAX_FAULTS``; a last entry says how many more were left out."""
+    faults = refusal.faults or (Fault(refusal.path, refusal.reason),)
+    tables = [
+        {"path": fault.path, "message": fault.reason[:MAX_FAULT_TEXT]}
+        for fault in faults[:MAX_FAULTS]
+    ]
+    if len(faults) > MAX_FAULTS:
+        tables.append({"path": "", "message": f"and {len(faults) - MAX_FAULTS} more faults"})
+    return tables
+
+
 Handler = Callable[[Delivery[Any]], Awaitable[None]]
 
 
@@ -742,6 +895,9 @@ class Consumer(Inbox):
     when the queue went finish on the old channel.  After ``idle_check``
     seconds (default 15) without a delivery it renews its channel, which also
     frees it when RabbitMQ lost track of it without a word (``_reattach``).
+    Each try of the handler has ``handler_timeout`` seconds (default 300;
+    ``None``: no deadline); one still running then is cancelled and counts as
+    failed (retried, then dead-lettered), logged at WARNING.
     """
 
     def __init__(
@@ -756,11 +912,14 @@ class Consumer(Inbox):
         attempts: int,
         shutdown_timeout: float,
         policy: ReattachPolicy | None = None,
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
     ) -> None:
         policy = policy or ReattachPolicy()
         super().__init__(supervisor, publisher, queue, accepts, prefetch=prefetch, policy=policy)
         self._handler = handler
         self._attempts = max(1, attempts)
+        #: Seconds one try of the handler may take (``None``: no deadline).
+        self.handler_timeout = deadline_of(handler_timeout)
         self._shutdown_timeout = shutdown_timeout
         self._starting: asyncio.Task[None] | None = None
 
@@ -805,34 +964,47 @@ class Consumer(Inbox):
     ) -> int | None:
         handler = self._handler
         attempts = self._attempts
+        deadline = self.handler_timeout
         for attempt in range(1, attempts + 1):
+            fields = {
+                "queue": self.queue,
+                "message_id": delivery.message_id,
+                "message_type": delivery.type,
+                "attempt": attempt,
+            }
             try:
-                await handler(delivery)
+                async with asyncio.timeout(deadline) as scope:
+                    await handler(delivery)
             except Exception as exc:
+                if isinstance(exc, TimeoutError) and scope.expired():
+                    reason = f"handler did not finish within {deadline:g} s"
+                else:
+                    reason = f"{type(exc).__name__}: {exc}"
+                fields["reason"] = reason
                 if attempt < attempts:
                     log.warning(
-                        "rabbitry: handler of queue %r failed on %s %s (attempt %d of %d): "
-                        "%s: %s; retrying",
+                        "handler of queue %r failed on %s %s (attempt %d of %d): %s; retrying",
                         self.queue,
                         delivery.type,
                         delivery.message_id,
                         attempt,
                         attempts,
-                        type(exc).__name__,
-                        exc,
+                        reason,
+                        extra=fields,
                     )
                     await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
                     continue
-                log.exception(
-                    "rabbitry: handler of queue %r failed on %s %s %d times",
+                log.warning(
+                    "handler of queue %r failed on %s %s %d time(s); last: %s",
                     self.queue,
                     delivery.type,
                     delivery.message_id,
                     attempts,
+                    reason,
+                    exc_info=not isinstance(exc, TimeoutError),
+                    extra=fields,
                 )
-                refusal = Refusal(
-                    f"the handler failed {attempts} time(s); last: {type(exc).__name__}: {exc}"
-                )
+                refusal = Refusal(f"the handler failed {attempts} time(s); last: {reason}")
                 return await self.dead_letter(message, refusal)
             else:
                 return ACK

@@ -2,37 +2,58 @@
 
 In this order, the first failure wins: body size (``MAX_BODY`` bytes),
 ``content_type`` (``application/json`` or absent), UTF-8, JSON (no
-``NaN``/``Infinity``), nesting depth (``MAX_DEPTH``), the ``type`` property
-(a message the queue carries), then the schema of that message.  A refusal
-says why and, for a schema fault, the JSON Pointer of the value.
+``NaN``/``Infinity``), nesting depth (``MAX_DEPTH``), values JSON can carry
+between any two programs (``json_faults``), the ``type`` property (a message
+the queue carries), then the schema of that message.  A refusal says why and,
+for a value's fault, the JSON Pointer of the value; a schema refusal carries
+every fault, not only the first.
+
+``json_faults`` is the rule both sides apply (I-JSON, RFC 7493): a number
+must be finite -- ``1e400`` parses to infinity, which Python's encoder and
+most peers refuse to write back -- and a string (a key too) must be Unicode
+text: ``"\ud800"`` parses to a lone surrogate, which no UTF-8 encoder
+writes.  A schema that does not constrain the value lets both through, so
+the check cannot be left to the schema.  ``Publisher``'s encoder refuses the
+same values (``allow_nan=False``, UTF-8 encoding); ``json_faults`` names
+where they are.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rabbitry.errors import Fault
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging.contract import MessageContract
 
-__all__ = ["MAX_BODY", "MAX_DEPTH", "Refusal", "decode"]
+__all__ = ["MAX_BODY", "MAX_DEPTH", "Refusal", "decode", "json_faults", "parse"]
 
 #: Largest body accepted, in bytes.
 MAX_BODY = 4 * 1024 * 1024
 #: Deepest nesting of arrays and objects accepted.
 MAX_DEPTH = 32
 _JSON_TYPES = frozenset({"application/json"})
+#: What a body must contain for ``json_faults`` to find anything: a ``\\uD8..``-``\\uDF..``
+#: escape, a number with an exponent, or 309 digits in a row (a float past 1.8e308).  The
+#: walk over the value is skipped for every other body (nearly all of them); a false alarm
+#: (the same text inside a string) costs one walk, never a refusal.
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|(?:^|[-:,\[\s])[0-9]+(?:\.[0-9]*)?[eE]|[0-9]{309}")
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a message is dead-lettered: a sentence, and the JSON Pointer it concerns (or "")."""
+    """Why a message is dead-lettered: a sentence, the JSON Pointer it concerns (or ""), and
+    every fault found when there are several (schema faults; "" paths for the others)."""
 
     reason: str
     path: str = ""
+    faults: tuple[Fault, ...] = ()
 
 
 class _Constant(ValueError):
@@ -64,6 +85,47 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _pointer(parts: list[str | int]) -> str:
+    """A JSON Pointer that can be written as a header: a lone surrogate in a key is shown as
+    its ``\\udXXX`` escape (an AMQP header is UTF-8)."""
+    text = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _text_fault(text: str) -> str | None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return f"holds a lone surrogate (U+{ord(text[exc.start]):04X}), which is not Unicode text"
+    return None
+
+
+def json_faults(value: Any) -> list[Fault]:
+    """Every value in ``value`` that JSON cannot carry between programs: a number that is not
+    finite, a string or key with a lone surrogate.  Each with its JSON Pointer (a faulty key:
+    the pointer of its object).  Iterative: no recursion limit on deep values."""
+    faults: list[Fault] = []
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                faults.append(Fault(_pointer(where), f"{item} is not a finite number"))
+        elif isinstance(item, str):
+            problem = _text_fault(item)
+            if problem is not None:
+                faults.append(Fault(_pointer(where), f"string {problem}"))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and (problem := _text_fault(key)) is not None:
+                    faults.append(Fault(_pointer(where), f"key {key!r} {problem}"))
+                stack.append((child, [*where, key]))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, [*where, i]) for i, child in enumerate(item))
+    faults.sort(key=lambda fault: fault.path)
+    return faults
+
+
 def parse(body: bytes) -> Any | Refusal:
     """``body`` as strict JSON, or a ``Refusal``."""
     if len(body) > MAX_BODY:
@@ -83,7 +145,18 @@ def parse(body: bytes) -> Any | Refusal:
     # Depth can exceed MAX_DEPTH only if there are more openers than that.
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         return Refusal(f"body nests deeper than {MAX_DEPTH} levels")
+    if _SUSPECT.search(body) is not None:
+        faults = json_faults(value)
+        if faults:
+            return _refusal("body is not portable JSON", faults)
     return value
+
+
+def _refusal(what: str, faults: list[Fault]) -> Refusal:
+    """One refusal for several faults: the first in the sentence, all of them in ``faults``."""
+    first = faults[0]
+    more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
+    return Refusal(f"{what}: {first}{more}", first.path, tuple(faults))
 
 
 def decode(
@@ -119,7 +192,7 @@ def decode(
     if faults:
         first = faults[0]
         more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
-        return Refusal(f"{name} {first}{more}", first.path)
+        return Refusal(f"{name} {first}{more}", first.path, tuple(faults))
     timestamp = properties.timestamp
     return Delivery(
         type=name,

@@ -21,6 +21,12 @@ exchange deleted and declared again, a binding deleted by hand), so every
 exists is left as it is); an exchange that is missing then counts as the
 queue being gone: it waits for it, and after ``reattach_timeout`` iterating
 raises ``NotFound``.
+
+Deliveries waiting in the subscription when their channel closes are dropped
+(the broker delivers them again on the next channel), so the loop never gets
+one message twice from one cut.  A subscription has no ``handler_timeout``:
+its loop body is the caller's own code in the caller's own task, which rabbitry
+may not cancel; it holds one delivery at a time (acked when it asks for the next).
 """
 
 from __future__ import annotations
@@ -253,13 +259,24 @@ class Subscription(Inbox, Generic[T]):
 
     async def __anext__(self) -> Delivery[T]:
         self._settle_last()
-        item = await self._items.get()
-        if item is _END:
-            self._items.put_nowait(_END)  # every later call ends too
-            if self._failure is not None:
-                raise self._failure
-            raise StopAsyncIteration
-        delivery, settler, tag = item
+        while True:
+            item = await self._items.get()
+            if item is _END:
+                self._items.put_nowait(_END)  # every later call ends too
+                if self._failure is not None:
+                    raise self._failure
+                raise StopAsyncIteration
+            delivery, settler, tag = item
+            if not settler.closed:
+                break
+            # Received on a channel that closed since: the broker delivers it again on the
+            # next one, so it is not handed out twice.
+            log.debug(
+                "subscription to %r: dropped %s of a closed channel (delivered again)",
+                self.contract.name,
+                delivery.message_id,
+                extra={"queue": self._name, "message_id": delivery.message_id},
+            )
         self._last = (settler, tag)
         result: Delivery[T] = delivery
         return result

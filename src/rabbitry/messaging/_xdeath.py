@@ -14,6 +14,7 @@ Two writers, two headers, and ``rabbitry tail`` shows both side by side:
   dead-letter exchange itself (``_consumer.Consumer.dead_letter``: a reject
   cannot add headers), with ``x-rabbitry-error`` (the reason),
   ``x-rabbitry-path`` (the JSON Pointer of the faulty value),
+  ``x-rabbitry-errors`` (every fault: an array of ``{path, message}`` tables),
   ``x-rabbitry-queue``, ``x-rabbitry-exchange`` and
   ``x-rabbitry-routing-key``.  Such a copy carries no ``x-death`` entry for
   that refusal.
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from rabbitry.errors import Fault
 
 __all__ = ["Death", "DeathReason", "RabbitryReason", "deaths", "rabbitry_reason"]
 
@@ -99,6 +102,8 @@ class RabbitryReason:
     queue: str
     exchange: str
     routing_key: str
+    #: Every fault (``x-rabbitry-errors``), the first one included; () from an older writer.
+    errors: tuple[Fault, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +112,7 @@ class RabbitryReason:
             "queue": self.queue,
             "exchange": self.exchange,
             "routing_key": self.routing_key,
+            "errors": [{"path": f.path, "message": f.reason} for f in self.errors],
         }
 
 
@@ -129,6 +135,18 @@ def rabbitry_reason(headers: Mapping[str, Any]) -> RabbitryReason | None:
         queue=_text(headers.get("x-rabbitry-queue")),
         exchange=_text(headers.get("x-rabbitry-exchange")),
         routing_key=_text(headers.get("x-rabbitry-routing-key")),
+        errors=_faults(headers.get("x-rabbitry-errors")),
+    )
+
+
+def _faults(entries: Any) -> tuple[Fault, ...]:
+    """``x-rabbitry-errors``: the tables among ``entries`` (anything else is skipped)."""
+    if not isinstance(entries, list | tuple):
+        return ()
+    return tuple(
+        Fault(_text(entry.get("path")), _text(entry.get("message")))
+        for entry in entries
+        if isinstance(entry, Mapping)
     )
 
 

@@ -26,7 +26,12 @@ from typing import Any, Self, TypedDict
 from rabbitry.broker import _frames
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.errors import UsageError
-from rabbitry.messaging._consumer import Consumer, Handler
+from rabbitry.messaging._consumer import (
+    DEFAULT_HANDLER_TIMEOUT,
+    Consumer,
+    Handler,
+    deadline_of,
+)
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
 from rabbitry.messaging._reattach import (
@@ -52,6 +57,7 @@ class ClientOptions(TypedDict, total=False):
     attempts: int
     reattach_timeout: float | None
     idle_check: float
+    handler_timeout: float | None
 
 
 class Client:
@@ -95,6 +101,7 @@ class Client:
         attempts: int = 3,
         reattach_timeout: float | None = DEFAULT_REATTACH_TIMEOUT,
         idle_check: float = DEFAULT_IDLE_CHECK,
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
     ) -> None:
         self.contract = contract
         self.url = url if isinstance(url, BrokerURL) else parse_url(url)
@@ -112,6 +119,9 @@ class Client:
         self.prefetch = prefetch
         #: How many times a consumer's handler is tried on one message before it is dead-lettered.
         self.attempts = attempts
+        #: Seconds one try of a consumer's handler may take (``None``: no deadline); a
+        #: handler still running then is cancelled and counts as failed.
+        self.handler_timeout = handler_timeout
         self._connect_timeout = connect_timeout
         self._reconnect_timeout = reconnect_timeout
         self._heartbeat = heartbeat
@@ -274,6 +284,7 @@ class Client:
         *,
         prefetch: int | None = None,
         attempts: int | None = None,
+        handler_timeout: float | None = None,
     ) -> Consumer:
         """Call ``handler`` with each valid message of ``queue`` (a queue ``apply`` declares).
 
@@ -285,6 +296,9 @@ class Client:
         The message is acked when the handler returns; an exception is retried
         (``attempts`` in all, default the client's) and the message then
         dead-lettered, as are messages that fail decoding or validation.
+        Each try may take ``handler_timeout`` seconds (default: the client's, 300 s;
+        ``math.inf`` for none on this consumer); a handler still running then is
+        cancelled and counts as failed.
         """
         supervisor, publisher = self._open()
         contract = self.contract.queue(queue)
@@ -301,6 +315,9 @@ class Client:
             handler,
             prefetch=prefetch or self.prefetch,
             attempts=self.attempts if attempts is None else attempts,
+            handler_timeout=deadline_of(
+                self.handler_timeout if handler_timeout is None else handler_timeout
+            ),
             shutdown_timeout=self.timeout,
             policy=self.reattach,
         )
