@@ -182,6 +182,11 @@ def test_a_hung_handler_is_cancelled_at_its_deadline_then_dead_lettered(
         assert record.message_id == dead.header.properties.message_id  # type: ignore[attr-defined]
         assert record.reason == "handler did not finish within 0.4 s"  # type: ignore[attr-defined]
         assert not record.getMessage().startswith("rabbitry")
+    infos = [r for r in records(caplog, logging.INFO) if getattr(r, "queue", None) == "jobs.ready"]
+    assert [r.getMessage().split(" queue")[0] for r in infos] == [
+        "consuming from",
+        "stopped consuming from",
+    ]
     [lettered] = [r for r in records(caplog, logging.WARNING) if "dead-lettered" in r.getMessage()]
     assert lettered.message_id == dead.header.properties.message_id  # type: ignore[attr-defined]
 

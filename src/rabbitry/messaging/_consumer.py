@@ -381,6 +381,14 @@ class Inbox:
     def _use(self, link: Link) -> None:
         """Consume on ``link`` from now on; the link it replaces is retired."""
         old, self._link = self._link, link
+        if not link.renewed:  # a renewal of an idle channel is routine (DEBUG, in _check)
+            log.info(
+                "%s queue %r (prefetch %d)",
+                "consuming again from" if self._ever else "consuming from",
+                self.queue_name,
+                link.window,
+                extra={"queue": self.queue_name},
+            )
         self._ever = True
         self._retries = 0
         channel = link.channel
@@ -822,12 +830,20 @@ class Inbox:
                 with contextlib.suppress(Exception):
                     await channel.basic_cancel(each.tag, timeout=self._timeout)
         inflight = {task for each in links for task in each.inflight}
+        late: set[asyncio.Task[Any]] = set()
         if inflight:
             _, late = await asyncio.wait(inflight, timeout=timeout)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=self._timeout)
+        log.info(
+            "stopped consuming from queue %r: %d handler(s) finished, %d cancelled (requeued)",
+            self.queue_name,
+            len(inflight) - len(late),
+            len(late),
+            extra={"queue": self.queue_name},
+        )
         for each in links:
             each.settler.flush()  # the acks go out before the channel closes
         for task in list(self._tasks):
