@@ -475,3 +475,15 @@ def test_handler_deadline_values() -> None:
     assert deadline_of(2.5) == 2.5
     with pytest.raises(UsageError, match="positive"):
         deadline_of(0)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"[1e400, nope", "1e400 is not a finite"), (b"[-1E999, NaN]", "-1E999 is not a finite")],
+)
+def test_a_number_past_the_float_range_is_refused_whatever_follows(
+    body: bytes, reason: str
+) -> None:
+    result = parse(body)
+    assert isinstance(result, Refusal)
+    assert reason in result.reason

@@ -2,8 +2,8 @@
 
 In this order, the first failure wins: body size (``MAX_BODY`` bytes),
 ``content_type`` (``application/json`` or absent), UTF-8, JSON (no
-``NaN``/``Infinity``), nesting depth (``MAX_DEPTH``), values JSON can carry
-between any two programs (``json_faults``), the ``type`` property (a message
+``NaN``/``Infinity``, no number past 1.8e308), nesting depth (``MAX_DEPTH``),
+no lone surrogate (``json_faults``), the ``type`` property (a message
 the queue carries), then the schema of that message.  A refusal says why and,
 for a value's fault, the JSON Pointer of the value; a schema refusal carries
 every fault, not only the first.
@@ -39,11 +39,10 @@ MAX_BODY = 4 * 1024 * 1024
 #: Deepest nesting of arrays and objects accepted.
 MAX_DEPTH = 32
 _JSON_TYPES = frozenset({"application/json"})
-#: What a body must contain for ``json_faults`` to find anything: a ``\\uD8..``-``\\uDF..``
-#: escape, a number with an exponent, or 309 digits in a row (a float past 1.8e308).  The
-#: walk over the value is skipped for every other body (nearly all of them); a false alarm
-#: (the same text inside a string) costs one walk, never a refusal.
-_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|(?:^|[-:,\[\s])[0-9]+(?:\.[0-9]*)?[eE]|[0-9]{309}")
+#: What a body must contain to hold a lone surrogate: a ``\\uD800``-``\\uDFFF`` escape (UTF-8
+#: itself cannot carry one).  Only such a body is walked for them (a valid pair, or the text
+#: inside a string, costs one walk, never a refusal).  A number is checked as it is parsed.
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +59,26 @@ class _Constant(ValueError):
     pass
 
 
+class _NotFinite(ValueError):
+    pass
+
+
 def _no_constant(name: str) -> Any:
     raise _Constant(name)
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # made once: loads(**kw) makes one a call
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent; ``_NotFinite`` for one past 1.8e308."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _NotFinite(text)
+    return value
+
+
+# Made once (loads(**kw) makes one a call).  _LOOSE reads a body _DECODER refused for a
+# number that is not finite, to say where every such number is.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+_LOOSE = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _depth(value: Any) -> int:
@@ -136,6 +150,8 @@ def parse(body: bytes) -> Any | Refusal:
         return Refusal(f"body is not UTF-8: {exc}")
     try:
         value = _DECODER.decode(text)
+    except _NotFinite as exc:
+        return _not_finite(text, exc.args[0])
     except _Constant as exc:
         return Refusal(f"body is not strict JSON: {exc.args[0]} is not a JSON number")
     except RecursionError:
@@ -145,11 +161,23 @@ def parse(body: bytes) -> Any | Refusal:
     # Depth can exceed MAX_DEPTH only if there are more openers than that.
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         return Refusal(f"body nests deeper than {MAX_DEPTH} levels")
-    if _SUSPECT.search(body) is not None:
+    if b"\\u" in body and _SURROGATE.search(body) is not None:
         faults = json_faults(value)
         if faults:
             return _refusal("body is not portable JSON", faults)
     return value
+
+
+def _not_finite(text: str, number: str) -> Refusal:
+    """The refusal of a body with a number past 1.8e308: every such number with its pointer
+    (or the first one alone when the body is also not JSON further on)."""
+    try:
+        faults = json_faults(_LOOSE.decode(text))
+    except (ValueError, RecursionError):
+        faults = []
+    if not faults:
+        faults = [Fault("", f"{number} is not a finite number")]
+    return _refusal("body is not portable JSON", faults)
 
 
 def _refusal(what: str, faults: list[Fault]) -> Refusal:
