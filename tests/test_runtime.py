@@ -26,11 +26,13 @@ from rabbitry.check import load_spec
 from rabbitry.errors import (
     ContractViolation,
     NotFound,
+    PublishManyFailed,
     PublishNacked,
     PublishTimeout,
     Unroutable,
     UsageError,
 )
+from rabbitry.messaging._decode import MAX_BODY
 from rabbitry.messaging._xdeath import rabbitry_reason
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
@@ -157,6 +159,35 @@ def test_invalid_publish_raises_with_the_path_and_sends_nothing(
     run(body)
 
 
+def test_a_body_over_what_consumers_accept_is_refused_before_sending(
+    jobs: Vhost, contract: Contract
+) -> None:
+    """Consumers dead-letter a body over MAX_BODY; the broker (128 MiB) would confirm it."""
+
+    async def body() -> None:
+        async with Client(contract, jobs.amqp_url, service="server") as client:
+            pad = "x" * MAX_BODY
+            with pytest.raises(ContractViolation) as too_big:
+                await client.publish("Start", start(parameters={"pad": pad}))
+            assert str(MAX_BODY) in str(too_big.value)
+            assert too_big.value.path == ""
+            with pytest.raises(ContractViolation) as many:
+                await client.publish_many(
+                    [("Start", start()), ("Start", start(parameters={"pad": pad}))]
+                )
+            assert many.value.index == 1
+            await client.publish("Start", start(parameters={"pad": pad[: MAX_BODY // 2]}))
+            # what consumers refuse as not JSON between programs: refused here, located
+            for value, why in ((float("inf"), "finite"), ("\ud800", "lone surrogate")):
+                with pytest.raises(ContractViolation) as unfit:
+                    await client.publish("Start", start(parameters={"x": [1, value]}))
+                assert unfit.value.path == "/parameters/x/1"
+                assert why in unfit.value.reason
+        assert await depth(jobs.amqp_url, "jobs.ready") == 1
+
+    run(body)
+
+
 def test_published_message_has_the_contract_properties(jobs: Vhost, contract: Contract) -> None:
     async def body() -> None:
         payload = start("build", parameters={"é": [1, 2]})
@@ -230,18 +261,23 @@ def test_unroutable_nacked_and_missing_exchange_raise(vhost: Vhost, tmp_path: Pa
                 await client.publish("Ping", {"n": 2, "key": "no"})
             assert returned.value.message_name == "Ping"
             assert returned.value.message_id is not None
+            assert returned.value.index is None  # a single publish has no index
             assert "ping.no" in str(returned.value)
             await client.publish("Fill", {"n": 1, "key": "x"})
             with pytest.raises(PublishNacked):
                 await client.publish("Fill", {"n": 2, "key": "x"})
             with pytest.raises(NotFound, match="ghost"):
                 await client.publish("Boo", {"n": 1, "key": "x"})
-            # publish_many: the failures are reported, the rest delivered
-            with pytest.raises(Unroutable) as first:
+            # publish_many: every failure is reported by index, the rest delivered
+            with pytest.raises(PublishManyFailed) as many:
                 await client.publish_many(
                     [("Ping", {"n": i, "key": "yes" if i % 2 else "no"}) for i in range(6)]
                 )
-            assert first.value.index == 0
+            failures = many.value.failures
+            assert list(failures) == [0, 2, 4]
+            assert all(isinstance(f, Unroutable) for f in failures.values())
+            assert [f.index for f in failures.values()] == [0, 2, 4]  # type: ignore[attr-defined]
+            assert "3 of 6 messages were not delivered (items 0, 2, 4)" in str(many.value)
             await client.publish("Ping", {"n": 3, "key": "yes"})  # the client still works
         assert await depth(vhost.amqp_url, "pings.q") == 5
         assert await depth(vhost.amqp_url, "full.q") == 1

@@ -22,7 +22,13 @@
         ├── PublishFailed      a published message is not known to be delivered; carries
         │   │                  ``message_name``, ``message_id`` and, in publish_many, ``index``
         │   ├── Unroutable     returned (mandatory): no queue is bound for its routing key
-        │   └── PublishNacked  the broker refused it (nack: a queue's overflow limit, ...)
+        │   ├── PublishNacked  the broker refused it (nack: a queue's overflow limit, ...)
+        │   ├── PublishRefused the broker closed the channel over this message itself (a
+        │   │   │              406, e.g. a ``user_id`` not the connection's): never re-sent
+        │   │   └── MessageTooLarge  over the broker's ``max_message_size``: ``size``, ``limit``
+        │   └── PublishManyFailed    some of a publish_many's messages failed: ``failures``
+        │                      maps each one's index to its error (any of the above, or a
+        │                      NotFound, ConnectionFailed ...); the others were confirmed
         └── ManagementError    the management HTTP API answered with an error
 
 Lower-layer exceptions (PyYAML, jsonschema, httpx, aiormq) are mapped into
@@ -31,8 +37,9 @@ this tree where they are caught, once; nothing above that layer sees them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,10 +54,13 @@ __all__ = [
     "DataLossRefused",
     "Fault",
     "ManagementError",
+    "MessageTooLarge",
     "NotFound",
     "PreconditionFailed",
     "PublishFailed",
+    "PublishManyFailed",
     "PublishNacked",
+    "PublishRefused",
     "PublishTimeout",
     "RabbitryError",
     "RoutingError",
@@ -160,6 +170,50 @@ class Unroutable(PublishFailed):
 
 class PublishNacked(PublishFailed):
     """The broker refused the message (``basic.nack``): e.g. a queue at its length limit."""
+
+
+class PublishRefused(PublishFailed):
+    """The broker closed the publishing channel because of this message itself.
+
+    A message refused for what it is (its size, a ``user_id`` that is not the
+    connection's user, ...) would close every channel it is written on, so it
+    is never written again: it fails alone, and the messages written beside
+    it are written again (once) on the next channel.  It reached no queue.
+    """
+
+
+class MessageTooLarge(PublishRefused):
+    """The message's body is over the broker's ``max_message_size``: ``size`` and ``limit``
+    (bytes) say by how much.  Raise the broker's limit, or send less (a reference to the
+    data rather than the data)."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message)
+
+
+class PublishManyFailed(PublishFailed):
+    """Some messages of one ``publish_many`` are not known to be delivered; the others were
+    confirmed.
+
+    ``failures`` maps each failed item's index (its position in the call) to its
+    own error, in index order: ``Unroutable``, ``PublishNacked``,
+    ``PublishTimeout``, ``MessageTooLarge``, ``NotFound`` (its exchange is missing),
+    ``ConnectionFailed`` ...; each ``PublishFailed`` among them also carries
+    its ``index``, ``message_name`` and ``message_id``.  Retry by index.
+    """
+
+    def __init__(self, total: int, failures: Mapping[int, BrokerError]) -> None:
+        self.failures: Mapping[int, BrokerError] = MappingProxyType(dict(sorted(failures.items())))
+        self.total = total
+        indices = list(self.failures)
+        shown = ", ".join(map(str, indices[:10])) + (", ..." if len(indices) > 10 else "")
+        first = self.failures[indices[0]] if indices else None
+        super().__init__(
+            f"{len(indices)} of {total} messages were not delivered (items {shown}); "
+            f"the others were confirmed. Item {indices[0] if indices else '-'}: {first}"
+        )
 
 
 class PublishTimeout(PublishFailed, BrokerTimeout):

@@ -15,7 +15,19 @@ count.
 Every publish has a deadline.  When the channel or connection closes, the
 messages written and not yet confirmed are written again (same
 ``message_id``) on the next channel, after the reconnect: delivery is
-at-least-once.  A message still unconfirmed at its deadline raises
+at-least-once.
+
+A message can close the channel by what it is (over the broker's
+``max_message_size``; a ``user_id`` that is not the connection's user): the
+broker closes the channel (406) and would close every channel it is written
+on again.  So it is never written again: a close that names a size fails
+every unconfirmed message over that size (``MessageTooLarge``) and the rest
+is written again; a close rabbitry cannot attribute writes the unconfirmed
+messages again ONE AT A TIME, each after the previous one's confirm, so the
+next close finds the culprit alone and fails it (``PublishRefused``).  A
+message is never written on more than ``MAX_CLOSES`` channels that closed
+under it, and consecutive closes back off.  Bodies over ``MAX_BODY`` (what
+consumers accept) are refused before sending.  A message still unconfirmed at its deadline raises
 ``PublishTimeout``: ``sent=True`` means the outcome is unknown, never that it
 was delivered.  Before its first message to an exchange on a channel, the
 writer checks that the exchange exists (a passive declare on a probe
@@ -52,9 +64,13 @@ from rabbitry.errors import (
     ConnectionFailed,
     ContractViolation,
     Fault,
+    MessageTooLarge,
     PublishFailed,
+    PublishManyFailed,
+    PublishRefused,
     PublishTimeout,
 )
+from rabbitry.messaging._decode import MAX_BODY, json_faults
 from rabbitry.messaging._supervisor import Supervisor, backoff
 from rabbitry.messaging.contract import MessageContract
 
@@ -68,9 +84,13 @@ BATCH_MESSAGES = 512
 BATCH_BYTES = 512 * 1024
 #: Most unconfirmed messages on the channel; the writer waits for confirms beyond.
 MAX_UNCONFIRMED = 4096
+#: Most channels a message is written on that the broker closed with it unconfirmed.
+MAX_CLOSES = 3
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _NAMED_EXCHANGE = re.compile(r"exchange '((?:[^'\\]|\\.)*)'")
+#: RabbitMQ's 406 for a body over ``max_message_size`` (rabbit_channel:check_msg_size).
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than (?:configured )?max size (\d+)")
 
 
 class _Waiter:
@@ -81,9 +101,9 @@ class _Waiter:
     def __init__(self, future: asyncio.Future[None], count: int) -> None:
         self.future = future
         self.pending = count
-        self.failures: list[tuple[int, BaseException]] = []
+        self.failures: list[tuple[int, BrokerError]] = []
 
-    def settle(self, index: int, failure: BaseException | None) -> None:
+    def settle(self, index: int, failure: BrokerError | None) -> None:
         if failure is not None:
             self.failures.append((index, failure))
         self.pending -= 1
@@ -96,6 +116,7 @@ class Outgoing:
 
     __slots__ = (
         "body",
+        "closes",
         "done",
         "exchange",
         "future",
@@ -108,6 +129,7 @@ class Outgoing:
         "owner",
         "routing_key",
         "sent",
+        "suspect",
         "tag",
         "waiter",
     )
@@ -130,7 +152,8 @@ class Outgoing:
         self.header = header
         self.body = body
         self.message_id = message_id
-        self.index = 0
+        #: Its position in a ``publish_many`` (None: a single publish).
+        self.index: int | None = None
         self.waiter: _Waiter | None = None
         self.owner: Publisher | None = None
         #: Ever written to a broker (then a missing confirm means: outcome unknown).
@@ -140,13 +163,17 @@ class Outgoing:
         #: The channel it is written on and awaits its confirm from (None: queued or settled).
         self.line: _Line | None = None
         self.tag = 0
+        #: Channels the broker closed while it was unconfirmed on them.
+        self.closes = 0
+        #: Maybe what closed the last channel: written alone, after the previous confirm.
+        self.suspect = False
 
     def __call__(self, future: asyncio.Future[Any]) -> None:
         """Done-callback of this message's confirmation future (set by aiormq's reader)."""
         if self.owner is not None:
             self.owner._confirmed(self, future)
 
-    def settle(self, failure: BaseException | None) -> None:
+    def settle(self, failure: BrokerError | None) -> None:
         if self.done:
             return
         self.done = True
@@ -157,11 +184,27 @@ class Outgoing:
                 failure.index = self.index
             with contextlib.suppress(Exception):
                 failure.add_note(f"message {self.name} (message_id {self.message_id})")
+            log.debug(
+                "%s not delivered: %s",
+                self.describe(),
+                failure,
+                extra=self.fields(reason=str(failure)),
+            )
         if self.waiter is not None:
-            self.waiter.settle(self.index, failure)
+            self.waiter.settle(self.index or 0, failure)
 
     def describe(self) -> str:
         return f"{self.name} to exchange {self.exchange!r} with routing key {self.routing_key!r}"
+
+    def fields(self, **more: object) -> dict[str, object]:
+        """The structured fields of a log record about this message (``extra=``)."""
+        return {
+            "exchange": self.exchange,
+            "routing_key": self.routing_key,
+            "message_id": self.message_id,
+            "message_type": self.name,
+            **more,
+        }
 
 
 def prepare(
@@ -182,7 +225,17 @@ def prepare(
             raise
         raise ContractViolation(exc.message_name, exc.faults, index=index) from None
     except (TypeError, ValueError) as exc:  # not JSON-able although the schema let it pass
-        raise ContractViolation(name, [Fault("", f"not JSON: {exc}")], index=index) from None
+        # Infinity, NaN or a lone surrogate: the rule consumers apply names where it is.
+        faults = json_faults(payload) or [Fault("", f"not JSON: {exc}")]
+        raise ContractViolation(name, faults, index=index) from None
+    if len(body) > MAX_BODY:
+        # Consumers dead-letter a body over MAX_BODY: the broker would confirm a message no
+        # consumer takes.
+        reason = (
+            f"the body is {len(body)} bytes, over the limit of {MAX_BODY} bytes that "
+            "consumers accept (MAX_BODY): send a reference to the data instead"
+        )
+        raise ContractViolation(name, [Fault("", reason)], index=index)
     try:
         method = _frames.publish_method(contract.exchange, routing_key, mandatory=True)
     except ValueError as exc:
@@ -227,7 +280,7 @@ def prepare_raw(
 class _Line:
     """One publishing channel and what is unconfirmed on it; lost once, never reused."""
 
-    __slots__ = ("channel", "lost", "unconfirmed", "verified")
+    __slots__ = ("alone", "channel", "lost", "unconfirmed", "verified")
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
@@ -235,6 +288,8 @@ class _Line:
         #: Exchanges seen to exist (a missing one is checked again for each message).
         self.verified: set[str] = {""}  # the default exchange always exists
         self.lost = False
+        #: A suspect in flight: nothing else is written until it is confirmed.
+        self.alone: Outgoing | None = None
 
 
 class Publisher:
@@ -249,12 +304,22 @@ class Publisher:
         self._line: _Line | None = None
         self._probe: Any = None
         self._closed = False
+        #: Channels the broker closed in a row, with no confirm in between (for backoff).
+        self._closes = 0
+        #: The broker's max_message_size, as its refusal said: (connection generation, bytes).
+        self._size_limit: tuple[int, int] | None = None
         self._task = asyncio.create_task(self._run(), name="rabbitry-publisher")
 
     # -- the callers' side -------------------------------------------------
 
-    async def send(self, messages: Iterable[Outgoing], timeout: float) -> None:
-        """Queue ``messages`` and wait until every one is confirmed, or raise the first failure."""
+    async def send(
+        self, messages: Iterable[Outgoing], timeout: float, *, many: bool = False
+    ) -> None:
+        """Queue ``messages`` and wait until every one is confirmed.
+
+        A failure raises the message's own error; with ``many`` (``publish_many``),
+        ``PublishManyFailed`` carrying every failure by index.
+        """
         outgoing = list(messages)
         if not outgoing:
             return
@@ -280,17 +345,25 @@ class Publisher:
             for out in outgoing:  # the caller gave up: stop writing what is not written
                 out.done = True
             raise
-        if waiter.failures:
-            waiter.failures.sort(key=lambda item: item[0])
-            index, first = waiter.failures[0]
-            if len(outgoing) > 1:
-                first.add_note(
-                    f"{len(waiter.failures)} of {len(outgoing)} messages failed; "
-                    f"the first is item {index}"
-                )
-            raise first
+        if not waiter.failures:
+            return
+        if many:
+            raise PublishManyFailed(len(outgoing), dict(waiter.failures))
+        raise min(waiter.failures, key=lambda item: item[0])[1]
 
     def _timed_out(self, out: Outgoing, timeout: float) -> PublishTimeout:
+        blocked = getattr(self._supervisor, "blocked_reason", None)
+        if blocked is not None:
+            # aiormq holds every frame while the connection is blocked: what it shows as
+            # written may still be here; either way the broker has not confirmed it.
+            error = PublishTimeout(
+                f"{out.describe()} was not confirmed within {timeout:g} s: RabbitMQ at "
+                f"{self._url.endpoint} has blocked this connection ({blocked}), a memory "
+                "or disk alarm: publishing waits until it clears (see `rabbitmq-diagnostics "
+                "alarms` on the broker); the outcome is UNKNOWN if it was written"
+            )
+            error.sent = out.sent
+            return error
         if out.sent:
             error = PublishTimeout(
                 f"RabbitMQ at {self._url.endpoint} did not confirm {out.describe()} within "
@@ -338,10 +411,14 @@ class Publisher:
                     self._fail_all(exc)
                 else:
                     attempt += 1
-                    log.warning("rabbitry: publishing: %s; trying again", exc)
+                    log.warning(
+                        "publishing failed: %s; trying again",
+                        exc,
+                        extra={"reason": str(exc), "attempt": attempt},
+                    )
                     await asyncio.sleep(backoff(attempt))
-            except Exception:  # a bug must not leave callers waiting for ever
-                log.exception("rabbitry: the publisher failed; restarting it")
+            except Exception as exc:  # a bug must not leave callers waiting for ever
+                log.exception("the publisher failed; restarting it", extra={"reason": repr(exc)})
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
 
@@ -363,6 +440,9 @@ class Publisher:
         line = self._line
         if line is not None and not self._dead(line):
             return line
+        if self._closes:
+            # The broker closed the last channels with no confirm in between: back off.
+            await asyncio.sleep(backoff(self._closes - 1))
         connection = await self._supervisor.connection()
         try:
             channel = await connection.channel(publisher_confirms=True, timeout=self._timeout)
@@ -382,7 +462,12 @@ class Publisher:
         await self._verify_exchanges(line)
         if self._dead(line):
             return
-        if len(line.unconfirmed) >= MAX_UNCONFIRMED:
+        if (
+            len(line.unconfirmed) >= MAX_UNCONFIRMED
+            or line.alone is not None
+            or (line.unconfirmed and self._queue and self._queue[0].suspect)
+        ):
+            # A suspect is written alone: wait for the confirms (or the close) before it.
             self._room.clear()
             await self._room.wait()
             return
@@ -421,11 +506,11 @@ class Publisher:
         ids = channel.message_id_delivery_tag
         unconfirmed = line.unconfirmed
         queue = self._queue
-        frame = _frames.frame
         parts: list[bytes] = []
         batch: list[Outgoing] = []
         size = 0
         most = min(BATCH_MESSAGES, MAX_UNCONFIRMED - len(unconfirmed))
+        limit = self._known_limit()
         while queue and len(batch) < most and size < BATCH_BYTES:
             out = queue[0]
             if out.done:
@@ -433,7 +518,12 @@ class Publisher:
                 continue
             if out.exchange not in line.verified:
                 break  # verified before the next batch
+            if out.suspect and (batch or unconfirmed):
+                break  # written alone, once what is before it is confirmed
             queue.popleft()
+            if limit is not None and len(out.body) > limit:
+                out.settle(self._too_large(out, len(out.body), limit))
+                continue
             channel.delivery_tag += 1
             tag = channel.delivery_tag
             future = loop.create_future()
@@ -445,17 +535,29 @@ class Publisher:
             ids[out.message_id] = tag
             unconfirmed[tag] = out
             batch.append(out)
-            parts.extend(frame(_frames.METHOD, number, out.method))
-            parts.extend(frame(_frames.HEADER, number, out.header))
-            body = out.body
-            if len(body) <= max_content:
-                if body:
-                    parts.extend(frame(_frames.BODY, number, body))
-            else:
-                for start in range(0, len(body), max_content):
-                    parts.extend(frame(_frames.BODY, number, body[start : start + max_content]))
-            size += len(body) + 64
+            _frame_into(parts, out, number, max_content)
+            size += len(out.body) + 64
+            if out.suspect:
+                line.alone = out
+                break
         return batch, parts
+
+    def _known_limit(self) -> int | None:
+        """The broker's ``max_message_size``, once a refusal on this connection said it."""
+        known = self._size_limit
+        if known is None or known[0] != self._supervisor.generation:
+            return None
+        return known[1]
+
+    def _too_large(self, out: Outgoing, size: int, limit: int) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"RabbitMQ at {self._url.endpoint} refused {out.describe()}: its body is "
+            f"{size} bytes, over the broker's max_message_size of {limit} bytes; raise the "
+            "broker's max_message_size or send less (a reference to the data); it was not "
+            "written again",
+            size=size,
+            limit=limit,
+        )
 
     async def _verify_exchanges(self, line: _Line) -> None:
         """Check each exchange the next batch goes to that this channel has not seen; fail
@@ -495,12 +597,15 @@ class Publisher:
         if out.future is not future or line is None:
             return  # an earlier attempt's, on a channel that is gone
         out.line = out.future = None
+        if line.alone is out:
+            line.alone = None
         line.unconfirmed.pop(out.tag, None)
         line.channel.message_id_delivery_tag.pop(out.message_id, None)
         if len(line.unconfirmed) < MAX_UNCONFIRMED // 2:
             self._room.set()
         if future.cancelled():
             return
+        self._closes = 0  # the broker takes messages on this channel
         failure = future.exception()
         if failure is None:
             out.settle(None)
@@ -508,7 +613,8 @@ class Publisher:
             out.settle(broker_error(failure, self._url, out.describe()))
 
     def _lose(self, line: _Line) -> None:
-        """``line``'s channel closed: what it did not confirm is written again on the next."""
+        """``line``'s channel closed: what it did not confirm is written again on the next,
+        except what the broker refused for what it is (see the module's docstring)."""
         if line.lost:
             return
         line.lost = True
@@ -516,30 +622,104 @@ class Publisher:
             self._line = None
         closing = line.channel.closing
         reason = closing.exception() if closing.done() and not closing.cancelled() else None
-        pending = sorted(line.unconfirmed.items())
+        pending = [out for _, out in sorted(line.unconfirmed.items()) if out.line is line]
         line.unconfirmed = {}
         self._room.set()
-        refused = _refused_exchange(reason)
-        again: list[Outgoing] = []
-        for _, out in pending:
-            if out.line is not line:
-                continue
+        for out in pending:
             out.line = out.future = None
-            if out.done:
-                continue
-            if reason is not None and refused is not None and out.exchange == refused:
-                out.settle(broker_error(reason, self._url, out.describe()))
+        pending = [out for out in pending if not out.done]
+        if self._closed:
+            return
+        by_broker = _closed_by_broker(reason)
+        if by_broker:
+            self._closes += 1
+        again = self._refused(pending, reason) if by_broker else pending
+        if not again:
+            return
+        log.warning(
+            "the publishing channel closed (%s); writing %d unconfirmed message(s) again%s",
+            reason,
+            len(again),
+            ", one at a time" if again[0].suspect else "",
+            extra={"reason": str(reason), "attempt": self._closes},
+        )
+        self._queue.extendleft(reversed(again))
+        self._wakeup.set()
+
+    def _refused(self, pending: list[Outgoing], reason: BaseException | None) -> list[Outgoing]:
+        """The broker closed the channel over a message: fail the culprits, each alone, and
+        return the messages to write again."""
+        assert reason is not None
+        refused = _refused_exchange(reason)
+        too_large = _TOO_LARGE.search(_reply_text(reason))
+        limit = 0
+        if too_large is not None:
+            limit = int(too_large.group(2))
+            self._size_limit = (self._supervisor.generation, limit)
+        again: list[Outgoing] = []
+        culprits: list[tuple[Outgoing, PublishFailed | BrokerError]] = []
+        for out in pending:
+            out.closes += 1
+            if refused is not None and out.exchange == refused:
+                culprits.append((out, broker_error(reason, self._url, out.describe())))
+            elif too_large is not None and len(out.body) > limit:
+                culprits.append((out, self._too_large(out, len(out.body), limit)))
             else:
                 again.append(out)
-        if again:
+        if refused is None and too_large is None:
+            if len(again) == 1:
+                # The only message unconfirmed: everything before it was taken, nothing
+                # after it written.  It is the one.
+                culprit = again.pop()
+                culprits.append((culprit, self._refusal(culprit, reason)))
+            for out in list(again):
+                if out.closes >= MAX_CLOSES:
+                    again.remove(out)
+                    culprits.append((out, self._refusal(out, reason, closes=out.closes)))
+            for out in again:
+                out.suspect = True
+        for out, failure in culprits:
             log.warning(
-                "rabbitry: the publishing channel closed (%s); writing %d unconfirmed "
-                "message(s) again",
+                "RabbitMQ refused %s: %s",
+                out.describe(),
                 reason,
-                len(again),
+                extra=out.fields(reason=str(reason)),
             )
-            self._queue.extendleft(reversed(again))
-            self._wakeup.set()
+            out.settle(failure)
+        return again
+
+    def _refusal(self, out: Outgoing, reason: BaseException, *, closes: int = 1) -> PublishRefused:
+        times = f" {closes} times" if closes > 1 else ""
+        return PublishRefused(
+            f"RabbitMQ at {self._url.endpoint} closed the publishing channel{times} over "
+            f"{out.describe()}: {_reply_text(reason) or reason}; it was not written again "
+            "(it would close every channel it is written on)"
+        )
+
+
+def _frame_into(parts: list[bytes], out: Outgoing, number: int, max_content: int) -> None:
+    """Append ``out``'s frames on channel ``number``: method, header, body in pieces."""
+    frame = _frames.frame
+    parts.extend(frame(_frames.METHOD, number, out.method))
+    parts.extend(frame(_frames.HEADER, number, out.header))
+    body = out.body
+    if len(body) <= max_content:
+        if body:
+            parts.extend(frame(_frames.BODY, number, body))
+    else:
+        for start in range(0, len(body), max_content):
+            parts.extend(frame(_frames.BODY, number, body[start : start + max_content]))
+
+
+def _closed_by_broker(reason: BaseException | None) -> bool:
+    """The broker closed the channel (a channel error): not the connection, not us."""
+    return isinstance(reason, amqp_errors.ChannelClosed) and bool(_reply_text(reason))
+
+
+def _reply_text(reason: BaseException) -> str:
+    """The broker's reply text of a channel error (aiormq: the text, or (code, text))."""
+    texts = [arg for arg in reason.args if isinstance(arg, str)]
+    return texts[0] if texts else ""
 
 
 def _refused_exchange(reason: BaseException | None) -> str | None:

@@ -230,11 +230,15 @@ class Client:
     ) -> None:
         """Validate, then publish with confirms and ``mandatory``; raises if not delivered.
 
-        ``ContractViolation`` (nothing sent) when ``payload`` breaks the schema;
+        ``ContractViolation`` (nothing sent) when ``payload`` breaks the schema
+        or its body is over ``MAX_BODY`` (what consumers accept);
         ``Unroutable`` when no queue is bound for it; ``PublishNacked`` when the
-        broker refused it; ``PublishTimeout`` when no confirm came by the
-        deadline (``sent=True``: the outcome is unknown).  A connection lost in
-        between is waited out and the message written again (same message_id).
+        broker refused it; ``MessageTooLarge`` (a ``PublishRefused``) when it is
+        over the broker's ``max_message_size``; ``PublishTimeout`` when no
+        confirm came by the deadline (``sent=True``: the outcome is unknown; it
+        says so when the broker blocked the connection: a memory or disk
+        alarm).  A connection lost in between is waited out and the message
+        written again (same message_id).
         """
         _, publisher = self._open()
         contract, template = self._message(message)
@@ -248,8 +252,9 @@ class Client:
         its ``index``), then publish them all in batched writes and wait for every confirm.
 
         ``timeout`` bounds the whole call (default: the client's ``timeout`` plus one second
-        per 1,000 messages).  The first failure (by index) is raised, noting how many
-        failed; the others were confirmed.
+        per 1,000 messages).  When some fail, ``PublishManyFailed`` is raised once all are
+        settled: its ``failures`` maps each failed item's index to its own error (as
+        ``publish`` would raise it); the others were confirmed.
         """
         _, publisher = self._open()
         outgoing: list[Outgoing] = []
@@ -260,7 +265,7 @@ class Client:
             outgoing.append(out)
         if timeout is None:
             timeout = self.timeout + len(outgoing) / 1000
-        await publisher.send(outgoing, timeout)
+        await publisher.send(outgoing, timeout, many=True)
 
     # -- consuming -----------------------------------------------------------
 
