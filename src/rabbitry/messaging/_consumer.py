@@ -211,6 +211,7 @@ class Link:
     """One consuming channel: its settler, consumer tag and the deliveries in hand on it."""
 
     __slots__ = (
+        "abandoned",
         "active_at",
         "cancelled",
         "channel",
@@ -233,6 +234,8 @@ class Link:
         self.active_at = now
         #: The broker cancelled its consumer (no ``basic.cancel`` of ours is needed).
         self.cancelled = False
+        #: Its channel closed and its handlers were cancelled (``Inbox._abandon``).
+        self.abandoned = False
         #: Opened to replace an idle one (``idle_check``); ``seen``: it got a delivery since.
         self.renewed = False
         self.seen = False
@@ -567,6 +570,9 @@ class Inbox:
         """``link``'s channel closed: the broker takes back what it had not acked and delivers
         it again, so the handlers still running on it are cancelled (their acks would be lost
         anyway).  A redelivery waits for its predecessor to end (``_deliver``)."""
+        if link.abandoned:
+            return
+        link.abandoned = True
         running = [task for task in link.inflight if not task.done()]
         for task in running:
             task.cancel()
