@@ -465,7 +465,7 @@ class Publisher:
         if (
             len(line.unconfirmed) >= MAX_UNCONFIRMED
             or line.alone is not None
-            or (line.unconfirmed and self._queue and self._queue[0].suspect)
+            or (line.unconfirmed and self._queue and _waits_alone(self._queue[0]))
         ):
             # A suspect is written alone: wait for the confirms (or the close) before it.
             self._room.clear()
@@ -695,6 +695,11 @@ class Publisher:
             f"{out.describe()}: {_reply_text(reason) or reason}; it was not written again "
             "(it would close every channel it is written on)"
         )
+
+
+def _waits_alone(out: Outgoing) -> bool:
+    """``out`` is written alone, once every message before it is confirmed."""
+    return out.suspect and not out.done
 
 
 def _frame_into(parts: list[bytes], out: Outgoing, number: int, max_content: int) -> None:
