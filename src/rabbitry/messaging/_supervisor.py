@@ -375,6 +375,29 @@ class Supervisor:
         )
 
     async def _watch(self) -> None:
+        """Reconnect whenever the connection closes under us, until closed or given up.
+
+        A bug in here must not leave the client alive and deaf: anything
+        unexpected ends the client as a give-up would, so ``wait()`` raises it.
+        """
+        try:
+            await self._keep_connected()
+        except BrokerError as exc:
+            if not self._closed:
+                self._give_up(exc)
+        except Exception as exc:
+            if not self._closed:
+                log.exception(
+                    "the connection's supervisor failed", extra={"node": self.url.endpoint}
+                )
+                self._give_up(
+                    ConnectionFailed(
+                        f"RabbitMQ at {self.url.endpoint}: the connection's supervisor failed "
+                        f"({type(exc).__name__}: {exc}); this is a bug in rabbitry"
+                    )
+                )
+
+    async def _keep_connected(self) -> None:
         loop = asyncio.get_running_loop()
         node = self.url.endpoint
         while not self._closed:
@@ -397,18 +420,16 @@ class Supervisor:
             )
             for attachment in list(self._attachments):
                 attachment.detach(None)
-            try:
-                await self._connect(self._reconnect_timeout, lost_at=lost_at)
-            except BrokerError as exc:
-                if self._closed:
-                    return
-                log.error("%s", exc, extra={"node": node, "reason": str(exc)})
-                self._failure = self._gave_up = exc
-                self._ready.set()
-                self._ended.set()
-                for attachment in list(self._attachments):
-                    attachment.detach(exc)
-                return
+            await self._connect(self._reconnect_timeout, lost_at=lost_at)
+
+    def _give_up(self, failure: BrokerError) -> None:
+        """End the client: every waiter, attachment and ``wait()`` gets ``failure``."""
+        log.error("%s", failure, extra={"node": self.url.endpoint, "reason": str(failure)})
+        self._failure = self._gave_up = failure
+        self._ready.set()
+        self._ended.set()
+        for attachment in list(self._attachments):
+            attachment.detach(failure)
 
 
 def _why_closed(closing: asyncio.Future[Any]) -> str:
