@@ -29,6 +29,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -60,6 +61,9 @@ class FaultProxy:
         self._links: set[_Link] = set()
         #: Connections accepted since the start: a reconnect shows here.
         self.accepted = 0
+        #: ``time.monotonic()`` when a connection last ended (either side, or a cut): when a
+        #: fault caused elsewhere (a node closing connections) actually landed.
+        self.last_end: float | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -147,6 +151,7 @@ class FaultProxy:
 
     def _cut(self, how: Callable[[asyncio.StreamWriter], None]) -> int:
         links, self._links = list(self._links), set()
+        self.last_end = time.monotonic()
         for link in links:
             for writer in link.writers():
                 with contextlib.suppress(Exception):
@@ -176,6 +181,7 @@ class FaultProxy:
         finally:
             if link in self._links:
                 self._links.discard(link)
+                self.last_end = time.monotonic()
                 for w in link.writers():
                     w.close()
 
@@ -202,5 +208,6 @@ class FaultProxy:
             pass
         if not link.blackholed and link in self._links:
             self._links.discard(link)
+            self.last_end = time.monotonic()
             for w in link.writers():
                 w.close()

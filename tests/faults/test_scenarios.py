@@ -43,7 +43,9 @@ from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 from rabbitry.check import load_spec
 from rabbitry.errors import (
+    AccessRefused,
     NotFound,
+    PublishFailed,
     PublishManyFailed,
     PublishNacked,
     RabbitryError,
@@ -52,7 +54,7 @@ from rabbitry.errors import (
 from rabbitry.messaging._decode import MAX_DEPTH
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
-from specs import FLAGSHIP
+from specs import FLAGSHIP, write_spec
 
 if TYPE_CHECKING:
     from conftest import Figures
@@ -196,11 +198,11 @@ class Load:
 
 
 async def under_load(
-    url: str, contract: Contract, fault: Callable[[], Awaitable[None]]
+    url: str, contract: Contract, fault: Callable[[], Awaitable[float]]
 ) -> tuple[Load, float]:
     """Publish (``publish_many`` batches and concurrent ``publish``) and consume while
-    ``fault`` runs; returns the ledgers and seconds from the fault's end until a job
-    published then was handled."""
+    ``fault`` runs; returns the ledgers and seconds from the fault's end (the moment
+    ``fault`` returns) until a job published then was handled."""
     load = Load()
     consumed = Ledger(handled=load.handled)
     stop = asyncio.Event()
@@ -241,8 +243,7 @@ async def under_load(
 
         workers = [asyncio.create_task(many()), asyncio.create_task(each())]
         await asyncio.sleep(1.0)
-        await fault()
-        ended = time.monotonic()
+        ended = await fault()
         probe = start()
         await publishing.publish("Start", probe)
         await until(lambda: probe["job_id"] in load.handled, RECOVERY_BOUND, "for the probe")
@@ -274,18 +275,23 @@ def test_a_cut_under_load_loses_no_confirmed_message(
     and a consumer at once: every confirmed job is handled, recovery is bounded."""
     url = proxy.url(jobs.amqp_url)
 
-    async def cut() -> None:
+    async def cut() -> float:
+        """Cause the fault; the moment it ended (the node answered, the connections closed)."""
         if fault == "node restart":
             await asyncio.to_thread(own_node.restart)
-        elif fault == "close_all_connections":
-            done = await asyncio.to_thread(
-                own_node.ctl, "close_all_connections", "--global", "fault test"
-            )
+            return time.monotonic()
+        if fault == "close_all_connections":
+            began = time.monotonic()
+            done = await asyncio.to_thread(own_node.ctl, "close_all_connections", "--global", "x")
             assert done.returncode == 0, done.stderr
-        elif fault == "proxy drop":
+            assert proxy.last_end is not None
+            assert proxy.last_end > began
+            return proxy.last_end  # when the node closed them, not when rabbitmqctl returned
+        if fault == "proxy drop":
             assert proxy.drop() >= 2
         else:
             assert proxy.reset() >= 2
+        return time.monotonic()
 
     accepted = proxy.accepted
     load, recovery = run(under_load(url, contract, cut), 150)
@@ -537,7 +543,7 @@ def test_a_nack_fails_that_publish_only(jobs: Vhost, contract: Contract, figures
         },
     )
 
-    named: list[object] = []
+    named: list[tuple[str | None, bool]] = []
 
     async def body() -> int:
         nacked = 0
@@ -549,7 +555,7 @@ def test_a_nack_fails_that_publish_only(jobs: Vhost, contract: Contract, figures
                 try:
                     await client.publish("Start", payload)
                 except PublishNacked as exc:
-                    named.append(exc.message_id == payload["job_id"] or exc.message_id)
+                    named.append((exc.message_name, exc.message_id is not None))
                     nacked += 1
                 else:
                     ledger.confirmed.add(payload["job_id"])
@@ -567,7 +573,7 @@ def test_a_nack_fails_that_publish_only(jobs: Vhost, contract: Contract, figures
         duplicates=ledger.duplicates,
     )
     assert not ledger.lost
-    assert named == [True] * nacked, "a PublishNacked did not name its message"
+    assert named == [("Start", True)] * nacked, "a PublishNacked did not name its message"
 
 
 # -- messages that cannot be handled --------------------------------------------------------
@@ -829,3 +835,127 @@ def test_a_subscription_across_a_cut(
     )
     assert got == ["StartSuccess", "Update"]
     assert recovery < RECOVERY_BOUND
+
+
+# -- apply, permissions --------------------------------------------------------------------------
+
+#: Queues in the spec that ``apply`` is cut in the middle of.
+MANY = 150
+
+
+def many_queues(tmp: Path) -> Path:
+    queues = {f"q{i:03}": {"description": "one of many"} for i in range(MANY)}
+    return write_spec(
+        tmp,
+        {
+            "version": 1,
+            "exchanges": {"fan": {"type": "topic", "description": "many bindings"}},
+            "queues": queues,
+            "bindings": [{"from": "fan", "queue": q, "key": f"k.{q}"} for q in queues],
+        },
+    )
+
+
+def test_apply_cut_midway_converges_on_the_next_run(
+    own_node: OwnNode, jobs: Vhost, proxy: FaultProxy, tmp_path: Path, figures: Figures
+) -> None:
+    """``apply`` of 150 queues and bindings, its connection dropped (proxy) a third of the way
+    in: it fails with a ``RabbitryError`` that says so; the next ``apply`` finishes the job
+    and a plan then is empty."""
+    spec = load_spec(many_queues(tmp_path))
+    url = parse_url(proxy.url(jobs.amqp_url), management=own_node.management_url)
+    done: list[int] = []
+
+    def progress(count: int, total: int) -> None:
+        done.append(count)
+        if count == total // 3:
+            proxy.drop()
+
+    async def body() -> tuple[BaseException | None, float, bool]:
+        failure: BaseException | None = None
+        try:
+            await converge.apply(spec, url, timeout=10, progress=progress)
+        except RabbitryError as exc:
+            failure = exc
+        began = time.monotonic()
+        await converge.apply(spec, url, timeout=10)
+        took = time.monotonic() - began
+        planned = await converge.plan(spec, url, timeout=10)
+        return failure, took, planned.plan.empty
+
+    failure, took, empty = run(body())
+    present = {q for q in jobs.queue_names() if q.startswith("q")}
+    figures.record(
+        "apply cut midway (connection dropped)",
+        f"first apply failed after {max(done, default=0)} changes; the next one converged",
+        lost=MANY - len(present),
+        recovery=took,
+    )
+    assert failure is not None, "the cut came too late: apply finished first"
+    assert empty
+    assert len(present) == MANY
+
+
+def test_a_403_on_one_exchange_fails_that_publish_only(
+    own_node: OwnNode, jobs: Vhost, contract: Contract, figures: Figures
+) -> None:
+    """A user who may not write to jobs.control: its Stop fails at once with
+    ``AccessRefused`` naming the exchange, while 20 Starts published beside it, and one after
+    it, are confirmed and delivered."""
+    config = jobs.api.config
+    user, password = f"fault-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    auth = (config.username, config.password)
+    base = config.management_url
+    httpx.put(
+        f"{base}/api/users/{user}", json={"password": password, "tags": ""}, auth=auth
+    ).raise_for_status()
+    httpx.put(
+        f"{base}/api/permissions/{quote(jobs.name, safe='')}/{user}",
+        json={"configure": ".*", "write": r"^(?!jobs\.control$).*", "read": ".*"},
+        auth=auth,
+    ).raise_for_status()
+    url = jobs.amqp_url.replace(f"{config.username}:{config.password}@", f"{user}:{password}@")
+    ledger = Ledger()
+
+    async def body() -> tuple[list[BaseException], float]:
+        async with (
+            Client(contract, jobs.amqp_url, timeout=10) as consuming,
+            Client(contract, url, timeout=10) as client,
+        ):
+            consumer = consuming.consume("jobs.ready", ledger.handler)
+            await consumer.ready()
+            payloads = [start() for _ in range(20)]
+            began = time.monotonic()
+            stop = {"job_id": payloads[0]["job_id"], "reason": "fault test", "requested_at": AT}
+            results = await asyncio.gather(
+                client.publish("Stop", stop),
+                *(client.publish("Start", p) for p in payloads),
+                return_exceptions=True,
+            )
+            took = time.monotonic() - began
+            ledger.confirmed |= {
+                p["job_id"] for p, r in zip(payloads, results[1:], strict=True) if r is None
+            }
+            after = start()
+            await client.publish("Start", after)
+            ledger.confirmed.add(after["job_id"])
+            await ledger.drained(10)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            return errors, took
+
+    try:
+        errors, took = run(body())
+    finally:
+        httpx.delete(f"{base}/api/users/{user}", auth=auth)
+    figures.record(
+        "403 on one exchange (no write permission)",
+        f"that publish failed alone ({', '.join(type(e).__name__ for e in errors)}) "
+        f"in {took:.1f} s; the others confirmed",
+        lost=len(ledger.lost),
+        duplicates=ledger.duplicates,
+    )
+    assert len(ledger.confirmed) == 21
+    [error] = errors
+    assert isinstance(error, AccessRefused | PublishFailed), repr(error)
+    assert "jobs.control" in str(error)
+    assert took < 5
