@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(name)s: %(levelname)s: %(message)s",
     )
+    # aiormq logs each failed connection attempt at ERROR (every 5 s through an outage)
+    # and a traceback per lost connection; rabbitry says the same once, with the node,
+    # the outage's length and the attempts in ``extra``.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
         asyncio.run(
             run(

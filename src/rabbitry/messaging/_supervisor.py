@@ -317,11 +317,11 @@ class Supervisor:
             if now >= report_at:
                 report_at = now + OUTAGE_REPORT_EVERY
                 log.warning(
-                    "no connection to %s for %.0f s (%d attempts; %s); still trying: %s",
+                    "no connection to %s for %.0f s, %d attempts; still trying %s: %s",
                     node,
                     now - began,
                     attempt,
-                    "for ever" if deadline is None else f"giving up after {limit:g} s",
+                    "for ever" if deadline is None else f"for up to {limit:g} s",
                     last,
                     extra={"node": node, "attempt": attempt, "reason": str(last)},
                 )
