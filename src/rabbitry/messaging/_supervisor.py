@@ -10,10 +10,12 @@ aiormq has no reconnection of its own.  The supervisor
   **for ever** by default (``reconnect_timeout=None``), saying so at WARNING
   every ``OUTAGE_REPORT_EVERY`` seconds with the outage's length, because
   the outage is the broker's: a service restarted by its own supervisor
-  would only connect again, later (restart back-off), and lose the work in
-  its hands.  A number gives up after that many seconds, for a deployment
-  that prefers its process to exit and be restarted; whoever waits on the
-  client (``wait()``, a consumer's ``wait()``) then gets the failure;
+  would only connect again, later (restart back-off), having cut short the
+  work in its hands (redelivered, done twice).  ``is_connected`` is the
+  readiness to expose meanwhile.  A number gives up after that many
+  seconds, for a deployment that prefers its process to exit and be
+  restarted; whoever waits on the client (``wait()``, a consumer's
+  ``wait()``) then gets the failure;
 - sets the heartbeat: aiormq drops a connection that sent nothing for
   ``(heartbeat + 1) * 3`` seconds (18 s for the default 5, 6 s for 1);
 - watches the connection and, when it closes under us, reconnects and then
