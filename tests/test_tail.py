@@ -83,7 +83,7 @@ services:
 NOTE_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "properties": {"text": {"type": "string"}},
+    "properties": {"text": {"type": "string"}, "n": {"type": "integer"}},
     "required": ["text"],
 }
 
@@ -550,7 +550,7 @@ def test_rabbitrys_own_reason_is_shown_beside_the_brokers(
         async with Client(contract, topology.amqp_url, service="reader") as reader:
             consumer = reader.consume("work.c", handler)
             await consumer.ready()
-            await _publish(topology.amqp_url, "work.c", [(b'{"text": 7}', {})])
+            await _publish(topology.amqp_url, "work.c", [(b'{"text": 7, "n": "x"}', {})])
             for _ in range(200):
                 if await _ready(topology.amqp_url, "parked"):
                     break
@@ -567,7 +567,9 @@ def test_rabbitrys_own_reason_is_shown_beside_the_brokers(
     assert item["x_death"] == []  # rabbitry's copy: the broker dead-lettered nothing
     _, out, _ = tail(topology, capsys, "parked")
     assert "dead-lettered by rabbitry: Note" in out
-    assert "at /text; consumed from queue 'work.c'" in out
+    assert "at /text; also " in out  # every fault, not only the first
+    assert "at /n; consumed from queue 'work.c'" in out
+    assert [e["path"] for e in reason["errors"]] == ["/text", "/n"]
 
 
 # -- every message stays, byte for byte ---------------------------------------------------

@@ -239,8 +239,11 @@ def _death(death: Death) -> str:
 
 def _rabbitry(reason: RabbitryReason) -> str:
     where = f" at {reason.path}" if reason.path else ""
+    more = "".join(
+        f"; also {f.reason}" + (f" at {f.path}" if f.path else "") for f in reason.errors[1:]
+    )
     return click.style(
-        f"dead-lettered by rabbitry: {reason.error}{where}; consumed from queue "
+        f"dead-lettered by rabbitry: {reason.error}{where}{more}; consumed from queue "
         f"{reason.queue!r} (exchange {reason.exchange!r}, key {reason.routing_key!r})",
         fg="yellow",
     )
