@@ -138,7 +138,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _table(rows):
         terminalreporter.write_line(line)
     survived = sum(1 for r in rows if r["outcome"] in ("passed", "xpassed") and r["lost"] == 0)
-    terminalreporter.write_line(f"{survived} of {len(rows)} scenarios survived, nothing lost")
+    terminalreporter.write_line(
+        f"{survived} of {len(rows)} scenarios survived (test passed, no confirmed message lost)"
+    )
     target = os.environ.get(FIGURES_ENV)
     if target:
         Path(target).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
