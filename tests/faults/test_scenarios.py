@@ -368,7 +368,7 @@ def test_a_half_open_connection_is_noticed_by_the_heartbeat(
             lost_in_the_void = start()
             publishing = asyncio.create_task(client.publish("Start", lost_in_the_void))
             noticed = await until(
-                lambda: proxy.accepted > accepted, 3 * (HEARTBEAT + 1) + 3, "for a reconnect"
+                lambda: proxy.accepted > accepted, 3 * (HEARTBEAT + 1) + 6, "for a reconnect"
             )
             await publishing
             ledger.confirmed.add(lost_in_the_void["job_id"])
@@ -388,7 +388,7 @@ def test_a_half_open_connection_is_noticed_by_the_heartbeat(
         recovery=recovery,
     )
     assert not ledger.lost
-    assert noticed <= 3 * (HEARTBEAT + 1) + 2
+    assert noticed <= 3 * (HEARTBEAT + 1) + 3  # 9 s by the client's rule; load adds a little
     assert proxy.accepted >= 2
 
 
