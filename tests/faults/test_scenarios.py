@@ -908,6 +908,7 @@ def test_apply_cut_midway_converges_on_the_next_run(
     assert failure is not None, "the cut came too late: apply finished first"
     assert isinstance(failure, ConnectionFailed), repr(failure)
     assert f"127.0.0.1:{proxy.port}" in str(failure)
+    assert "`rabbitry apply` run again (when the broker answers) finishes it" in str(failure)
     assert empty
     assert len(present) == MANY
 

@@ -88,7 +88,7 @@ from rabbitry.broker.amqp import broker_error, connect, reply_text
 from rabbitry.broker.plan import Action, Change, Kind, Plan
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, DataLossRefused
+from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, DataLossRefused
 
 __all__ = ["DEFAULT_CHANNELS", "ApplyResult", "data_loss_message", "execute", "migrates"]
 
@@ -174,6 +174,13 @@ async def execute(
                 await migrations(finishing=True)
             if ops:
                 await _stage(pool, ops, run)
+    except (ConnectionFailed, BrokerTimeout) as exc:
+        if "run again" not in str(exc):  # a cut migration says how to finish already
+            exc.args = (
+                f"{exc}; apply was cut after {run.done} of {total} changes: every step is "
+                "idempotent, so `rabbitry apply` run again (when the broker answers) finishes it",
+            )
+        raise
     finally:
         if connection is not None:
             with contextlib.suppress(Exception):
