@@ -39,6 +39,7 @@ from test_runtime import apply, depth, drain, raw_publish, start
 from test_runtime_recovery import close_connections
 
 if TYPE_CHECKING:
+    from conftest import Figures
     from nodes import OwnNode
 
 pytest_plugins = ["nodes"]
@@ -131,7 +132,7 @@ def records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRec
 
 
 def test_a_hung_handler_is_cancelled_at_its_deadline_then_dead_lettered(
-    jobs: Vhost, contract: Contract, caplog: pytest.LogCaptureFixture
+    jobs: Vhost, contract: Contract, caplog: pytest.LogCaptureFixture, figures: Figures
 ) -> None:
     """Before: a hung handler held its prefetch slot for ever, with nothing logged.  Now each
     try is cancelled after ``handler_timeout``; after ``attempts`` tries the message is
@@ -165,6 +166,13 @@ def test_a_hung_handler_is_cancelled_at_its_deadline_then_dead_lettered(
         return took
 
     took = run(body())
+    figures.record(
+        "a handler that hangs (handler_timeout 0.4 s, 2 attempts)",
+        "each try cancelled at its deadline, then dead-lettered with the reason; the slot "
+        "serves the next message",
+        lost=0,
+        recovery=took,
+    )
     assert tries == {"hung": 2, "after": 1}
     # 2 tries of 0.4 s and the retry pause (0.5 s) between them
     assert took < 5, took
@@ -300,6 +308,7 @@ def test_the_brokers_consumer_timeout_cancels_the_old_handlers(
     contract: Contract,
     short_consumer_timeout: float,
     caplog: pytest.LogCaptureFixture,
+    figures: Figures,
 ) -> None:
     """What the issue measured (64 hung handlers, then 192 tasks for 64 messages after the
     broker's consumer timeout), small: 8 handlers that hang without a deadline; the broker
@@ -330,6 +339,13 @@ def test_the_brokers_consumer_timeout_cancels_the_old_handlers(
         return took
 
     took = run(body())
+    figures.record(
+        f"the broker's consumer_timeout ({short_consumer_timeout:g} s) under {count} hung handlers",
+        f"the old channel's handlers cancelled; each message run again in one task "
+        f"(at most {max(tally.most.values())} at once per message)",
+        lost=count - len(set(tally.done)),
+        recovery=took,
+    )
     assert max(tally.most.values()) == 1, tally.most
     assert most_at_once == count
     assert len(tally.runs) == 2 * count
@@ -367,12 +383,13 @@ async def declare_nacking_exchange(url: str) -> None:
         ("nacks", "nack"),  # the only queue bound refuses it
     ],
 )
-def test_a_dead_letter_copy_that_cannot_be_placed_rejects_the_original(
+def test_a_dead_letter_copy_that_cannot_be_placed_rejects_the_original(  # noqa: PLR0917
     jobs: Vhost,
     contract: Contract,
     caplog: pytest.LogCaptureFixture,
     dead_letter_exchange: str,
     says: str,
+    figures: Figures,
 ) -> None:
     """The contract sends refused messages to an exchange where the copy cannot go; the
     queue on the broker dead-letters to ``jobs.dead`` (its policy).  The original must be
@@ -404,6 +421,11 @@ def test_a_dead_letter_copy_that_cannot_be_placed_rejects_the_original(
             return dead
 
     [dead] = run(body())
+    figures.record(
+        f"a poison message whose dead-letter copy cannot be placed ({says})",
+        "the original rejected: the broker dead-letters it itself (x-death 'rejected')",
+        lost=0 if dead.header.properties.message_id == "poison" else 1,
+    )
     assert handled == []
     properties = dead.header.properties
     assert properties.message_id == "poison"
@@ -442,6 +464,7 @@ def test_a_dead_letter_copy_whose_confirm_does_not_come_requeues_the_original(
     contract: Contract,
     memory_alarm: Callable[[bool], None],
     caplog: pytest.LogCaptureFixture,
+    figures: Figures,
 ) -> None:
     """A memory alarm blocks the consumer's connection as soon as it publishes the copy: no
     confirm by the deadline, so the original is REQUEUED (nack, requeue).  Once the alarm is
@@ -478,6 +501,12 @@ def test_a_dead_letter_copy_whose_confirm_does_not_come_requeues_the_original(
             return dead
 
     dead = run(body())
+    figures.record(
+        "a dead-letter copy whose confirm does not come (memory alarm)",
+        "the original put back, dead-lettered again once the alarm clears",
+        lost=0 if dead else 1,
+        duplicates=max(0, len(dead) - 1),
+    )
     assert len(dead) == 2
     for copy in dead:
         headers = copy.header.properties.headers
