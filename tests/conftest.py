@@ -18,7 +18,10 @@ import pytest
 # pytest was started (rootdir, tests/, with or without tests/__init__.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from amqp import apply
 from broker import BrokerConfig, BrokerUnreachable, ManagementAPI, Vhost, fresh_vhost
+from rabbitry.messaging.contract import Contract
+from specs import FLAGSHIP
 
 pytest_plugins = ["pytester"]
 
@@ -59,3 +62,17 @@ def broker() -> Iterator[ManagementAPI]:
 def vhost(broker: ManagementAPI) -> Iterator[Vhost]:
     """A fresh vhost (``rabbitry-test-<12 hex>``) with full permissions, deleted afterwards."""
     yield from fresh_vhost(broker)
+
+
+@pytest.fixture(scope="module")
+def contract() -> Contract:
+    """The flagship's contract (a module may define its own ``contract``)."""
+    return Contract.load(FLAGSHIP)
+
+
+@pytest.fixture
+def jobs(vhost: Vhost) -> Vhost:
+    """The fresh vhost with the flagship topology applied (the fault suite's own-node
+    modules define their own ``jobs``)."""
+    apply(vhost, FLAGSHIP)
+    return vhost

@@ -128,7 +128,8 @@ def test_vhost_is_deleted_when_the_test_fails(broker: ManagementAPI) -> None:
 
 
 def _copy_fixtures_into(pytester: pytest.Pytester) -> None:
-    for name in ("conftest.py", "broker.py"):
+    # conftest.py and the helper modules it imports
+    for name in ("conftest.py", "broker.py", "amqp.py", "specs.py"):
         (pytester.path / name).write_text((TESTS_DIR / name).read_text())
 
 

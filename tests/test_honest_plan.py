@@ -13,18 +13,17 @@ refuses (no ``management`` tag) while the API itself is up.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import string
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiormq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from amqp import Bounded
 from broker import ManagementAPI, Vhost, fresh_vhost, made_user
 from rabbitry.broker import converge, inequivalent
 from rabbitry.broker.inequivalent import BrokerSaid, Inequivalent
@@ -35,7 +34,6 @@ from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.spec import Spec, read
 from specs import run_cli
 
-T = TypeVar("T")
 TIMEOUT = 10.0
 
 SPEC = """\
@@ -52,11 +50,7 @@ bindings:
 """
 
 
-def run(coroutine: Awaitable[T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, 60)
-
-    return asyncio.run(bounded())
+run = Bounded(60)
 
 
 def write_spec(folder: Path, text: str = SPEC) -> Path:

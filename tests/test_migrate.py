@@ -11,12 +11,11 @@ the management API mid-way, a state a cut run leaves is built on the broker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pamqp.commands import Basic
 
+from amqp import Bounded, channel_on, publish_ids
 from broker import ManagementAPI, Vhost, fresh_vhost
 from rabbitry.broker import converge
 from rabbitry.broker.migrate import PREFIX, temporary_queue
@@ -50,11 +50,7 @@ T = TypeVar("T")
 TIMEOUT = 10.0
 
 
-def run(coroutine: Awaitable[T], limit: float = 180) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, limit)
-
-    return asyncio.run(bounded())
+run = Bounded(180)
 
 
 def url_of(vhost: Vhost) -> BrokerURL:
@@ -138,15 +134,6 @@ def plan(spec: Spec, vhost: Vhost, *, prune: bool = False) -> converge.Planned:
 # -- the broker, by hand -------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def channel_on(vhost: Vhost) -> AsyncIterator[Any]:
-    connection = await aiormq.connect(vhost.amqp_url)
-    try:
-        yield await connection.channel()
-    finally:
-        await connection.close()
-
-
 async def publish_all(vhost: Vhost, messages: list[tuple[str, bytes, Basic.Properties]]) -> None:
     """Publish (exchange ``x``, routing key, body, properties) each with a confirm."""
     async with channel_on(vhost) as channel:
@@ -162,23 +149,7 @@ async def publish_all(vhost: Vhost, messages: list[tuple[str, bytes, Basic.Prope
 def fill(vhost: Vhost, queue: str, n: int, *, start: int = 0) -> list[str]:
     """``n`` persistent messages with ids ``<queue>-<i>`` through ``x``; their ids."""
     ids = [f"{queue}-{i}" for i in range(start, start + n)]
-
-    async def go() -> None:
-        async with channel_on(vhost) as channel:
-            confirmations = [
-                channel.basic_publish(
-                    i.encode(),
-                    exchange="x",
-                    routing_key=queue,
-                    mandatory=True,
-                    properties=Basic.Properties(message_id=i, delivery_mode=2),
-                )
-                for i in ids
-            ]
-            for result in await asyncio.gather(*confirmations):
-                assert isinstance(result, Basic.Ack)
-
-    run(go())
+    run(publish_ids(vhost, "x", queue, ids))
     return ids
 
 

@@ -21,14 +21,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aiormq
 import pytest
-from pamqp.commands import Basic
 
+from amqp import Bounded, channel_on, publish_ids
 from broker import ManagementAPI, Vhost
 from rabbitry.broker import apply as executor
 from rabbitry.broker import converge
@@ -47,18 +47,13 @@ NODE_TIMEOUT = 60.0  # nodes.NODE_TIMEOUT, without importing nodes before pytest
 pytest_plugins = ["nodes"]
 pytestmark = pytest.mark.broker
 
-T = TypeVar("T")
 #: apply's bound on each broker call and each wait for the mover's progress.
 TIMEOUT = 10.0
 #: Messages in the queue; the node is stopped when ``CUT_AT`` of them have moved.
 MESSAGES = 5000
 
 
-def run(coroutine: Awaitable[T], limit: float = 120) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, limit)
-
-    return asyncio.run(bounded())
+run = Bounded(120)
 
 
 def spec_of(kind: QueueType) -> Spec:
@@ -86,35 +81,10 @@ def url_of(node: OwnNode, vhost: Vhost) -> BrokerURL:
 # -- the broker, by hand (as in test_migrate.py) ---------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def channel_on(vhost: Vhost) -> AsyncIterator[Any]:
-    connection = await aiormq.connect(vhost.amqp_url)
-    try:
-        yield await connection.channel()
-    finally:
-        await connection.close()
-
-
 def fill(vhost: Vhost, n: int) -> list[str]:
     """``n`` persistent messages with ids ``q-<i>`` through ``x``, each confirmed; their ids."""
     ids = [f"q-{i}" for i in range(n)]
-
-    async def go() -> None:
-        async with channel_on(vhost) as channel:
-            confirmations = [
-                channel.basic_publish(
-                    i.encode(),
-                    exchange="x",
-                    routing_key="q",
-                    mandatory=True,
-                    properties=Basic.Properties(message_id=i, delivery_mode=2),
-                )
-                for i in ids
-            ]
-            for result in await asyncio.gather(*confirmations):
-                assert isinstance(result, Basic.Ack)
-
-    run(go())
+    run(publish_ids(vhost, "x", "q", ids))
     return ids
 
 

@@ -4,18 +4,17 @@ effective settings with their sources."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import aiormq
 import httpx
 import pytest
 
+from amqp import Bounded
 from broker import ManagementAPI, Vhost, made_user
 from rabbitry.broker import converge
 from rabbitry.broker.live import BlindSpot
@@ -26,8 +25,6 @@ from rabbitry.check import load_spec
 from rabbitry.errors import AccessRefused
 from rabbitry.spec.policies import Setting
 from specs import edit, run_cli
-
-T = TypeVar("T")
 
 TIMEOUT = 10.0
 DEADLINE = 60.0
@@ -55,11 +52,7 @@ messages: {}
 """
 
 
-def run(coroutine: Awaitable[T]) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, DEADLINE)
-
-    return asyncio.run(bounded())
+run = Bounded(DEADLINE)
 
 
 def url_of(vhost: Vhost, **changes: Any) -> BrokerURL:

@@ -18,7 +18,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from amqp import AT, start, until
 from broker import Vhost
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
@@ -38,38 +39,12 @@ from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
 from specs import FLAGSHIP, copy_flagship
 
-AT = "2024-05-01T12:00:00Z"
 QUORUM = {"x-queue-type": "quorum", "x-dead-letter-exchange": "jobs.dead", "x-delivery-limit": 5}
 CLASSIC = {"x-queue-type": "classic", "x-dead-letter-exchange": "jobs.dead"}
 #: The replacement differs from the original (as a replace by ``apply`` does).
 OTHER = {"x-message-ttl": 600_000}
 #: Short, so that the tests are quick; the defaults are 15 s and 300 s.
 IDLE_CHECK = 1.0
-
-
-def start() -> dict[str, Any]:
-    return {"job_id": str(uuid.uuid4()), "job_type": "render", "steps": 3, "submitted_at": AT}
-
-
-@pytest.fixture(scope="module")
-def contract() -> Contract:
-    return Contract.load(FLAGSHIP)
-
-
-@pytest.fixture
-def jobs(vhost: Vhost) -> Vhost:
-    asyncio.run(converge.apply(load_spec(FLAGSHIP), parse_url(vhost.amqp_url), timeout=10))
-    return vhost
-
-
-async def until(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> float:
-    """Wait until ``check()``; the seconds it took."""
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    while not check():
-        assert loop.time() - began < timeout, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-    return loop.time() - began
 
 
 async def replace(url: str, arguments: Mapping[str, Any], queue: str = "jobs.ready") -> None:
@@ -185,17 +160,19 @@ def test_a_consumer_comes_back_after_its_queue_is_replaced(
             await consumer.ready()
             first = start()
             await server.publish("Start", first)
-            await until(lambda: got == [first["job_id"]], what="the first message")
+            await until(lambda: got == [first["job_id"]], 20, what="for the first message")
             await replace(jobs.amqp_url, after)
             back = time.monotonic()
             second = start()
             await server.publish("Start", second)
-            await until(lambda: second["job_id"] in got, what="the message after the replace")
+            await until(
+                lambda: second["job_id"] in got, 20, what="for the message after the replace"
+            )
             taken = time.monotonic() - back
             assert got == [first["job_id"], second["job_id"]]
             # A delivery on the new channel may be handled a moment before the
             # consume-ok is: ``consuming`` turns true right after.
-            await until(lambda: consumer.consuming, timeout=2, what="consuming")
+            await until(lambda: consumer.consuming, timeout=2, what="for consuming")
             assert consumer.failure is None
             await consumer.cancel()
         report(f"replace {before['x-queue-type']} -> {after['x-queue-type']}: handled", taken)
@@ -239,9 +216,9 @@ def test_a_consumer_comes_back_after_apply_replaces_its_queue(
             assert queue["type"] == "classic"  # it was replaced
             job = start()
             await server.publish("Start", job)
-            await until(lambda: got == [job["job_id"]], what="the message after apply")
+            await until(lambda: got == [job["job_id"]], 20, what="for the message after apply")
             taken = time.monotonic() - back
-            await until(lambda: consumer.consuming, timeout=2, what="consuming")
+            await until(lambda: consumer.consuming, timeout=2, what="for consuming")
         report("apply --allow-data-loss quorum -> classic: handled", taken)
 
     asyncio.run(body())
@@ -266,18 +243,18 @@ def test_a_consumer_waits_for_its_deleted_queue_and_comes_back(
             assert consumer.consuming
             assert consumer.gone_since is None
             await delete_queue(jobs.amqp_url)
-            await until(lambda: not consumer.consuming, what="the consumer to see it go")
+            await until(lambda: not consumer.consuming, 20, what="for the consumer to see it go")
             await asyncio.sleep(3)  # gone for a while: several attempts fail
             assert not consumer.consuming
             assert consumer.gone_since is not None
             assert consumer.failure is None
             await replace(jobs.amqp_url, QUORUM)
             back = time.monotonic()
-            await until(lambda: consumer.consuming, what="the consumer to come back")
+            await until(lambda: consumer.consuming, 20, what="for the consumer to come back")
             attached = time.monotonic() - back
             job = start()
             await server.publish("Start", job)
-            await until(lambda: got == [job["job_id"]], what="the message")
+            await until(lambda: got == [job["job_id"]], 20, what="for the message")
             taken = time.monotonic() - back
         report("queue declared again after 3 s: consuming", attached)
         report("queue declared again after 3 s: handled", taken)
@@ -353,22 +330,22 @@ def test_a_handler_running_when_the_queue_is_replaced_finishes(
             await consumer.ready()
             slow = {**start(), "steps": 99}
             await server.publish("Start", slow)
-            await until(lambda: running == 1, what="the slow handler to start")
+            await until(lambda: running == 1, 20, what="for the slow handler to start")
             await replace(jobs.amqp_url, {**arguments, **OTHER})
             quick = [start() for _ in range(4)]
             for job in quick:
                 await server.publish("Start", job)
             if kind == "classic":
-                await until(lambda: len(finished) == 4, what="new work while one runs")
+                await until(lambda: len(finished) == 4, 20, what="for new work while one runs")
                 assert slow["job_id"] not in finished
                 release.set()
             else:
                 await asyncio.sleep(2 * IDLE_CHECK)
                 assert finished == []  # stuck until the running handler is done
                 release.set()
-            await until(lambda: len(finished) == 5, what="every handler")
+            await until(lambda: len(finished) == 5, 20, what="for every handler")
             assert most <= 2  # never more than the prefetch at once
-            await until(lambda: consumer.consuming, timeout=2, what="consuming")
+            await until(lambda: consumer.consuming, timeout=2, what="for consuming")
 
     asyncio.run(body())
 
@@ -428,14 +405,14 @@ def test_a_subscription_waits_for_a_missing_exchange(jobs: Vhost, contract: Cont
             connection = await aiormq.connect(jobs.amqp_url)
             channel = await connection.channel()
             await channel.exchange_delete("jobs.status")
-            await until(lambda: not status.consuming, what="the subscription to see it")
+            await until(lambda: not status.consuming, 20, what="for the subscription to see it")
             await asyncio.sleep(1)
             assert status.gone_since is not None
             assert status.failure is None
             await channel.exchange_declare("jobs.status", exchange_type="topic", durable=True)
             await connection.close()
             back = time.monotonic()
-            await until(lambda: status.consuming, what="the subscription to come back")
+            await until(lambda: status.consuming, 20, what="for the subscription to come back")
             report("exchange back: subscription consuming again", time.monotonic() - back)
             assert status.name == name  # the same queue, kept
             await worker.publish("StartSuccess", hello)

@@ -17,12 +17,9 @@ from typing import Any
 
 import aiormq
 import pytest
-from pamqp import commands as spec
 
+from amqp import AT, apply, depth, drain, raw_publish, start, until
 from broker import Vhost
-from rabbitry.broker import converge
-from rabbitry.broker.url import parse_url
-from rabbitry.check import load_spec
 from rabbitry.errors import (
     ContractViolation,
     NotFound,
@@ -36,91 +33,7 @@ from rabbitry.messaging._decode import MAX_BODY
 from rabbitry.messaging._xdeath import rabbitry_reason
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
-from specs import FLAGSHIP, object_schema, write_spec
-
-AT = "2024-05-01T12:00:00Z"
-
-
-def start(job_type: str = "render", **more: Any) -> dict[str, Any]:
-    return {
-        "job_id": str(uuid.uuid4()),
-        "job_type": job_type,
-        "steps": 3,
-        "submitted_at": AT,
-        **more,
-    }
-
-
-def apply(vhost: Vhost, path: Path) -> Contract:
-    spec_ = load_spec(path)
-    asyncio.run(converge.apply(spec_, parse_url(vhost.amqp_url), timeout=10))
-    return Contract.from_spec(spec_)
-
-
-@pytest.fixture(scope="module")
-def contract() -> Contract:
-    return Contract.load(FLAGSHIP)
-
-
-@pytest.fixture
-def jobs(vhost: Vhost) -> Vhost:
-    """The vhost with the flagship topology applied."""
-    apply(vhost, FLAGSHIP)
-    return vhost
-
-
-async def depth(url: str, queue: str) -> int:
-    """Messages ready in ``queue``, read raw."""
-    connection = await aiormq.connect(url)
-    try:
-        channel = await connection.channel()
-        ok = await channel.queue_declare(queue, passive=True)
-        return int(ok.message_count)
-    finally:
-        await connection.close()
-
-
-async def drain(url: str, queue: str, want: int, timeout: float = 10.0) -> list[Any]:
-    """Take ``want`` messages from ``queue`` raw (basic_get, acked), waiting up to ``timeout``."""
-    connection = await aiormq.connect(url)
-    got: list[Any] = []
-    try:
-        channel = await connection.channel()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(got) < want and asyncio.get_running_loop().time() < deadline:
-            message = await channel.basic_get(queue, no_ack=True)
-            if isinstance(message.delivery, spec.Basic.GetEmpty):
-                await asyncio.sleep(0.05)
-                continue
-            got.append(message)
-        return got
-    finally:
-        await connection.close()
-
-
-async def raw_publish(
-    url: str, exchange: str, routing_key: str, items: list[tuple[bytes, dict[str, Any]]]
-) -> None:
-    """Publish bodies with the given properties, bypassing rabbitry (confirmed)."""
-    connection = await aiormq.connect(url)
-    try:
-        channel = await connection.channel()
-        for body, properties in items:
-            await channel.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=spec.Basic.Properties(**properties),
-            )
-    finally:
-        await connection.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
+from specs import object_schema, write_spec
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
@@ -320,7 +233,7 @@ def test_worker_receives_a_valid_start(jobs: Vhost, contract: Contract) -> None:
             consumer = worker.consume("jobs.ready", handler)
             await consumer.ready()
             await server.publish("Start", payload)
-            await until(lambda: len(got) == 1)
+            await until(lambda: len(got) == 1, 10)
             await consumer.cancel()
         [delivery] = got
         assert delivery.type == "Start"
@@ -347,7 +260,7 @@ def test_a_consumer_whose_channel_closes_consumes_again(jobs: Vhost, contract: C
             await consumer._channel.close()  # the channel alone goes; the connection stays
             async with Client(contract, jobs.amqp_url, service="server") as server:
                 await server.publish("Start", start())
-            await until(lambda: len(got) == 1)
+            await until(lambda: len(got) == 1, 10)
             assert consumer.failure is None
 
     run(body)
@@ -440,7 +353,7 @@ def test_malformed_messages_are_dead_lettered_with_their_reason(
                 "job.good",
                 [(json.dumps(good).encode(), {"message_type": "Start"})],
             )
-            await until(lambda: len(handled) == 1)
+            await until(lambda: len(handled) == 1, 10)
             dead = await drain(jobs.amqp_url, "jobs.dead-letters", len(cases))
             assert consumer.failure is None  # still consuming
             await consumer.cancel()
@@ -514,7 +427,7 @@ def test_a_failing_handler_is_retried_then_dead_lettered(jobs: Vhost, contract: 
             async with Client(contract, jobs.amqp_url, service="server") as server:
                 for job_type in ("broken", "flaky", "after"):
                     await server.publish("Start", start(job_type))
-            await until(lambda: done == ["flaky", "after"])
+            await until(lambda: done == ["flaky", "after"], 10)
             await consumer.cancel()
         assert calls == {"broken": 3, "flaky": 2, "after": 1}
         [dead] = await drain(jobs.amqp_url, "jobs.dead-letters", 1)
@@ -540,14 +453,14 @@ def test_cancel_lets_handlers_finish_and_requeues_the_rest(jobs: Vhost, contract
             await server.publish_many(("Start", start(steps=i + 1)) for i in range(10))
         async with Client(contract, jobs.amqp_url, service="worker") as worker:
             consumer = worker.consume("jobs.ready", slow, prefetch=3)
-            await until(lambda: len(started) == 3)
+            await until(lambda: len(started) == 3, 10)
             await consumer.cancel(timeout=5)
             assert sorted(finished) == sorted(started)  # in-flight handlers finished
         await until_depth(jobs.amqp_url, "jobs.ready", 10 - len(finished))
 
         async with Client(contract, jobs.amqp_url, service="worker") as worker:
             consumer = worker.consume("jobs.ready", slow, prefetch=3)
-            await until(lambda: len(started) >= 4)
+            await until(lambda: len(started) >= 4, 10)
             await consumer.cancel(timeout=0.05)  # too short: the rest goes back
         await until_depth(jobs.amqp_url, "jobs.ready", 10 - len(finished))
         assert len(finished) < len(started)

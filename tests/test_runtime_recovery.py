@@ -10,77 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import socket
-import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
+from amqp import AT, close_connections, start, until
 from broker import Vhost
-from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
-from rabbitry.check import load_spec
 from rabbitry.errors import ConnectionFailed, PublishTimeout
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
-from specs import FLAGSHIP
-
-AT = "2024-05-01T12:00:00Z"
-
-
-def start(**more: Any) -> dict[str, Any]:
-    return {
-        "job_id": str(uuid.uuid4()),
-        "job_type": "render",
-        "steps": 3,
-        "submitted_at": AT,
-        **more,
-    }
-
-
-@pytest.fixture(scope="module")
-def contract() -> Contract:
-    return Contract.load(FLAGSHIP)
-
-
-@pytest.fixture
-def jobs(vhost: Vhost) -> Vhost:
-    asyncio.run(converge.apply(load_spec(FLAGSHIP), parse_url(vhost.amqp_url), timeout=10))
-    return vhost
-
-
-async def until(check: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting {what}"
-        await asyncio.sleep(0.02)
-
-
-def close_connections(vhost: Vhost) -> None:
-    """The broker closes every connection of ``vhost`` (rabbitmqctl; else the HTTP API)."""
-    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
-    ctl = shutil.which("rabbitmqctl", path=path)
-    if ctl is not None:
-        done = subprocess.run(
-            [ctl, "close_all_connections", "--vhost", vhost.name, "rabbitry test"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode == 0:
-            return
-    api = vhost.api
-    for connection in api.get_json(f"/api/vhosts/{quote(vhost.name, safe='')}/connections"):
-        with contextlib.suppress(httpx.HTTPError):
-            api._client.delete(f"/api/connections/{quote(connection['name'], safe='')}")
 
 
 def generation(client: Client) -> int:
@@ -119,18 +62,19 @@ def test_connections_closed_by_the_broker_mid_stream(jobs: Vhost, contract: Cont
                     await asyncio.sleep(0.002)
 
             producers = [asyncio.create_task(produce()) for _ in range(4)]
-            await until(lambda: len(received) >= 50, what="for the first deliveries")
+            await until(lambda: len(received) >= 50, 15, what="for the first deliveries")
             before = generation(server), generation(worker)
             await asyncio.to_thread(close_connections, jobs)
             await until(
                 lambda: generation(server) > before[0] and generation(worker) > before[1],
+                15,
                 what="for both clients to reconnect",
             )
             sent = len(confirmed)
-            await until(lambda: len(confirmed) >= sent + 50, what="for publishing to resume")
+            await until(lambda: len(confirmed) >= sent + 50, 15, what="for publishing to resume")
             stop.set()
             await asyncio.gather(*producers)
-            await until(lambda: confirmed <= received, what="for every confirmed message")
+            await until(lambda: confirmed <= received, 15, what="for every confirmed message")
             # the subscription was declared and bound again
             await worker.publish(
                 "StartSuccess", {"job_id": job_id, "worker": "w", "started_at": AT}

@@ -20,13 +20,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aiormq
 import pytest
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 
+from amqp import AT, Bounded, close_connections, depth, drain, raw_publish, start, until
 from broker import ManagementAPI, Vhost, fresh_vhost
 from jobs_contracts import Worker
 from rabbitry.broker import converge
@@ -35,8 +36,6 @@ from rabbitry.check import load_spec
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
 from specs import FLAGSHIP
-from test_runtime import apply, depth, drain, raw_publish, start
-from test_runtime_recovery import close_connections
 
 if TYPE_CHECKING:
     from conftest import Figures
@@ -45,34 +44,10 @@ if TYPE_CHECKING:
 pytest_plugins = ["nodes"]
 pytestmark = pytest.mark.broker
 
-T = TypeVar("T")
 LOGGER = "rabbitry.messaging"
-AT = "2024-05-01T12:00:00Z"
 
 
-def run(coroutine: Awaitable[T], limit: float = 60) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, limit)
-
-    return asyncio.run(bounded())
-
-
-async def until(check: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting: {what}"
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture(scope="module")
-def contract() -> Contract:
-    return Contract.load(FLAGSHIP)
-
-
-@pytest.fixture
-def jobs(vhost: Vhost) -> Vhost:
-    apply(vhost, FLAGSHIP)
-    return vhost
+run = Bounded(60)
 
 
 class Tally:
@@ -160,7 +135,7 @@ def test_a_hung_handler_is_cancelled_at_its_deadline_then_dead_lettered(
             began = time.monotonic()
             await server.publish("Start", hung)
             await server.publish("Start", after)
-            await until(lambda: finished == ["after"], what="the next message")
+            await until(lambda: finished == ["after"], 15, what="for the next message")
             took = time.monotonic() - began
             await consumer.cancel()
         return took
@@ -256,12 +231,12 @@ def test_a_closed_channel_cancels_its_handlers_and_never_runs_a_message_twice_at
             await consumer.ready()
             for _ in range(count):
                 await server.publish("Start", start())
-            await until(lambda: tally.total() == count, what="every handler running")
+            await until(lambda: tally.total() == count, 15, what="for every handler running")
             if cut == "channel":
                 close_channel_by_the_broker(consumer)
             else:
                 await asyncio.to_thread(close_connections, jobs)
-            await until(lambda: len(set(tally.done)) == count, what="every message handled")
+            await until(lambda: len(set(tally.done)) == count, 15, what="for every message handled")
             await consumer.cancel()
 
     run(body())
@@ -493,7 +468,8 @@ def test_a_dead_letter_copy_whose_confirm_does_not_come_requeues_the_original(
             await consumer.ready()
             await until(
                 lambda: any("goes back" in r.getMessage() for r in caplog.records),
-                what="the copy's deadline",
+                15,
+                what="for the copy's deadline",
             )
             await asyncio.to_thread(memory_alarm, False)
             dead = await drain(url, "jobs.dead-letters", 2, timeout=15)
@@ -537,10 +513,10 @@ def test_a_subscription_drops_what_a_closed_channel_held_so_nothing_comes_twice(
             await worker.publish_many([("Update", u) for u in updates])
             first = await anext(sub)
             seen.append((first.body["step"], first.redelivered))
-            await until(lambda: sub._items.qsize() == 3, what="the rest waiting")
+            await until(lambda: sub._items.qsize() == 3, 15, what="for the rest waiting")
             channel = sub._channel
             close_channel_by_the_broker(sub)
-            await until(lambda: channel.is_closed, what="the broker closing the channel")
+            await until(lambda: channel.is_closed, 15, what="for the broker closing the channel")
             while {step for step, again in seen if again} != {1, 2, 3, 4}:
                 delivery = await asyncio.wait_for(anext(sub), 10)
                 seen.append((delivery.body["step"], delivery.redelivered))

@@ -14,13 +14,13 @@ import asyncio
 import logging
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from amqp import Bounded, start, until
 from broker import ManagementAPI, fresh_vhost
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
@@ -39,41 +39,16 @@ if TYPE_CHECKING:
 pytest_plugins = ["nodes"]
 pytestmark = pytest.mark.broker
 
-T = TypeVar("T")
-AT = "2024-05-01T12:00:00Z"
 #: Confirmed jobs in the queue when the outage begins (0.2 s each, 4 at a time).
 MESSAGES = 30
 WORKER = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "worker.py"
 
 
-def run(coroutine: Awaitable[T], limit: float = 60) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, limit)
-
-    return asyncio.run(bounded())
+run = Bounded(60)
 
 
 def report(what: str, seconds: float) -> None:
     print(f"\n[figure] {what}: {seconds:.2f} s")
-
-
-def start(**more: Any) -> dict[str, Any]:
-    return {
-        "job_id": str(uuid.uuid4()),
-        "job_type": "render",
-        "steps": 3,
-        "submitted_at": AT,
-        **more,
-    }
-
-
-async def until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``check()`` holds; fails the test after ``timeout``."""
-    began = time.monotonic()
-    while not check():
-        assert time.monotonic() - began < timeout, f"timed out waiting {what}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - began
 
 
 async def moment(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -96,11 +71,6 @@ async def listening(port: int, timeout: float = 60) -> float:
             at = time.monotonic()
             writer.close()
             return at
-
-
-@pytest.fixture(scope="module")
-def contract() -> Contract:
-    return Contract.load(FLAGSHIP)
 
 
 @pytest.fixture

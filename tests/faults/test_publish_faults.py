@@ -14,9 +14,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aiormq
 import pytest
@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pamqp import commands as spec
 
+from amqp import Bounded
 from broker import ManagementAPI, Vhost, fresh_vhost
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["nodes"]
 pytestmark = pytest.mark.broker
 
-T = TypeVar("T")
 #: The broker's max_message_size in these tests: a body of 2,000 bytes is over it.
 LIMIT = 1024
 
@@ -64,11 +64,7 @@ services:
 PING = object_schema({"n": {"type": "integer"}, "pad": {"type": "string"}}, ["n"])
 
 
-def run(coroutine: Awaitable[T], limit: float = 30) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, limit)
-
-    return asyncio.run(bounded())
+run = Bounded(30)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiormq
@@ -39,6 +39,7 @@ import pytest
 from pamqp.commands import Basic
 from proxy import FaultProxy
 
+from amqp import AT, Bounded, start, until
 from broker import ManagementAPI, Vhost, fresh_vhost
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
@@ -64,8 +65,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["nodes"]
 pytestmark = pytest.mark.broker
 
-T = TypeVar("T")
-AT = "2024-05-01T12:00:00Z"
 WORKER = Path(__file__).resolve().parents[2] / "examples" / "jobs" / "worker.py"
 #: Every recovery must be shorter than this (seconds after the fault ended).
 RECOVERY_BOUND = 20.0
@@ -73,21 +72,7 @@ RECOVERY_BOUND = 20.0
 HEARTBEAT = 2
 
 
-def run(coroutine: Awaitable[T], limit: float = 90) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine, limit)
-
-    return asyncio.run(bounded())
-
-
-def start(**more: Any) -> dict[str, Any]:
-    return {
-        "job_id": str(uuid.uuid4()),
-        "job_type": "render",
-        "steps": 3,
-        "submitted_at": AT,
-        **more,
-    }
+run = Bounded(90)
 
 
 async def waited(check: Callable[[], bool], timeout: float) -> float | None:
@@ -98,20 +83,6 @@ async def waited(check: Callable[[], bool], timeout: float) -> float | None:
             return None
         await asyncio.sleep(0.05)
     return time.monotonic() - began
-
-
-async def until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``check()`` holds; fails the test after ``timeout``."""
-    began = time.monotonic()
-    while not check():
-        assert time.monotonic() - began < timeout, f"timed out waiting {what}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - began
-
-
-@pytest.fixture(scope="module")
-def contract() -> Contract:
-    return Contract.load(FLAGSHIP)
 
 
 @pytest.fixture
