@@ -17,7 +17,13 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from rabbitry.broker import _frames
-from rabbitry.errors import ContractViolation, Fault, UsageError
+from rabbitry.errors import (
+    ContractViolation,
+    Fault,
+    NotFound,
+    UsageError,
+    first_broker_error,
+)
 from rabbitry.messaging._consumer import (
     ACK,
     MAX_FAULT_TEXT,
@@ -487,3 +493,14 @@ def test_a_number_past_the_float_range_is_refused_whatever_follows(
     result = parse(body)
     assert isinstance(result, Refusal)
     assert reason in result.reason
+
+
+def test_first_broker_error_prefers_a_sibling_broker_error_over_a_nested_other_error() -> None:
+    """A nested group that holds only a ValueError must not hide the NotFound beside it."""
+    missing = NotFound("queue 'jobs' does not exist")
+    group = ExceptionGroup("tasks", [ExceptionGroup("inner", [ValueError("x")]), missing])
+    assert first_broker_error(group) is missing
+    deep = ExceptionGroup("tasks", [ValueError("y"), ExceptionGroup("inner", [missing])])
+    assert first_broker_error(deep) is missing
+    plain = ValueError("z")
+    assert first_broker_error(ExceptionGroup("tasks", [plain, KeyError("k")])) is plain

@@ -234,10 +234,9 @@ class ManagementError(BrokerError):
 
 def first_broker_error(group: BaseExceptionGroup) -> BaseException:
     """The error to report from a task group's failures: the first ``BrokerError`` in it
-    (nested groups searched), else its first exception."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return first_broker_error(exc)
-        if isinstance(exc, BrokerError):
-            return exc
-    return group.exceptions[0]
+    (nested groups searched, so a sibling ``BrokerError`` wins over a nested other error),
+    else its first exception."""
+    found: BaseException | None = group.subgroup(BrokerError)
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if found is not None else group.exceptions[0]
