@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 import uuid
@@ -18,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from amqp import AT, close_connections, start, until
+from amqp import AT, close_connections, drain, start, until
 from broker import Vhost
 from rabbitry.broker.url import parse_url
 from rabbitry.errors import ConnectionFailed, PublishTimeout
@@ -182,14 +183,23 @@ def test_a_broker_that_comes_late_is_connected_to(jobs: Vhost, contract: Contrac
             await proxy.start()
 
         opener = asyncio.create_task(open_late())
+        payload = start()
+        began = time.monotonic()
         try:
             async with Client(
                 contract, proxied(jobs.amqp_url, port), service="server", connect_timeout=10
             ) as client:
-                await client.publish("Start", start())
+                # Connected, through the proxy that opened a second after the first attempt.
+                assert time.monotonic() - began >= 1.0
+                assert proxy.links >= 1
+                assert generation(client) == 1
+                await client.publish("Start", payload)
         finally:
             await opener
             await proxy.stop()
+        # The message sent over the late connection is in the queue the spec routes it to.
+        [message] = await drain(jobs.amqp_url, "jobs.ready", want=1)
+        assert json.loads(message.body) == payload
 
     asyncio.run(body())
 
