@@ -327,13 +327,13 @@ def test_route_with_headers(headers_spec: Path, capsys: pytest.CaptureFixture[st
         ["route", "-f", str(headers_spec), "docs", "--header", "format=png"], capsys
     )
     assert (code, out) == (0, "images\n")
-    # a number is a number: 1 matches `pages: 1`, "1" (quoted) does not
+    # pages:=1 is the number 1 and matches `pages: 1`; pages=1 is the string "1" and does not
     code, out, _ = run_cli(
-        ["route", "-f", str(headers_spec), "docs", "--header", "pages=1"], capsys
+        ["route", "-f", str(headers_spec), "docs", "--header", "pages:=1"], capsys
     )
     assert (code, out) == (0, "images\n")
     code, out, _ = run_cli(
-        ["route", "-f", str(headers_spec), "docs", "--header", 'pages="1"'], capsys
+        ["route", "-f", str(headers_spec), "docs", "--header", "pages=1"], capsys
     )
     assert code == 1
     code, out, err = run_cli(

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from rabbitry.check import Report, check
 from rabbitry.cli._options import (
@@ -244,16 +243,33 @@ def _report_json(path: Path, report: Report, failed: bool, strict: bool) -> dict
 
 
 def _parse_header(text: str) -> tuple[str, Any]:
+    """One ``--header``: ``NAME=VALUE`` is the string typed, ``NAME:=JSON`` a typed value.
+
+    The broker compares a header's type as well as its value (``"yes"`` is not
+    ``true``, ``"1"`` is not ``1``), so what the user typed stays a string
+    unless they ask for a type, as httpie does: ``urgent:=true``, ``pages:=1``,
+    ``ratio:=0.5``, ``tag:=null`` (void).  ``=`` splits first, so ``a=b:=c``
+    is the string ``b:=c``.
+    """
     name, sep, raw = text.partition("=")
     if not sep or not name:
-        raise click.BadParameter(f"{text!r} is not NAME=VALUE", param_hint="--header")
-    # Values read as the spec reads them: 5 is a number, "5" (quoted) a string.
+        raise click.BadParameter(f"{text!r} is not NAME=VALUE or NAME:=JSON", param_hint="--header")
+    if not name.endswith(":"):
+        return name, raw
+    name = name[:-1]
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
-    if not isinstance(value, str | int | float | bool) and value is not None:
-        value = raw
+        value = json.loads(raw)
+    except ValueError:
+        raise click.BadParameter(
+            f"{raw!r} is not JSON: write {name}:=true, {name}:=1, {name}:=1.5, {name}:=null, "
+            f"{name}:='\"text\"', or {name}={raw} for the string",
+            param_hint="--header",
+        ) from None
+    if not name or not (value is None or isinstance(value, str | int | float | bool)):
+        raise click.BadParameter(
+            f"{text!r}: a header given as NAME:=JSON is a JSON string, number, true, false or null",
+            param_hint="--header",
+        )
     return name, value
 
 
@@ -266,7 +282,11 @@ def _parse_header(text: str) -> tuple[str, Any]:
     "headers",
     multiple=True,
     metavar="NAME=VALUE",
-    help="A message header, for headers exchanges (repeatable). 5 is a number, '\"5\"' a string.",
+    help=(
+        "A message header, for headers exchanges (repeatable). NAME=VALUE is always the "
+        'string VALUE (urgent=yes is "yes", pages=1 is "1"); NAME:=JSON gives a typed '
+        "value: pages:=1, ratio:=0.5, urgent:=true, tag:=null (void)."
+    ),
 )
 @format_option
 def route_command(
