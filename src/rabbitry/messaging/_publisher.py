@@ -219,14 +219,20 @@ def prepare(
     try:
         contract.validate(payload)
         routing_key = contract.routing_key_for(payload)
-        body = _ENCODER.encode(payload).encode()
     except ContractViolation as exc:
         if index is None:
             raise
         raise ContractViolation(exc.message_name, exc.faults, index=index) from None
+    try:
+        text = _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:  # not JSON-able although the schema let it pass
-        # Infinity, NaN or a lone surrogate: the rule consumers apply names where it is.
+        # Infinity, NaN: the rule consumers apply names where it is.
         faults = json_faults(payload) or [Fault("", f"not JSON: {exc}")]
+        raise ContractViolation(name, faults, index=index) from None
+    try:
+        body = text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate: not UTF-8, so not JSON on the wire
+        faults = json_faults(payload) or [Fault("", f"not UTF-8: {exc}")]
         raise ContractViolation(name, faults, index=index) from None
     if len(body) > MAX_BODY:
         # Consumers dead-letter a body over MAX_BODY: the broker would confirm a message no

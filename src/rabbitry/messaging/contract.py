@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +65,20 @@ class MessageContract:
     persistent: bool
     schema: Mapping[str, Any]
 
-    @cached_property
-    def _validator(self) -> Any:
-        return jsonschema_rs.validator_for(dict(self.schema), validate_formats=True)
+    _validator: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Compiled now, not at the first publish: a schema that cannot be compiled (a $ref
+        # that points nowhere, say) fails where the contract is loaded, naming the message.
+        try:
+            validator = jsonschema_rs.validator_for(dict(self.schema), validate_formats=True)
+        except jsonschema_rs.ValidationError as exc:
+            reason = str(exc).split("\n", 1)[0]
+            raise UsageError(
+                f"the schema of message {self.name!r} does not compile: {reason}; "
+                "run `rabbitry check` on the spec and regenerate the package"
+            ) from None
+        object.__setattr__(self, "_validator", validator)
 
     def faults(self, payload: Any) -> list[Fault]:
         """Every way ``payload`` breaks the schema, each with its JSON Pointer."""

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag
 
-from rabbitry.spec.schemas import DATA_KEYWORDS, SchemaStore
+from rabbitry.spec._walk import subschemas
+from rabbitry.spec.schemas import SchemaStore
 
 __all__ = ["EMBEDDED_PREFIX", "bundle"]
 
@@ -62,15 +63,10 @@ def _key(file: Path, root: Path) -> str:
 
 
 def _rewrite(schema: Any, pointer_for: Callable[[str], str]) -> Any:
-    """Rewrite every ``$ref`` in place (values of ``const``/``enum``/... are data, left alone)."""
-    if isinstance(schema, dict):
-        schema.pop("$id", None)  # an $id would move the base URI of the rewritten refs
-        for key, value in schema.items():
-            if key == "$ref" and isinstance(value, str):
-                schema[key] = pointer_for(value)
-            elif key not in DATA_KEYWORDS:
-                _rewrite(value, pointer_for)
-    elif isinstance(schema, list):
-        for item in schema:
-            _rewrite(item, pointer_for)
+    """Rewrite every ``$ref`` in place: those ``load_schemas`` resolved, found by the same walk."""
+    for _, node in subschemas(schema):
+        node.pop("$id", None)  # an $id would move the base URI of the rewritten refs
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            node["$ref"] = pointer_for(ref)
     return schema

@@ -10,7 +10,7 @@ JSON path of the offending keyword.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import referencing.exceptions
 from jsonschema import Draft202012Validator
 from referencing.jsonschema import DRAFT202012
 
+from rabbitry.spec._walk import refs
 from rabbitry.spec._yaml import YamlError, YMap, YNode, YSeq, parse_yaml
 from rabbitry.spec.diagnostics import Code, Diagnostic
 from rabbitry.spec.model import Location
@@ -38,7 +39,7 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 _MAX_REF_DEPTH = 32
 
-#: Keywords whose values are data, not schemas: a ``$ref`` inside them is not a reference.
+#: Keywords whose values are data, not schemas (``spec._walk`` knows which keywords hold schemas).
 DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 
 #: Keywords that say nothing about which values are valid (annotations, identifiers,
@@ -171,34 +172,6 @@ def _read(
     return _Document(path.resolve(), display, contents, tree), None
 
 
-#: Keywords whose value is data, not a schema: a ``$ref`` inside is just a string.
-#: Keywords whose value maps names to schemas: a name there is never a keyword.
-_SCHEMA_MAPS = frozenset(
-    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
-)
-
-
-def _refs(
-    schema: Any, parts: tuple[str | int, ...] = (), *, names: bool = False
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """Every ``$ref`` string in ``schema`` with the JSON path of its value.
-
-    With ``names``, ``schema`` is a map of names to schemas (``properties``):
-    a property called ``default`` or ``$ref`` is still searched.
-    """
-    if isinstance(schema, Mapping):
-        for key, value in schema.items():
-            if names:
-                yield from _refs(value, (*parts, key))
-            elif key == "$ref" and isinstance(value, str):
-                yield (*parts, key), value
-            elif key not in DATA_KEYWORDS:
-                yield from _refs(value, (*parts, key), names=key in _SCHEMA_MAPS)
-    elif isinstance(schema, list):
-        for index, item in enumerate(schema):
-            yield from _refs(item, (*parts, index))
-
-
 def load_schemas(
     paths: Mapping[Path, Location],
 ) -> tuple[SchemaStore, list[Diagnostic]]:
@@ -223,7 +196,7 @@ def load_schemas(
             continue
         store.add(doc)
         problems.extend(_meta_problems(store, doc))
-        for parts, ref in _refs(doc.contents):
+        for parts, ref in refs(doc.contents):
             target = _ref_target(doc.path, ref)
             if isinstance(target, str):
                 where = store.locate(doc.path, parts)
@@ -235,7 +208,7 @@ def load_schemas(
                 pending.append((target, store.locate(doc.path, parts)))
     # Every reachable file is registered now: resolve each local reference for real.
     for doc in store.documents.values():
-        for parts, ref in _refs(doc.contents):
+        for parts, ref in refs(doc.contents):
             target = _ref_target(doc.path, ref)
             if isinstance(target, str) or target in store.missing:
                 continue  # reported above
