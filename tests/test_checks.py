@@ -970,3 +970,32 @@ def test_the_default_exchange_routes_by_queue_name(tmp_path: Path) -> None:
     assert check(spec).diagnostics == ()
     edit(spec, "routing_key: tasks", "routing_key: taks")
     assert Code.UNROUTABLE in [d.code for d in check(spec).diagnostics]
+
+
+def test_a_misspelt_message_key_is_one_error_not_its_consequences(tmp_path: Path) -> None:
+    # `routingkey:` leaves the message with no key; that it then reaches no queue and
+    # that its consumer never sees it are consequences of the typo, not faults of their own.
+    spec = write_spec(
+        tmp_path,
+        """
+        version: 1
+        exchanges:
+          jobs: {type: topic}
+        queues:
+          work: {dead_letter: ""}
+        bindings:
+          - {from: jobs, queue: work, key: "job.*"}
+        messages:
+          Job: {schema: schemas/j.json, exchange: jobs, routing_key: job.new}
+        services:
+          s: {publishes: [Job], consumes: {work: [Job]}}
+        """,
+        {"schemas/j.json": {"$schema": DRAFT, "type": "object"}},
+    )
+    assert check(spec).diagnostics == ()
+    text = edit(spec, "routing_key: job.new", "routingkey: job.new")
+    report = check(spec)
+    assert [(d.code, d.location.line) for d in report.diagnostics] == [
+        (Code.UNKNOWN_KEY, line_of(text, "routingkey"))
+    ]
+    assert report.diagnostics[0].hint == "did you mean 'routing_key'?"

@@ -80,6 +80,8 @@ def check_routing(spec: Spec) -> Iterator[Diagnostic]:
     """Every message reaches a queue; every consumer's messages can reach its queue."""
     reached: dict[str, set[str]] = {}
     for message in spec.messages.values():
+        if message.name in spec.broken_messages:
+            continue  # its fault is reported; where the faulty message goes is its consequence
         reached[message.name] = reach(spec, message)
         if not routing.route_message(spec, message):
             yield Diagnostic(

@@ -760,7 +760,10 @@ class _Builder:
         broken_queues: set[str] = set()
         exchanges = self.objects(root, "exchanges", "exchange", self.exchange, broken_exchanges)
         queues = self.objects(root, "queues", "queue", self.queue, broken_queues)
-        messages = self.objects(root, "messages", "message", self.message)
+        broken_messages: set[str] = set()
+        messages = self.objects(
+            root, "messages", "message", self.message, broken_messages, keep_broken=True
+        )
         services = self.objects(root, "services", "service", self.service)
         bindings = []
         broken_bindings = 0
@@ -803,6 +806,7 @@ class _Builder:
             broken_queues=frozenset(broken_queues),
             broken_bindings=broken_bindings,
             broken_policies=frozenset(broken_policies),
+            broken_messages=frozenset(broken_messages),
             locs=self.locs(root, root.loc),
         )
 
@@ -813,9 +817,11 @@ class _Builder:
         what: str,
         make: Callable[[str, YNode, Location], T | None],
         broken: set[str] | None = None,
+        *,
+        keep_broken: bool = False,
     ) -> dict[str, T]:
         """Build each entry of a section; with ``broken``, an entry with faults is left
-        out of the model and its name recorded there instead."""
+        out of the model (kept too, with ``keep_broken``) and its name recorded there."""
         section = self.section(root, key, what)
         built: dict[str, T] = {}
         for name, (key_loc, node) in section.entries.items():
@@ -823,6 +829,8 @@ class _Builder:
             obj = make(name, node, key_loc)
             if broken is not None and len(self.problems) > before:
                 broken.add(name)
+                if keep_broken and obj is not None:
+                    built[name] = obj
             elif obj is not None:
                 built[name] = obj
         return built

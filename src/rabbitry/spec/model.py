@@ -353,6 +353,10 @@ class Spec:
     broken_bindings: int = field(default=0, compare=False)
     #: Policies and operator policies written with faults (already reported), left out.
     broken_policies: frozenset[str] = field(default=frozenset(), compare=False)
+    #: Messages written with faults (already reported, e.g. a misspelt `routing_key`):
+    #: kept in the model, so services naming them are not told they are unknown, but
+    #: their routing is not judged, since it would judge the typo's consequence.
+    broken_messages: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def complete(self) -> bool:
