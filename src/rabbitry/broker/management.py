@@ -187,7 +187,7 @@ def queue_from_row(row: Row) -> QueueState:
         # (5 s by default): a queue declared and published to a moment ago is listed
         # without them (seen on 3.10.8 with 3 messages in it), and for a few seconds
         # more they may say 0 while it holds messages.  0 would tell apply it may
-        # delete the queue; None makes it ask (``QueueState.holds_data``), and
+        # delete the queue; None makes apply ask, and
         # ``live.read_live`` asks the queues whose counts matter over AMQP.
         messages=_count(row.get("messages")),
         consumers=_count(row.get("consumers")),

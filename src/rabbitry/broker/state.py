@@ -120,11 +120,6 @@ class QueueState:
             "arguments": dict(self.arguments),
         }
 
-    @property
-    def holds_data(self) -> bool:
-        """Deleting it would lose messages or cut off consumers (unknown counts as yes)."""
-        return self.messages != 0 or self.consumers != 0
-
     def declare_arguments(self) -> dict[str, Any]:
         """The argument table to declare it with.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 from rabbitry.errors import UsageError
@@ -59,11 +59,6 @@ class BrokerURL:
             return self.management_override.rstrip("/")
         scheme = "https" if self.scheme == "amqps" else "http"
         return f"{scheme}://{self.host}:{MANAGEMENT_PORT}"
-
-    def with_management(self, url: str | None) -> BrokerURL:
-        if not url:
-            return self
-        return replace(self, management_override=url)
 
     def __str__(self) -> str:
         return self.masked

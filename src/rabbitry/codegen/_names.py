@@ -72,9 +72,6 @@ class Namer:
     def __contains__(self, name: str) -> bool:
         return name in self._taken
 
-    def reserve(self, *names: str) -> None:
-        self._taken.update(names)
-
     def take(self, candidate: str) -> str:
         """``candidate`` (cut at ``MAX_LENGTH``), or the first free variant; the result is taken."""
         base = candidate[:MAX_LENGTH]
