@@ -9,10 +9,12 @@ when the spec is broken.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from amqp import apply, depth, publish_ids
 from broker import Vhost
 from rabbitry.check import load_spec
 from rabbitry.pytest_plugin import ContractTests, mutations, strategies_for
@@ -135,3 +137,88 @@ def test_the_round_trip_runs_against_a_broker_given_on_the_command_line(
         "-p", "no:cacheprovider", "--rabbitry-url", vhost.amqp_url, "--rabbitry-round-trips", "3"
     )
     result.assert_outcomes(passed=4)
+
+
+LAX_CLIENT = """\
+# A Client whose publish no longer validates: the round trip must notice.
+import pytest
+
+import rabbitry.messaging.client as client_module
+
+_prepare = client_module.prepare
+
+
+class _Unchecked:
+    def __init__(self, contract):
+        self._contract = contract
+
+    def __getattr__(self, name):
+        return getattr(self._contract, name)
+
+    def validate(self, payload):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def lax_publish(monkeypatch):
+    monkeypatch.setattr(
+        client_module, "prepare", lambda contract, *a, **k: _prepare(_Unchecked(contract), *a, **k)
+    )
+"""
+
+
+def test_the_round_trip_fails_when_publish_stops_validating(
+    pytester: pytest.Pytester, vhost: Vhost
+) -> None:
+    pytester.makefile(".yaml", topology=SMALL_SPEC)
+    pytester.makefile(".json", order=ORDER_SCHEMA)
+    pytester.makeconftest(LAX_CLIENT)
+    pytester.makepyfile(test_contracts=USER_TESTS)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--rabbitry-url", vhost.amqp_url, "--rabbitry-round-trips", "2"
+    )
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*DID NOT RAISE*ContractViolation*", "FAILED *test_round_trip*"])
+
+
+def held_messages(pytester: pytest.Pytester, vhost: Vhost, count: int) -> None:
+    """The small spec applied to ``vhost``, and ``count`` messages waiting in its queue."""
+    pytester.makefile(".yaml", topology=SMALL_SPEC)
+    pytester.makefile(".json", order=ORDER_SCHEMA)
+    apply(vhost, pytester.path / "topology.yaml")
+    ids = [f"kept-{i}" for i in range(count)]
+    asyncio.run(publish_ids(vhost, "orders", "order.created", ids))
+
+
+def test_a_vhost_whose_queues_hold_messages_is_refused_and_left_alone(
+    pytester: pytest.Pytester, vhost: Vhost
+) -> None:
+    held_messages(pytester, vhost, 3)
+    pytester.makepyfile(test_contracts=USER_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--rabbitry-url", vhost.amqp_url)
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*'orders.created' holds 3 messages*--rabbitry-purge*purge = True*"]
+    )
+    assert asyncio.run(depth(vhost.amqp_url, "orders.created")) == 3
+
+
+@pytest.mark.parametrize("opt_in", ["option", "attribute"])
+def test_a_vhost_whose_queues_hold_messages_is_purged_on_request(
+    pytester: pytest.Pytester, vhost: Vhost, opt_in: str
+) -> None:
+    held_messages(pytester, vhost, 2)
+    tests = USER_TESTS + ("    purge = True\n" if opt_in == "attribute" else "")
+    pytester.makepyfile(test_contracts=tests)
+    args = ["--rabbitry-purge"] if opt_in == "option" else []
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--rabbitry-url",
+        vhost.amqp_url,
+        "--rabbitry-round-trips",
+        "2",
+        *args,
+    )
+    result.assert_outcomes(passed=4)
+    assert asyncio.run(depth(vhost.amqp_url, "orders.created")) == 0

@@ -37,12 +37,15 @@ and pytest runs, for every message of the spec (one test each, ``[Start]``, ...)
     consumer does — and each body read equals the one sent.  A mutation the
     contract refuses is published too: ``ContractViolation``, and nothing
     arrives anywhere.  Use a throwaway vhost: the spec is applied to it and
-    its queues are purged.
+    its queues are purged.  A vhost whose queues of the spec already hold
+    messages (dead letters someone is reading, say) is refused, naming each
+    queue and its count, unless you opt in to purging them: ``--rabbitry-purge``
+    or ``purge = True`` on the class.
 
 The plugin (the ``pytest11`` entry point ``rabbitry``, registered when rabbitry
 is installed) adds the command-line options ``--rabbitry-url``,
-``--rabbitry-examples`` (instances per offline property, default 50) and
-``--rabbitry-round-trips`` (per message, default 5).  Without the plugin
+``--rabbitry-examples`` (instances per offline property, default 50),
+``--rabbitry-round-trips`` (per message, default 5) and ``--rabbitry-purge``.  Without the plugin
 (``-p no:rabbitry``) the class still works, configured by the environment
 (``RABBITRY_CONTRACT_URL``) and its class attributes.  Override the
 ``rabbitry_url`` fixture to take the URL from a fixture of your own (a fresh
@@ -110,6 +113,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="N",
         help="Instances published per message in the round-trip test [default: 5].",
+    )
+    group.addoption(
+        "--rabbitry-purge",
+        action="store_true",
+        default=None,
+        help="Let the round-trip tests purge the spec's queues even when they hold messages "
+        "[default: refuse such a vhost].",
     )
 
 
@@ -266,6 +276,8 @@ class ContractTests:
     apply_topology: ClassVar[bool] = True
     #: Seconds to wait for a message to arrive in a queue.
     arrival_timeout: ClassVar[float] = 5.0
+    #: Purge the spec's queues even if they hold messages (``--rabbitry-purge`` also allows it).
+    purge: ClassVar[bool] = False
 
     # -- parametrisation ---------------------------------------------------------
 
@@ -408,6 +420,12 @@ class ContractTests:
         from rabbitry.broker.url import parse_url  # noqa: PLC0415
 
         url = parse_url(rabbitry_url)
+        if rabbitry_url not in _OURS:
+            if not (_option(request.config, "rabbitry_purge") or type(self).purge):
+                held = asyncio.run(_held(rabbitry_spec, rabbitry_url, type(self).arrival_timeout))
+                if held:
+                    pytest.fail(_refusal(url.vhost, held), pytrace=False)
+            _OURS.add(rabbitry_url)
         if type(self).apply_topology:
             asyncio.run(converge.apply(rabbitry_spec, url, timeout=10))
         oracle = _oracle(rabbitry_contract.message(rabbitry_message).schema)
@@ -417,10 +435,10 @@ class ContractTests:
         @given(strategy)
         def round_trip(payload: Any) -> None:
             assume(_publishable(payload))
-            refused = next(
-                (m for m in mutations(payload) if _publishable(m) and not oracle.is_valid(m)),
-                None,
-            )
+            # A tuple, because the first invalid mutation is often ``None`` itself.
+            refused = tuple(
+                m for m in mutations(payload) if _publishable(m) and not oracle.is_valid(m)
+            )[:1]
             trip = _RoundTrip(
                 rabbitry_spec, rabbitry_contract, rabbitry_url, type(self).arrival_timeout
             )
@@ -466,7 +484,9 @@ class _RoundTrip:
                 subscribe[queue.name] = {p: values.get(p, unused) for p in wanted}
         return expected, unsure, subscribe
 
-    async def run(self, name: str, payload: Any, refused: Any) -> None:
+    async def run(self, name: str, payload: Any, refused: tuple[Any, ...]) -> None:
+        """Publish ``payload``, then each of ``refused`` (each must raise ``ContractViolation``),
+        and check where ``payload`` arrived and that nothing else did."""
         from rabbitry.broker.amqp import connect  # noqa: PLC0415
         from rabbitry.broker.url import parse_url  # noqa: PLC0415
         from rabbitry.errors import ContractViolation  # noqa: PLC0415
@@ -493,9 +513,9 @@ class _RoundTrip:
                     for queue, values in subscribe.items()
                 }
                 await client.publish(name, payload)
-                if refused is not None:
+                for mutation in refused:
                     with pytest.raises(ContractViolation):
-                        await client.publish(name, refused)
+                        await client.publish(name, mutation)
                 for queue, subscription in subscriptions.items():
                     await self._one(subscription, where, queue, name, payload)
             for queue in static:
@@ -523,6 +543,47 @@ class _RoundTrip:
         with contextlib.suppress(TimeoutError):
             extra = await asyncio.wait_for(anext(subscription), 0.2)
             pytest.fail(f"{where}: {queue!r} got a second message {extra.body}")
+
+
+#: URLs this session found empty, or was allowed to purge: later round trips need not ask again
+#: (what they leave in queues they cannot check is their own).
+_OURS: set[str] = set()
+
+
+async def _held(spec: Spec, url: str, timeout: float) -> dict[str, int]:
+    """Queue → messages ready, for the spec's queues that exist in ``url``'s vhost and hold any."""
+    import aiormq.exceptions as amqp_errors  # noqa: PLC0415
+
+    from rabbitry.broker.amqp import connect  # noqa: PLC0415
+    from rabbitry.broker.url import parse_url  # noqa: PLC0415
+
+    held: dict[str, int] = {}
+    connection = await connect(parse_url(url), timeout=timeout)
+    try:
+        for queue in sorted(q.name for q in spec.queues.values() if not q.runtime):
+            channel = await connection.channel()
+            try:
+                ok = await channel.queue_declare(queue, passive=True)
+            except amqp_errors.ChannelNotFoundEntity:  # not declared yet: nothing to lose
+                continue
+            if ok.message_count:
+                held[queue] = int(ok.message_count)
+            await channel.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()
+    return held
+
+
+def _refusal(vhost: str, held: Mapping[str, int]) -> str:
+    counts = ", ".join(
+        f"{queue!r} holds {n} message{'' if n == 1 else 's'}" for queue, n in held.items()
+    )
+    return (
+        f"the round trips purge the spec's queues, and in vhost {vhost!r} {counts}. "
+        "Point --rabbitry-url at a throwaway vhost, or pass --rabbitry-purge (or set "
+        "purge = True on the test class) to let them be purged."
+    )
 
 
 async def _drain(channel: Any, contract: Contract, queue: str, name: str) -> list[Any]:
