@@ -999,3 +999,61 @@ def test_a_misspelt_message_key_is_one_error_not_its_consequences(tmp_path: Path
         (Code.UNKNOWN_KEY, line_of(text, "routingkey"))
     ]
     assert report.diagnostics[0].hint == "did you mean 'routing_key'?"
+
+
+_TYPO_SPEC = """
+    version: 1
+    exchanges:
+      jobs: {type: topic}
+    queues:
+      work: {dead_letter: ""}
+    bindings:
+      - {from: jobs, queue: work, key: "job.*"}
+    messages:
+      Job: {schema: schemas/j.json, exchange: jobs, routing_key: job.new}
+    services:
+      s: {publishes: [Job], consumes: {work: [Job]}}
+    """
+
+
+@pytest.mark.parametrize(
+    ("typed", "hint"),
+    [
+        ("strng", "did you mean 'string'?"),
+        (["intger", "null"], "did you mean 'integer'?"),
+        ("bool", "did you mean 'boolean'?"),
+    ],
+)
+def test_a_misspelt_schema_type_offers_the_type_meant(
+    tmp_path: Path, typed: object, hint: str
+) -> None:
+    def schema(a: object) -> dict[str, object]:
+        # a property named `type` is a name, not the keyword: it never gets the hint
+        properties = {"a": {"type": a}, "type": {"type": "string"}}
+        return {"$schema": DRAFT, "type": "object", "properties": properties}
+
+    clean = write_spec(tmp_path, _TYPO_SPEC, {"schemas/j.json": schema("string")})
+    assert check(clean).diagnostics == ()
+    spec = write_spec(tmp_path, _TYPO_SPEC, {"schemas/j.json": schema(typed)})
+    (found,) = check(spec).diagnostics
+    assert (found.code, found.hint) == (Code.SCHEMA_INVALID, hint)
+    assert same_file(found.location.file, spec.parent / "schemas" / "j.json")
+
+
+def test_a_dangling_ref_offers_the_definition_meant(tmp_path: Path) -> None:
+    local = {
+        "$schema": DRAFT,
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/Thing"}, "b": {"$ref": "other.json#/$defs/Part"}},
+        "$defs": {"Thing": {"type": "string"}},
+    }
+    other = {"$schema": DRAFT, "$defs": {"Part": {"type": "integer"}}}
+    spec = write_spec(tmp_path, _TYPO_SPEC, {"schemas/j.json": local, "schemas/other.json": other})
+    assert check(spec).diagnostics == ()
+    edit_schema(spec, "j.json", '"#/$defs/Thing"', '"#/$defs/Thng"')
+    (found,) = check(spec).diagnostics
+    assert (found.code, found.hint) == (Code.SCHEMA_REF, "did you mean '#/$defs/Thing'?")
+    edit_schema(spec, "j.json", '"#/$defs/Thng"', '"#/$defs/Thing"')
+    edit_schema(spec, "j.json", '"other.json#/$defs/Part"', '"other.json#/$def/Prt"')
+    (found,) = check(spec).diagnostics
+    assert (found.code, found.hint) == (Code.SCHEMA_REF, "did you mean 'other.json#/$defs/Prt'?")

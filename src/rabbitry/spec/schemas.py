@@ -21,6 +21,7 @@ import referencing.exceptions
 from jsonschema import Draft202012Validator
 from referencing.jsonschema import DRAFT202012
 
+from rabbitry.spec._schema_hints import meta_hint, ref_hint
 from rabbitry.spec._walk import refs
 from rabbitry.spec._yaml import YamlError, YMap, YNode, YSeq, parse_yaml
 from rabbitry.spec.diagnostics import Code, Diagnostic
@@ -215,7 +216,7 @@ def load_schemas(
             if store.lookup(doc.path.as_uri(), ref) is None:
                 where = store.locate(doc.path, parts)
                 what = f"{json_path(parts)}: $ref {ref!r} does not resolve"
-                hint = "point it at an existing JSON pointer, e.g. '#/$defs/Name'"
+                hint = ref_hint(doc.contents if target is None else store.contents(target), ref)
                 problems.append(Diagnostic(where, Code.SCHEMA_REF, what, hint))
     return store, problems
 
@@ -274,7 +275,7 @@ def _meta_problems(store: SchemaStore, doc: _Document) -> list[Diagnostic]:
                 store.locate(path, parts),
                 Code.SCHEMA_INVALID,
                 f"{json_path(parts) or '/'}: {error.message}",
-                "see https://json-schema.org/draft/2020-12/json-schema-validation",
+                meta_hint(parts, error.instance),
             )
         )
     return problems
