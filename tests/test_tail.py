@@ -732,3 +732,15 @@ def test_spent_matches_the_brokers_arithmetic() -> None:
     assert [s.dead_lettered for s in looks] == [False, False, False, True, True]
     assert [s.deliveries_left for s in looks] == [3, 2, 1, 0, 0]
     assert Spent(0, None).deliveries_left is None
+
+
+def test_tail_of_a_run_time_queue_says_it_is_server_named_and_how_to_look(
+    vhost: Vhost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The flagship's job-status is exclusive: its consumer declares it, server-named."""
+    code, _, err = tail(vhost, capsys, "job-status", "--spec", str(FLAGSHIP))
+    assert code != 0
+    assert "run-time queue" in err
+    assert "name the server picks" in err
+    assert "rabbitmqctl list_queues" in err
+    assert "has no queue" not in err

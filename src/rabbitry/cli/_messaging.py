@@ -140,6 +140,17 @@ def tail_command(
     spec = load_for_command(which_spec(None, spec_option))
     contract = Contract.from_spec(spec)
     contract.queue(queue)  # a queue the spec does not have is a usage error
+    if spec.queues[queue].runtime:
+        # Its consumer declares it with a name the server picks, exclusive to that
+        # connection: the broker has no queue by the spec's name, and no other
+        # connection may read it. "No queue" would send the user looking for a fault.
+        raise UsageError(
+            f"queue {queue!r} is a run-time queue (exclusive: true): each consumer declares "
+            "its own, exclusive to its connection, with a name the server picks (amq.gen-...), "
+            "so there is no queue by that name to tail and no other connection may read one; "
+            "see them with `rabbitmqctl list_queues name exclusive consumers` or the "
+            "management UI's Queues page, and what reaches them with `rabbitry route`"
+        )
     target = parse_url(url, management=management_url)
     spec_type = spec.queues[queue].type.value
     facts = asyncio.run(read_facts(target, queue, spec_type, timeout=timeout))
