@@ -7,6 +7,7 @@ wrote, and that the message and hint say what to do.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from rabbitry.check import check, load_spec
 from rabbitry.errors import SpecError
 from rabbitry.spec import CODES, Code, Severity
+from rabbitry.spec._schema_hints import JSON_TYPES, meta_hint
 from specs import (
     DRAFT,
     at,
@@ -1057,3 +1059,20 @@ def test_a_dangling_ref_offers_the_definition_meant(tmp_path: Path) -> None:
     edit_schema(spec, "j.json", '"other.json#/$defs/Part"', '"other.json#/$def/Prt"')
     (found,) = check(spec).diagnostics
     assert (found.code, found.hint) == (Code.SCHEMA_REF, "did you mean 'other.json#/$defs/Prt'?")
+
+
+def test_every_one_letter_slip_of_a_schema_type_is_mended() -> None:
+    # The whole input space: each JSON type with one letter dropped, swapped with the
+    # next, or replaced by any letter; the hint must name the type that was meant.
+    slips = 0
+    for meant in JSON_TYPES:
+        for i in range(len(meant)):
+            typos = {
+                meant[:i] + meant[i + 1 :],
+                meant[:i] + meant[i + 1 : i + 2] + meant[i] + meant[i + 2 :],
+            }
+            typos |= {meant[:i] + c + meant[i + 1 :] for c in string.ascii_lowercase}
+            for typo in typos - set(JSON_TYPES):
+                slips += 1
+                assert meta_hint(("properties", "a", "type"), typo) == f"did you mean {meant!r}?"
+    assert slips > 1000
