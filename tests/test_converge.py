@@ -163,7 +163,7 @@ bindings: [{from: x, queue: q, key: k}]
 
     code, out, _ = run_cli(["plan", str(spec_path), "--url", vhost.amqp_url], capsys)
     assert code == 3
-    assert "replace queue q (holds 1 messages" in out
+    assert "replace queue q (holds 1 message," in out
     assert "arguments.x-message-ttl: 600000 → 1200000" in out
 
     code, out, err = run_cli(["apply", str(spec_path), "--url", vhost.amqp_url], capsys)

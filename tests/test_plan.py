@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rabbitry.broker.plan import Action, Change, Kind, Plan, diff
+from rabbitry.broker.report import plan_lines
 from rabbitry.broker.state import (
     BindingState,
     ExchangeState,
@@ -463,3 +464,27 @@ def test_a_policy_change_reads_as_an_update_with_its_fields() -> None:
         "priority": 2,
         "definition": {"max-length": 6},
     }
+
+
+def test_counts_in_plan_text_take_the_singular_for_one() -> None:
+    have = Topology(queues={"q": queue(durable=False, messages=1, consumers=1)})
+    (change,) = diff(Topology(queues={"q": queue()}), have).changes
+    assert "(holds 1 message, 1 consumer)" in change.describe()
+    unknown = Topology(queues={"q": queue(durable=False)})
+    (change,) = diff(Topology(queues={"q": queue()}), unknown).changes
+    assert "(holds ? messages, ? consumers)" in change.describe()
+
+
+def test_a_replace_shows_the_bindings_it_remakes_as_rebinds_not_as_new() -> None:
+    kept = BindingState("x", "queue", "q", "k")
+    new = BindingState("x", "queue", "q", "new")
+    exchange = ExchangeState("x", "topic")
+    have = Topology({"x": exchange}, {"q": queue(type="classic")}, frozenset({kept}))
+    want = Topology({"x": exchange}, {"q": queue(type="quorum")}, frozenset({kept, new}))
+    plan = diff(want, have)
+    lines = plan_lines(plan)
+    assert f"  ~ rebind {kept.describe()} (re-made with the replace of queue q)" in lines
+    assert f"  + create binding {new.describe()}" in lines
+    assert not any(line.startswith("  + ") and kept.describe() in line for line in lines)
+    rebind = next(c for c in plan.changes if c.binding == kept)
+    assert rebind.as_json()["remade_with"] == "queue q"

@@ -85,7 +85,7 @@ import aiormq.exceptions as amqp_errors
 
 from rabbitry.broker import migrate as migration
 from rabbitry.broker.amqp import broker_error, connect, reply_text
-from rabbitry.broker.plan import Action, Change, Kind, Plan
+from rabbitry.broker.plan import Action, Change, Kind, Plan, count_of
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, DataLossRefused
@@ -214,8 +214,9 @@ def data_loss_message(changes: Sequence[Change], *, migrate: bool = False) -> st
     lines = ["apply would lose messages, consumers or bindings, so nothing was changed:"]
     for change in changes:
         if change.kind is Kind.EXCHANGE:
+            dropped = count_of(change.lost_bindings, "binding")
             lines.append(
-                f"  replace exchange {change.name!r}: drops {change.lost_bindings} binding(s) "
+                f"  replace exchange {change.name!r}: drops {dropped} "
                 "the spec does not own (run-time ones made by consumers among them)"
             )
             continue

@@ -30,7 +30,17 @@ from rabbitry.spec import Binding as SpecBinding
 from rabbitry.spec import Policy, Spec
 from rabbitry.spec.policies import Setting
 
-__all__ = ["POLICY_KINDS", "Action", "Change", "FieldChange", "Kind", "Plan", "Settings", "diff"]
+__all__ = [
+    "POLICY_KINDS",
+    "Action",
+    "Change",
+    "FieldChange",
+    "Kind",
+    "Plan",
+    "Settings",
+    "count_of",
+    "diff",
+]
 
 
 class Action(StrEnum):
@@ -93,6 +103,10 @@ class Change:
     #: A temporary queue a cut ``apply --migrate`` left (``broker.migrate``): the queue
     #: its messages go back to; ``apply --migrate`` moves them and then deletes it.
     drains_into: str | None = None
+    #: For a binding the broker already has that is created again only because an end
+    #: of it is replaced (deleting an object drops its bindings): that object, as
+    #: ``"queue q"`` or ``"exchange x"``. Shown as a rebind, not as a new binding.
+    remade_with: str | None = None
 
     @property
     def loses_data(self) -> bool:
@@ -109,11 +123,14 @@ class Change:
         return False
 
     def describe(self) -> str:
+        if self.remade_with is not None:
+            return f"rebind {self.name} (re-made with the replace of {self.remade_with})"
         head = f"{self.action.value} {self.kind.value.replace('_', ' ')} {self.name}"
         if self.kind is Kind.QUEUE and self.action is not Action.CREATE:
-            head += f" (holds {_count(self.messages)} messages, {_count(self.consumers)} consumers)"
+            holds = f"{count_of(self.messages, 'message')}, {count_of(self.consumers, 'consumer')}"
+            head += f" (holds {holds})"
         if self.lost_bindings:
-            head += f" (drops {self.lost_bindings} binding(s) the spec does not own)"
+            head += f" (drops {count_of(self.lost_bindings, 'binding')} the spec does not own)"
         if self.drains_into is not None:
             head += f" (a cut migration of {self.drains_into}: apply --migrate moves them back)"
         return head
@@ -130,13 +147,18 @@ class Change:
             data["consumers"] = self.consumers
         if self.drains_into is not None:
             data["drains_into"] = self.drains_into
+        if self.remade_with is not None:
+            data["remade_with"] = self.remade_with
         if self.policy is not None:
             data["policy"] = self.policy.body()  # what the management API gets (or had)
         return data
 
 
-def _count(n: int | None) -> str:
-    return "?" if n is None else str(n)
+def count_of(n: int | None, noun: str) -> str:
+    """``1 message``, ``3 messages``, ``? messages`` (unknown)."""
+    if n is None:
+        return f"? {noun}s"
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass(frozen=True)
@@ -269,15 +291,22 @@ def _bindings(
 ) -> Iterable[Change]:
     """Bindings to create: missing ones, and those a replaced object loses when deleted."""
     for binding in sorted(want, key=BindingState.sort_key):
-        touches_replaced = (
-            binding.source in replaced_exchanges
-            or (binding.destination_type == "queue" and binding.destination in replaced_queues)
-            or (
-                binding.destination_type == "exchange" and binding.destination in replaced_exchanges
-            )
-        )
-        if binding not in have or touches_replaced:
+        ends = [("exchange", binding.source), (binding.destination_type, binding.destination)]
+        replaced = [
+            f"{kind} {name}"
+            for kind, name in ends
+            if name in (replaced_queues if kind == "queue" else replaced_exchanges)
+        ]
+        if binding not in have:
             yield Change(Action.CREATE, Kind.BINDING, binding.describe(), binding=binding)
+        elif replaced:
+            yield Change(
+                Action.CREATE,
+                Kind.BINDING,
+                binding.describe(),
+                binding=binding,
+                remade_with=replaced[0],
+            )
 
 
 _Unmanaged = tuple[Kind, str, Any]

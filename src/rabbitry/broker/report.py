@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rabbitry.broker.plan import POLICY_KINDS, Action, Change, Kind, Plan
+from rabbitry.broker.plan import POLICY_KINDS, Action, Change, Kind, Plan, count_of
 
 __all__ = ["plan_lines", "settings_json", "settings_lines", "summary"]
 
@@ -34,7 +34,9 @@ def plan_lines(plan: Plan) -> list[str]:
     """Every change, in the order apply carries them out."""
     lines: list[str] = []
     for change in plan.changes:
-        lines.append(f"  {_MARK[change.action]} {change.describe()}{_properties(change)}")
+        # A rebind is part of a replace, not something new: it gets the replace's mark.
+        mark = "~" if change.remade_with is not None else _MARK[change.action]
+        lines.append(f"  {mark} {change.describe()}{_properties(change)}")
         lines.extend(f"      {field.describe()}" for field in change.fields)
     return lines
 
@@ -47,7 +49,8 @@ def summary(plan: Plan) -> str:
     )
     if plan.unmanaged:
         text += (
-            f"; {len(plan.unmanaged)} object(s) on the broker are not in the spec "
+            f"; {count_of(len(plan.unmanaged), 'object')} on the broker "
+            f"{'is' if len(plan.unmanaged) == 1 else 'are'} not in the spec "
             "(left alone; --prune deletes them)"
         )
     return text + "."
