@@ -219,17 +219,16 @@ def _overlaps(spec: Spec, policies: Mapping[str, Policy]) -> Iterator[Diagnostic
         applying = _applying(policies.values(), target, queue)
         if not applying:
             continue
-        winner = max(p.priority for p in applying)
+        top = winning_policy(applying, *target, queue.type if queue else None)
+        assert top is not None
         for i, a in enumerate(applying):
             matched.setdefault(a.name, []).append(target)
             for b in applying[i + 1 :]:
                 if a.priority == b.priority:
                     ties.setdefault(tuple(sorted((a.name, b.name))), []).append(target)  # type: ignore[arg-type]
-            if a.priority == winner:
+            if a.priority == top.priority:
                 never_beaten.add(a.name)
             else:
-                top = winning_policy(applying, *target, queue.type if queue else None)
-                assert top is not None
                 beaten.setdefault(a.name, {})[top.name] = None
     for (first, second), targets in sorted(ties.items()):
         a, b = policies[first], policies[second]
