@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rabbitry.spec._names import queue_names, unknown_exchange
 from rabbitry.spec.diagnostics import Code, Diagnostic, did_you_mean
 from rabbitry.spec.model import (
-    BUILTIN_EXCHANGES,
     Binding,
     ExchangeType,
     Location,
@@ -32,25 +32,6 @@ Check = Callable[[Spec], Iterator[Diagnostic]]
 _WORD_PLACEHOLDER = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
-def _exchange_names(spec: Spec) -> set[str]:
-    return {*spec.exchanges, *spec.broken_exchanges, *(name for name in BUILTIN_EXCHANGES if name)}
-
-
-def _queue_names(spec: Spec) -> set[str]:
-    return {*spec.queues, *spec.broken_queues}
-
-
-def _unknown_exchange(spec: Spec, name: str, where: Location, role: str) -> Diagnostic | None:
-    if spec.exchange_type(name) is not None or name in spec.broken_exchanges:
-        return None
-    return Diagnostic(
-        where,
-        Code.UNKNOWN_EXCHANGE,
-        f"{role} names exchange {name!r}, which the spec does not declare",
-        did_you_mean(name, _exchange_names(spec), "exchanges"),
-    )
-
-
 def check_references(spec: Spec) -> Iterator[Diagnostic]:
     """Every exchange, queue and message named somewhere is declared."""
     for exchange in spec.exchanges.values():
@@ -61,7 +42,7 @@ def check_references(spec: Spec) -> Iterator[Diagnostic]:
                 if "alternate_exchange" in exchange.locs.fields
                 else "arguments"
             )
-            found = _unknown_exchange(
+            found = unknown_exchange(
                 spec, ae, exchange.locs.of(field), f"exchange {exchange.name!r} alternate_exchange"
             )
             if found:
@@ -70,7 +51,7 @@ def check_references(spec: Spec) -> Iterator[Diagnostic]:
         dlx = queue.dead_letter_exchange
         if dlx:  # "" is the default exchange: dead-lettering by queue name
             field = "dead_letter" if "dead_letter" in queue.locs.fields else "arguments"
-            found = _unknown_exchange(
+            found = unknown_exchange(
                 spec, dlx, queue.locs.of(field), f"queue {queue.name!r} dead_letter"
             )
             if found:
@@ -78,7 +59,7 @@ def check_references(spec: Spec) -> Iterator[Diagnostic]:
     for binding in spec.bindings:
         yield from _binding_references(spec, binding)
     for message in spec.messages.values():
-        found = _unknown_exchange(
+        found = unknown_exchange(
             spec, message.exchange, message.locs.of("exchange"), f"message {message.name!r}"
         )
         if found:
@@ -95,12 +76,12 @@ def check_references(spec: Spec) -> Iterator[Diagnostic]:
             if name not in spec.messages:
                 yield _unknown_message(spec, name, service.locs.of(f"publishes.{i}"), service.name)
         for queue_name, messages in service.consumes.items():
-            if queue_name not in _queue_names(spec):
+            if queue_name not in queue_names(spec):
                 yield Diagnostic(
                     service.locs.of(f"consumes.{queue_name}"),
                     Code.UNKNOWN_QUEUE,
                     f"service {service.name!r} consumes from undeclared queue {queue_name!r}",
-                    did_you_mean(queue_name, _queue_names(spec), "queues"),
+                    did_you_mean(queue_name, queue_names(spec), "queues"),
                 )
             for i, name in enumerate(messages):
                 if name not in spec.messages:
@@ -126,21 +107,19 @@ def _binding_references(spec: Spec, binding: Binding) -> Iterator[Diagnostic]:
             "bind from a declared exchange; the default one routes to every queue by name",
         )
     elif (
-        found := _unknown_exchange(spec, binding.source, binding.locs.of("from"), "binding")
+        found := unknown_exchange(spec, binding.source, binding.locs.of("from"), "binding")
     ) is not None:
         yield found
     if binding.destination_type == "queue":
-        if binding.destination not in _queue_names(spec):
+        if binding.destination not in queue_names(spec):
             yield Diagnostic(
                 binding.locs.of("queue"),
                 Code.UNKNOWN_QUEUE,
                 f"binding names queue {binding.destination!r}, which the spec does not declare",
-                did_you_mean(binding.destination, _queue_names(spec), "queues"),
+                did_you_mean(binding.destination, queue_names(spec), "queues"),
             )
     elif (
-        found := _unknown_exchange(
-            spec, binding.destination, binding.locs.of("exchange"), "binding"
-        )
+        found := unknown_exchange(spec, binding.destination, binding.locs.of("exchange"), "binding")
     ) is not None:
         yield found
 

@@ -30,9 +30,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal
 
+from rabbitry.spec._names import exchange_names, knows_exchange, queue_names, unknown_exchange
 from rabbitry.spec.diagnostics import Code, Diagnostic, did_you_mean
 from rabbitry.spec.model import (
-    BUILTIN_EXCHANGES,
     ArgValue,
     Location,
     Policy,
@@ -152,42 +152,33 @@ def check_policy_versions(spec: Spec) -> Iterator[Diagnostic]:
                 )
 
 
-def _exchange_known(spec: Spec, name: str) -> bool:
-    return name in spec.exchanges or name in spec.broken_exchanges or name in BUILTIN_EXCHANGES
-
-
 def check_policy_references(spec: Spec) -> Iterator[Diagnostic]:
     """Exchanges a policy sends to, and the names it lists, are in the spec."""
-    exchanges = {*spec.exchanges, *spec.broken_exchanges, *(n for n in BUILTIN_EXCHANGES if n)}
     for policy in _all(spec):
         for key in ("dead-letter-exchange", "alternate-exchange"):
             value = policy.definition.get(key)
-            if isinstance(value, str) and value and not _exchange_known(spec, value):
+            if isinstance(value, str) and value and not knows_exchange(spec, value):
                 yield Diagnostic(
                     policy.locs.of(f"definition.{key}"),
                     Code.UNKNOWN_EXCHANGE,
                     f"{_what(policy)} sends to exchange {value!r} ({key}), which the spec "
                     "does not declare: what it sends there is dropped",
-                    did_you_mean(value, exchanges, "exchanges"),
+                    did_you_mean(value, exchange_names(spec), "exchanges"),
                 )
         listed = "exchanges" if policy.apply_to.value == "exchanges" else "queues"
         for i, name in enumerate(policy.names):
             where = policy.locs.of(f"{listed}.{i}")
-            if listed == "queues" and name not in spec.queues and name not in spec.broken_queues:
-                queues = {*spec.queues, *spec.broken_queues}
+            if listed == "queues" and name not in queue_names(spec):
                 yield Diagnostic(
                     where,
                     Code.UNKNOWN_QUEUE,
                     f"{_what(policy)} names queue {name!r}, which the spec does not declare",
-                    did_you_mean(name, queues, "queues"),
+                    did_you_mean(name, queue_names(spec), "queues"),
                 )
-            elif listed == "exchanges" and not _exchange_known(spec, name):
-                yield Diagnostic(
-                    where,
-                    Code.UNKNOWN_EXCHANGE,
-                    f"{_what(policy)} names exchange {name!r}, which the spec does not declare",
-                    did_you_mean(name, exchanges, "exchanges"),
-                )
+            elif listed == "exchanges" and (
+                found := unknown_exchange(spec, name, where, _what(policy))
+            ):
+                yield found
 
 
 def _targets(spec: Spec) -> list[tuple[Target, Queue | None]]:
