@@ -46,6 +46,7 @@ __all__ = [
     "merged_policy_value",
     "object_name",
     "pcre_escape",
+    "queue_policies",
     "resolve",
     "winning_policy",
 ]
@@ -294,6 +295,15 @@ def winning_policy(
     return min(found, key=lambda p: (-p.priority, p.name))
 
 
+def queue_policies(spec: Spec, queue: Queue) -> tuple[Policy | None, Policy | None]:
+    """The user policy and the operator policy the broker applies to ``queue``."""
+    name = object_name(queue)
+    return (
+        winning_policy(spec.policies, "queue", name, queue.type),
+        winning_policy(spec.operator_policies, "queue", name, queue.type),
+    )
+
+
 def merged_policy_value(user: Policy | None, operator: Policy | None, key: str) -> Setting | None:
     """The user and operator policy's value of ``key``, merged as the broker merges
     them: the lesser of two numbers (operator policies set only numeric caps)."""
@@ -338,8 +348,7 @@ def effective(spec: Spec, queue_name: str) -> Mapping[str, Setting]:
         name.removeprefix("x-"): Setting(value, "argument")
         for name, value in queue.arguments.items()
     }
-    user = winning_policy(spec.policies, "queue", object_name(queue), queue.type)
-    operator = winning_policy(spec.operator_policies, "queue", object_name(queue), queue.type)
+    user, operator = queue_policies(spec, queue)
     keys = dict.fromkeys(
         [*(user.definition if user else ()), *(operator.definition if operator else ())]
     )

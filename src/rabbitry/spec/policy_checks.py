@@ -47,6 +47,7 @@ from rabbitry.spec.policies import (
     Setting,
     Winner,
     merged_policy_value,
+    queue_policies,
     resolve,
     winning_policy,
 )
@@ -274,8 +275,7 @@ def check_policy_overrides(spec: Spec) -> Iterator[Diagnostic]:
     for queue in spec.queues.values():
         if queue.runtime:
             continue
-        user = winning_policy(spec.policies, "queue", queue.name, queue.type)
-        operator = winning_policy(spec.operator_policies, "queue", queue.name, queue.type)
+        user, operator = queue_policies(spec, queue)
         for argument, value in queue.arguments.items():
             key = argument.removeprefix("x-")
             known = POLICY_KEYS.get(key)
@@ -333,8 +333,7 @@ def check_policy_settable(spec: Spec) -> Iterator[Diagnostic]:
     for queue in spec.queues.values():
         if queue.runtime:
             continue
-        user = winning_policy(spec.policies, "queue", queue.name, queue.type)
-        operator = winning_policy(spec.operator_policies, "queue", queue.name, queue.type)
+        user, operator = queue_policies(spec, queue)
         settable: dict[str, ArgValue] = {}
         for argument, value in queue.arguments.items():
             key = argument.removeprefix("x-")
