@@ -26,12 +26,7 @@ from typing import Any, Self, TypedDict
 from rabbitry.broker import _frames
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.errors import UsageError
-from rabbitry.messaging._consumer import (
-    DEFAULT_HANDLER_TIMEOUT,
-    Consumer,
-    Handler,
-    deadline_of,
-)
+from rabbitry.messaging._consumer import DEFAULT_HANDLER_TIMEOUT, Consumer, Handler
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
 from rabbitry.messaging._reattach import (
@@ -320,9 +315,7 @@ class Client:
             handler,
             prefetch=prefetch or self.prefetch,
             attempts=self.attempts if attempts is None else attempts,
-            handler_timeout=deadline_of(
-                self.handler_timeout if handler_timeout is None else handler_timeout
-            ),
+            handler_timeout=self.handler_timeout if handler_timeout is None else handler_timeout,
             shutdown_timeout=self.timeout,
             policy=self.reattach,
         )
