@@ -358,7 +358,7 @@ class Publisher:
         raise min(waiter.failures, key=lambda item: item[0])[1]
 
     def _timed_out(self, out: Outgoing, timeout: float) -> PublishTimeout:
-        blocked = getattr(self._supervisor, "blocked_reason", None)
+        blocked = self._supervisor.blocked_reason
         if blocked is not None:
             # aiormq holds every frame while the connection is blocked: what it shows as
             # written may still be here; either way the broker has not confirmed it.
