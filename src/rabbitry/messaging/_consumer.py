@@ -696,13 +696,14 @@ class Inbox:
         try:
             if message_id and task is not None:
                 await self._after_predecessor(message_id, task)
-            log.debug(
-                "queue %r: delivery %s (%s)",
-                self.contract.name,
-                message_id,
-                message.header.properties.message_type,
-                extra={"queue": self.contract.name, "message_id": message_id},
-            )
+            if log.isEnabledFor(logging.DEBUG):  # per delivery: skip building the record
+                log.debug(
+                    "queue %r: delivery %s (%s)",
+                    self.contract.name,
+                    message_id,
+                    message.header.properties.message_type,
+                    extra={"queue": self.contract.name, "message_id": message_id},
+                )
             result = decode(
                 message.body,
                 message.header.properties,
@@ -988,12 +989,6 @@ class Consumer(Inbox):
         attempts = self._attempts
         deadline = self.handler_timeout
         for attempt in range(1, attempts + 1):
-            fields = {
-                "queue": self.queue,
-                "message_id": delivery.message_id,
-                "message_type": delivery.type,
-                "attempt": attempt,
-            }
             try:
                 async with asyncio.timeout(deadline) as scope:
                     await handler(delivery)
@@ -1002,7 +997,13 @@ class Consumer(Inbox):
                     reason = f"handler did not finish within {deadline:g} s"
                 else:
                     reason = f"{type(exc).__name__}: {exc}"
-                fields["reason"] = reason
+                fields = {
+                    "queue": self.queue,
+                    "message_id": delivery.message_id,
+                    "message_type": delivery.type,
+                    "attempt": attempt,
+                    "reason": reason,
+                }
                 if attempt < attempts:
                     log.warning(
                         "handler of queue %r failed on %s %s (attempt %d of %d): %s; retrying",
