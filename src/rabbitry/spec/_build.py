@@ -91,14 +91,8 @@ _POLICY_KEYS = (
     *POLICY_SUGAR,
     *_DECLARE_ONLY_SUGAR,
 )
-_QUEUE_TARGETS = frozenset(
-    {
-        PolicyTarget.QUEUES,
-        PolicyTarget.CLASSIC_QUEUES,
-        PolicyTarget.QUORUM_QUEUES,
-        PolicyTarget.STREAMS,
-    }
-)
+#: The ``apply_to`` values a policy of ``queues: [...]`` may have: those that reach no exchange.
+_QUEUE_TARGETS = frozenset(t for t in PolicyTarget if not t.exchanges)
 
 E = TypeVar("E", ExchangeType, QueueType, HeadersMatch, PolicyTarget)
 T = TypeVar("T")
