@@ -68,6 +68,7 @@ __all__ = [
     "Unroutable",
     "UsageError",
     "first_broker_error",
+    "with_hint",
 ]
 
 
@@ -240,3 +241,14 @@ def first_broker_error(group: BaseExceptionGroup) -> BaseException:
     while isinstance(found, BaseExceptionGroup):
         found = found.exceptions[0]
     return found if found is not None else group.exceptions[0]
+
+
+def with_hint(exc: BrokerError, hint: str) -> BrokerError:
+    """``exc`` with ``hint`` after its message, its type and fields kept.
+
+    For a caller that knows what a lower layer's error means for it (a cut
+    migration, a cut apply): one exception, told once more, never re-made
+    (a subclass may take fields its constructor requires).
+    """
+    exc.args = (f"{exc}; {hint}",)
+    return exc

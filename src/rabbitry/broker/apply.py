@@ -88,7 +88,13 @@ from rabbitry.broker.amqp import broker_error, connect, reply_text
 from rabbitry.broker.plan import Action, Change, Kind, Plan, count_of
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, DataLossRefused
+from rabbitry.errors import (
+    BrokerError,
+    BrokerTimeout,
+    ConnectionFailed,
+    DataLossRefused,
+    with_hint,
+)
 
 __all__ = ["DEFAULT_CHANNELS", "ApplyResult", "data_loss_message", "execute", "migrates"]
 
@@ -176,9 +182,10 @@ async def execute(
                 await _stage(pool, ops, run)
     except (ConnectionFailed, BrokerTimeout) as exc:
         if "run again" not in str(exc):  # a cut migration says how to finish already
-            exc.args = (
-                f"{exc}; apply was cut after {run.done} of {total} changes: every step is "
-                "idempotent, so `rabbitry apply` run again (when the broker answers) finishes it",
+            with_hint(
+                exc,
+                f"apply was cut after {run.done} of {total} changes: every step is idempotent, "
+                "so `rabbitry apply` run again (when the broker answers) finishes it",
             )
         raise
     finally:

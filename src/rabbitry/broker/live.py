@@ -113,20 +113,20 @@ class LiveState:
         return self.source == MANAGEMENT
 
     def unverified(self, spec: Spec) -> tuple[BlindSpot, ...]:
-        """The blind spots that hide something ``spec`` declares: plan cannot say "in sync"."""
-        return tuple(spot for spot in self.blind_spots if _concerns(spot, spec))
+        """The blind spots that hide something ``spec`` declares: plan cannot say "in sync".
 
-
-def _concerns(spot: BlindSpot, spec: Spec) -> bool:
-    if spot is BlindSpot.BINDINGS:
-        return bool(desired(spec).bindings)
-    if spot is BlindSpot.POLICIES:
-        return bool(spec.policies or spec.operator_policies)
-    if spot is BlindSpot.UNKNOWN_ARGUMENTS:
-        return any(_has_unknown_arguments(q) for q in desired(spec).queues.values())
-    # Unmanaged objects matter to --prune, which refuses without the API; counts
-    # only make apply more careful.
-    return False
+        Unmanaged objects matter to --prune only, which refuses without the API, and
+        unknown counts only make apply more careful: neither hides a declared object.
+        """
+        if not self.blind_spots:
+            return ()
+        want = desired(spec)
+        hides = {
+            BlindSpot.BINDINGS: bool(want.bindings),
+            BlindSpot.POLICIES: bool(spec.policies or spec.operator_policies),
+            BlindSpot.UNKNOWN_ARGUMENTS: any(map(_has_unknown_arguments, want.queues.values())),
+        }
+        return tuple(spot for spot in self.blind_spots if hides.get(spot, False))
 
 
 async def read_live(

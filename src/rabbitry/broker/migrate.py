@@ -102,7 +102,7 @@ from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.management import read_rows
 from rabbitry.broker.state import BindingState, QueueState, normalise_arguments
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, BrokerTimeout, NotFound, UsageError
+from rabbitry.errors import BrokerError, BrokerTimeout, NotFound, UsageError, with_hint
 
 __all__ = [
     "BATCH",
@@ -210,11 +210,11 @@ async def migrate(
 def _cut(exc: BrokerError, queue: str, temp: str) -> BrokerError:
     """``exc`` (its type and fields kept), saying what a cut migration leaves and how to
     finish it: whoever reads only the error must know that nothing is lost."""
-    exc.args = (
-        f"{exc}; the migration of queue {queue!r} is cut: what it has moved waits in "
-        f"{temp!r}, and `rabbitry apply --migrate` run again finishes it",
+    return with_hint(
+        exc,
+        f"the migration of queue {queue!r} is cut: what it has moved waits in {temp!r}, and "
+        "`rabbitry apply --migrate` run again finishes it",
     )
-    return exc
 
 
 async def finish(
@@ -259,8 +259,8 @@ async def _routes(url: BrokerURL, queues: Iterable[str], timeout: float) -> tupl
             query={"columns": "source,destination,destination_type,routing_key,arguments"},
         )
     except BrokerError as exc:
-        raise type(exc)(
-            f"{exc}; apply --migrate reads the bindings to keep through the management API"
+        raise with_hint(
+            exc, "apply --migrate reads the bindings to keep through the management API"
         ) from None
     found = {
         _Route(row["source"], row.get("routing_key") or "", normalise_arguments(row["arguments"]))

@@ -174,10 +174,6 @@ class PolicyState:
     #: An operator policy (``/api/operator-policies``) rather than a user policy.
     operator: bool = False
 
-    @property
-    def kind(self) -> str:
-        return "operator_policy" if self.operator else "policy"
-
     def fields(self) -> dict[str, Any]:
         return {
             "pattern": self.pattern,

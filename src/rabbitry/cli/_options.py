@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from rabbitry.broker.amqp import DEFAULT_TIMEOUT
+from rabbitry.broker.plan import count_of as plural
 from rabbitry.broker.url import DEFAULT_URL
 from rabbitry.check import check
 from rabbitry.errors import SpecError
@@ -90,10 +91,6 @@ def broker_options(func: F) -> F:
         ),
     )(func)
     return connection_options(func)
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def load_for_command(path: Path) -> Spec:
