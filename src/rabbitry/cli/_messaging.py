@@ -154,8 +154,8 @@ def tail_command(
     target = parse_url(url, management=management_url)
     spec_type = spec.queues[queue].type.value
     facts = asyncio.run(read_facts(target, queue, spec_type, timeout=timeout))
-    if facts.drift():
-        click.echo(f"warning: {facts.drift()}", err=True)
+    if drift := facts.drift():
+        click.echo(f"warning: {drift}", err=True)
     if facts.spends_delivery and spend_delivery and output_format == "text":
         click.echo(f"warning: {facts.what_a_look_costs()}; looking anyway ({SPEND_FLAG})", err=True)
     invalid = 0
