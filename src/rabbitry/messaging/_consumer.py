@@ -459,14 +459,13 @@ class Inbox:
         link.cancelled = True
         if link is not self._link or self._stopping or self._failure is not None:
             return
-        self._link = None
-        self._retire(link)
         self._queue_lost()
-        self._gone(
+        self._lost(
+            link,
             NotFound(
                 f"RabbitMQ at {self._url.endpoint} cancelled the consumer of queue "
                 f"{self.contract.name!r}: the queue was deleted or replaced"
-            )
+            ),
         )
 
     def _gone(self, reason: BrokerError) -> None:
@@ -486,6 +485,13 @@ class Inbox:
             )
         if self._comeback is None:
             self._comeback = self._spawn(self._come_back(self._absence))
+
+    def _lost(self, link: Link, reason: BrokerError) -> None:
+        """``link``, the current one, receives nothing more (its queue, or an exchange bound to
+        it, is gone): retire it and wait for the queue (``_gone``)."""
+        self._link = None
+        self._retire(link)
+        self._gone(reason)
 
     def _queue_lost(self) -> None:
         """Hook: the queue consumed from no longer exists (a run-time one is declared anew)."""
@@ -656,9 +662,7 @@ class Inbox:
                     exc, self._url, f"renewing the consumer of {self.queue_name!r}"
                 )
                 if isinstance(error, NotFound):  # gone, and no cancel came
-                    self._link = None
-                    self._retire(link)
-                    self._gone(error)
+                    self._lost(link, error)
                 else:
                     log.warning(
                         "%s; keeping the current channel",

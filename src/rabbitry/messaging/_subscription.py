@@ -173,9 +173,7 @@ class Subscription(Inbox, Generic[T]):
                 if not isinstance(error, NotFound):
                     raise error from None
                 # An exchange is missing: nothing comes until it is back.
-                self._link = None
-                self._retire(link)
-                self._gone(error)
+                self._lost(link, error)
             finally:
                 await self._close(channel)
 
