@@ -164,7 +164,7 @@ def parse(body: bytes) -> Any | Refusal:
     if b"\\u" in body and _SURROGATE.search(body) is not None:
         faults = json_faults(value)
         if faults:
-            return _refusal("body is not portable JSON", faults)
+            return _refusal("body is not portable JSON:", faults)
     return value
 
 
@@ -177,14 +177,15 @@ def _not_finite(text: str, number: str) -> Refusal:
         faults = []
     if not faults:
         faults = [Fault("", f"{number} is not a finite number")]
-    return _refusal("body is not portable JSON", faults)
+    return _refusal("body is not portable JSON:", faults)
 
 
 def _refusal(what: str, faults: list[Fault]) -> Refusal:
-    """One refusal for several faults: the first in the sentence, all of them in ``faults``."""
+    """One refusal for several faults: ``what``, the first in the sentence, all of them in
+    ``faults``."""
     first = faults[0]
     more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
-    return Refusal(f"{what}: {first}{more}", first.path, tuple(faults))
+    return Refusal(f"{what} {first}{more}", first.path, tuple(faults))
 
 
 def decode(
@@ -218,9 +219,7 @@ def decode(
     except Exception as exc:  # a value the validator cannot take (e.g. a lone surrogate)
         return Refusal(f"{name} cannot be validated: {exc}")
     if faults:
-        first = faults[0]
-        more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
-        return Refusal(f"{name} {first}{more}", first.path, tuple(faults))
+        return _refusal(name, faults)
     timestamp = properties.timestamp
     return Delivery(
         type=name,
