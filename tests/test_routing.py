@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -10,7 +11,9 @@ import pytest
 
 from rabbitry.errors import RoutingError
 from rabbitry.routing import (
+    Condition,
     Destination,
+    Side,
     dead_letter_route,
     headers_match,
     route,
@@ -27,6 +30,7 @@ from rabbitry.spec.model import (
     Queue,
     Spec,
 )
+from specs import copy_flagship, run_cli
 
 # ----------------------------------------------------------------------- helpers
 
@@ -98,6 +102,11 @@ def msg(exchange: str, key: str = "", headers: Mapping[str, ArgValue] | None = N
 
 def names(found: Iterable[Destination]) -> list[str]:
     return [d.queue for d in found]
+
+
+def said(found: Destination) -> tuple[str, ...]:
+    """A destination's conditions as ``rabbitry route`` prints them."""
+    return tuple(str(c) for c in found.conditions)
 
 
 def only(found: tuple[Destination, ...]) -> Destination:
@@ -226,7 +235,7 @@ def test_fanout_ignores_the_key() -> None:
     spec = mk_spec([ex("f", "fanout")], ["q1", "q2"], [bq("f", "q2", "x"), bq("f", "q1", "y")])
     found = route(spec, "f", "anything")
     assert names(found) == ["q1", "q2"]  # sorted by queue name
-    assert all(d.conditions == () for d in found)
+    assert all(said(d) == () for d in found)
 
 
 def test_topic_routes_to_every_matching_binding() -> None:
@@ -322,7 +331,7 @@ def test_exchange_cycle_through_conditional_bindings_terminates() -> None:
         [be("a", "b", "{x}.#"), be("b", "a", "#.{y}"), bq("b", "q", "#")],
     )
     found = only(route(spec, "a", "1.2"))
-    assert found.conditions == ("bound at run time with x = 1",)
+    assert said(found) == ("bound at run time with x = 1",)
 
 
 # ------------------------------------------------------------ alternate exchange
@@ -344,7 +353,7 @@ def test_alternate_exchange_used_when_nothing_matches() -> None:
     assert (hop.source, hop.destination, hop.destination_type) == ("main", "ae", "exchange")
     assert hop.arguments == {"alternate-exchange": "ae"}
     assert last == bq("ae", "fallback")
-    assert found.conditions == ()
+    assert said(found) == ()
 
 
 def test_alternate_exchange_not_used_when_a_queue_matched() -> None:
@@ -391,7 +400,8 @@ def test_alternate_exchange_back_to_an_exchange_already_routed() -> None:
 def test_alternate_exchange_taken_conditionally_for_a_symbolic_key() -> None:
     spec = _ae_spec(bq("main", "hit", "job.pdf"))
     found = route_message(spec, msg("main", "job.{kind}"))
-    assert [(d.queue, d.conditions) for d in found] == [
+    assert found[0].conditions == (Condition(Side.NO_MATCH, "main"),)
+    assert [(d.queue, said(d)) for d in found] == [
         ("fallback", ("when no binding of 'main' matches",)),
         ("hit", ("when kind = pdf",)),
     ]
@@ -464,12 +474,12 @@ def _jobs_spec() -> Spec:
 
 def test_message_template_reaches_a_wildcard_binding_always() -> None:
     found = only(route_message(_jobs_spec(), msg("jobs.new", "job.{job_type}")))
-    assert (found.queue, found.conditions) == ("jobs.ready", ())
+    assert (found.queue, said(found)) == ("jobs.ready", ())
 
 
 def test_same_name_placeholders_meet_unconditionally() -> None:
     found = only(route_message(_jobs_spec(), msg("jobs.status", "{job_id}")))
-    assert (found.queue, found.conditions) == ("job-status", ())
+    assert (found.queue, said(found)) == ("job-status", ())
 
 
 def test_placeholders_of_different_names_do_not_meet() -> None:
@@ -479,7 +489,9 @@ def test_placeholders_of_different_names_do_not_meet() -> None:
 def test_concrete_key_meets_a_runtime_binding_conditionally() -> None:
     found = only(route(_jobs_spec(), "jobs.status", "1234"))
     assert found.queue == "job-status"
-    assert found.conditions == ("bound at run time with job_id = 1234",)
+    assert found.conditions == (Condition(Side.RUNTIME_BINDING, "job_id", "1234"),)
+    assert said(found) == ("bound at run time with job_id = 1234",)
+    assert not found.certain
 
 
 def test_runtime_binding_placeholder_is_one_word() -> None:
@@ -489,13 +501,15 @@ def test_runtime_binding_placeholder_is_one_word() -> None:
 def test_literal_binding_against_a_placeholder_key_is_conditional() -> None:
     spec = mk_spec([ex("t")], ["pdf"], [bq("t", "pdf", "job.pdf")])
     found = only(route_message(spec, msg("t", "job.{job_type}")))
-    assert found.conditions == ("when job_type = pdf",)
+    assert found.conditions == (Condition(Side.FIELD, "job_type", "pdf"),)
+    assert found.on(Side.RUNTIME_BINDING) == ()
+    assert said(found) == ("when job_type = pdf",)
 
 
 def test_wildcards_match_a_placeholder_key_word() -> None:
     spec = mk_spec([ex("t")], ["star", "hash"], [bq("t", "star", "*"), bq("t", "hash", "#")])
     found = route_message(spec, msg("t", "{id}"))
-    assert [(d.queue, d.conditions) for d in found] == [("hash", ()), ("star", ())]
+    assert [(d.queue, said(d)) for d in found] == [("hash", ()), ("star", ())]
 
 
 def test_unconditional_destination_preferred_over_a_conditional_one() -> None:
@@ -509,7 +523,7 @@ def test_a_field_takes_one_value_across_the_key() -> None:
         [ex("t")], ["same", "differ"], [bq("t", "same", "x.x"), bq("t", "differ", "x.y")]
     )
     found = only(route_message(spec, msg("t", "{a}.{a}")))
-    assert (found.queue, found.conditions) == ("same", ("when a = x",))
+    assert (found.queue, said(found)) == ("same", ("when a = x",))
 
 
 def test_a_field_takes_one_value_along_the_path() -> None:
@@ -529,7 +543,7 @@ def test_runtime_binding_params_belong_to_their_own_binding() -> None:
         [be("a", "b", "{id}.#"), bq("b", "q", "#.{id}")],
     )
     found = only(route(spec, "a", "1.2"))
-    assert found.conditions == (
+    assert said(found) == (
         "bound at run time with id = 1",
         "bound at run time with id = 2",
     )
@@ -539,18 +553,18 @@ def test_the_cheapest_of_several_ways_to_match_is_reported() -> None:
     # "#.pdf.#" meets "{a}.{b}.{c}.pdf" four ways; only one needs no condition.
     spec = mk_spec([ex("t")], ["q"], [bq("t", "q", "#.pdf.#")])
     found = only(route_message(spec, msg("t", "{a}.{b}.{c}.pdf")))
-    assert found.conditions == ()
+    assert said(found) == ()
 
 
 def test_runtime_binding_repeating_a_param_needs_equal_words() -> None:
     spec = mk_spec([ex("t")], ["q"], [bq("t", "q", "{id}.{id}")])
     assert route(spec, "t", "1.2") == ()
-    assert only(route(spec, "t", "1.1")).conditions == ("bound at run time with id = 1",)
+    assert said(only(route(spec, "t", "1.1"))) == ("bound at run time with id = 1",)
 
 
 def test_template_inside_a_word() -> None:
     spec = mk_spec([ex("t")], ["q"], [bq("t", "q", "job-{id}.done")])
-    assert only(route(spec, "t", "job-7.done")).conditions == ("bound at run time with id = 7",)
+    assert said(only(route(spec, "t", "job-7.done"))) == ("bound at run time with id = 7",)
     assert route(spec, "t", "task-7.done") == ()
 
 
@@ -561,7 +575,7 @@ def test_header_templates_match_any_binding_value_conditionally() -> None:
         [bq("h", "pdf", headers={"format": "pdf"}), bq("h", "big", headers={"size": 5})],
     )
     found = route_message(spec, msg("h", headers={"format": "{fmt}", "size": "{n}"}))
-    assert [(d.queue, d.conditions) for d in found] == [
+    assert [(d.queue, said(d)) for d in found] == [
         ("big", ("when n = 5",)),
         ("pdf", ("when fmt = pdf",)),
     ]
@@ -581,7 +595,7 @@ def test_concrete_route_treats_braces_in_headers_literally() -> None:
 def test_default_exchange_with_a_template_key() -> None:
     spec = mk_spec([], ["a", "b"])
     found = route_message(spec, msg("", "{target}"))
-    assert [(d.queue, d.conditions) for d in found] == [
+    assert [(d.queue, said(d)) for d in found] == [
         ("a", ("when target = a",)),
         ("b", ("when target = b",)),
     ]
@@ -633,3 +647,23 @@ def test_route_refuses_an_internal_exchange_as_the_broker_does() -> None:
     )
     with pytest.raises(RoutingError, match="internal"):
         route(spec, "inner", "")
+
+
+def test_route_json_gives_each_condition_as_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flagship = copy_flagship(tmp_path)
+    code, out, _ = run_cli(
+        ["route", "-f", str(flagship), "--format", "json", "jobs.status", "1234"], capsys
+    )
+    assert code == 0
+    (found,) = json.loads(out)
+    assert found["queue"] == "job-status"
+    assert found["conditions"] == [
+        {
+            "side": "runtime-binding",
+            "name": "job_id",
+            "value": "1234",
+            "text": "bound at run time with job_id = 1234",
+        }
+    ]

@@ -62,7 +62,6 @@ import hashlib
 import importlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -85,7 +84,6 @@ if TYPE_CHECKING:
 __all__ = ["ContractTests", "mutations", "strategies_for"]
 
 URL_ENV = "RABBITRY_CONTRACT_URL"
-_BOUND = re.compile(r"^bound at run time with (.+?) = (.*)$")
 
 
 # -- the plugin's options ---------------------------------------------------------------------
@@ -472,13 +470,13 @@ class _RoundTrip:
         subscribe: dict[str, Any] = {}
         for destination in predicted:
             queue = self.spec.queues[destination.queue]
-            bound = [_BOUND.match(c) for c in destination.conditions]
-            if any(b is None for b in bound) or (bound and not queue.runtime):
+            bound = destination.on(routing.Side.RUNTIME_BINDING)
+            if len(bound) < len(destination.conditions) or (bound and not queue.runtime):
                 unsure.add(queue.name)
                 continue
             expected.add(queue.name)
             if queue.runtime:
-                values = {m.group(1): m.group(2) for m in bound if m is not None}
+                values = {c.name: c.value for c in bound}
                 wanted = self.contract.queue(queue.name).params
                 unused = f"rabbitry-unused-{uuid.uuid4().hex[:8]}"
                 subscribe[queue.name] = {p: values.get(p, unused) for p in wanted}

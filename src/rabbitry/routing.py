@@ -9,9 +9,10 @@ Two kinds of question are answered over one matcher:
 A routing key or binding key is a sequence of *words* (split on ``.``).  A word
 is a literal, a ``{param}`` template, or -- in a topic binding key -- ``*`` or
 ``#``.  A ``{param}`` stands for exactly one word.  Matching a word may add a
-*condition*: ``when job_type = pdf`` (the message's field must have that value)
-or ``bound at run time with job_id = 1234`` (a consumer must have made the
-binding with that value).  A destination with no conditions is always reached.
+*condition* (a ``Condition``, data that renders itself): ``when job_type = pdf``
+(the message's field must have that value) or ``bound at run time with job_id
+= 1234`` (a consumer must have made the binding with that value).  A
+destination with no conditions is always reached.
 
 Observed on RabbitMQ 3.10.8 (management API ``/api/exchanges/%2F/X/publish``,
 which answers ``{"routed": bool}``, and aiormq with ``mandatory``):
@@ -71,7 +72,9 @@ from rabbitry.spec.model import (
 from rabbitry.spec.policies import alternate_of, dead_letter_of
 
 __all__ = [
+    "Condition",
     "Destination",
+    "Side",
     "dead_letter_route",
     "headers_match",
     "route",
@@ -94,7 +97,16 @@ class Destination:
 
     queue: str
     path: tuple[Binding, ...]
-    conditions: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    @property
+    def certain(self) -> bool:
+        """Reached whenever the message is sent: no condition at all."""
+        return not self.conditions
+
+    def on(self, side: Side) -> tuple[Condition, ...]:
+        """The conditions of one kind."""
+        return tuple(c for c in self.conditions if c.side is side)
 
 
 # --------------------------------------------------------------------------- words
@@ -168,45 +180,69 @@ def _show(value: ArgValue) -> str:
 # ---------------------------------------------------------------------- conditions
 
 
-class _Side(Enum):
-    WHEN = "when"  # a message field must have the value
-    BOUND = "bound"  # a run-time binding must be made with the value
-    NOTE = "note"  # free text (an alternate exchange taken conditionally)
+class Side(Enum):
+    """Who must make a condition of a route true."""
+
+    #: A message field must have the value (``when job_type = pdf``).
+    FIELD = "field"
+    #: A consumer must have made a run-time binding with the value
+    #: (``bound at run time with job_id = 1234``).
+    RUNTIME_BINDING = "runtime-binding"
+    #: No binding of the exchange ``name`` may match: the route goes through
+    #: its alternate exchange, which is taken only then (``value`` is empty).
+    NO_MATCH = "no-match"
 
 
-_Cond = tuple[_Side, str, str]
-_Env = frozenset[_Cond]
+@dataclass(frozen=True)
+class Condition:
+    """One condition on which a destination is reached: data, rendered once by ``str``.
+
+    ``name`` is a message field (``FIELD``), a binding key's parameter
+    (``RUNTIME_BINDING``) or an exchange (``NO_MATCH``); ``value`` is what
+    the field or parameter must be, as it appears on the wire (a string: a
+    routing key's word, or a header value shown as JSON when not a string).
+    """
+
+    side: Side
+    name: str
+    value: str = ""
+
+    def __str__(self) -> str:
+        if self.side is Side.FIELD:
+            return f"when {self.name} = {self.value}"
+        if self.side is Side.RUNTIME_BINDING:
+            return f"bound at run time with {self.name} = {self.value}"
+        return f"when no binding of {self.name!r} matches"
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        """Field conditions first, then run-time bindings, then alternate exchanges."""
+        return (_ORDER[self.side], self.name, self.value)
+
+
+_ORDER = {Side.FIELD: 0, Side.RUNTIME_BINDING: 1, Side.NO_MATCH: 2}
+_Env = frozenset[Condition]
 _NO_CONDITIONS: _Env = frozenset()
 
 
-def _bind(env: _Env, side: _Side, values: Mapping[str, str] | None) -> _Env | None:
+def _bind(env: _Env, side: Side, values: Mapping[str, str] | None) -> _Env | None:
     """``env`` with ``values`` added, or None if one contradicts it."""
     if values is None:
         return None
     for name, value in values.items():
-        known = [v for s, n, v in env if s is side and n == name]
+        known = [c.value for c in env if c.side is side and c.name == name]
         if known and known[0] != value:
             return None
-        env = env | {(side, name, value)}
+        env = env | {Condition(side, name, value)}
     return env
 
 
-def _render(env: _Env) -> tuple[str, ...]:
-    order = {_Side.WHEN: 0, _Side.BOUND: 1, _Side.NOTE: 2}
-    return tuple(_say(c) for c in sorted(env, key=lambda c: (order[c[0]], c[1], c[2])))
+def _sorted(env: _Env) -> tuple[Condition, ...]:
+    return tuple(sorted(env, key=lambda c: c.sort_key))
 
 
-def _say(cond: _Cond) -> str:
-    side, name, value = cond
-    if side is _Side.WHEN:
-        return f"when {name} = {value}"
-    if side is _Side.BOUND:
-        return f"bound at run time with {name} = {value}"
-    return name
-
-
-def _cost(env: _Env) -> tuple[int, tuple[str, ...]]:
-    return len(env), _render(env)
+def _cost(env: _Env) -> tuple[int, tuple[tuple[int, str, str], ...]]:
+    return len(env), tuple(c.sort_key for c in _sorted(env))
 
 
 # ------------------------------------------------------------------------ matching
@@ -221,8 +257,8 @@ def _meet(pattern: _Word, key: _Word, env: _Env) -> _Env | None:
     if key.kind is _Kind.TEMPLATE and pattern.kind is _Kind.TEMPLATE:
         return env if pattern.text == key.text else None
     if pattern.kind is _Kind.TEMPLATE:
-        return _bind(env, _Side.BOUND, _fill(pattern.text, key.text))
-    return _bind(env, _Side.WHEN, _fill(key.text, pattern.text))
+        return _bind(env, Side.RUNTIME_BINDING, _fill(pattern.text, key.text))
+    return _bind(env, Side.FIELD, _fill(key.text, pattern.text))
 
 
 def _match(pattern: tuple[_Word, ...], key: tuple[_Word, ...], env: _Env) -> _Env | None:
@@ -316,7 +352,7 @@ def _header_env(
     if expected is None:
         return env
     if templates and isinstance(actual, str) and placeholders(actual):
-        return _bind(env, _Side.WHEN, _fill(actual, expected))
+        return _bind(env, Side.FIELD, _fill(actual, expected))
     return env if _top_level_equal(expected, actual) else None
 
 
@@ -442,7 +478,7 @@ def _route(spec: Spec, exchange: str, query: _Query) -> tuple[Destination, ...]:
             if binding.destination_type == "exchange":
                 todo.append(_Hop(binding.destination, env, path))
             else:
-                _keep(best, Destination(binding.destination, path, _render(env)))
+                _keep(best, Destination(binding.destination, path, _sorted(env)))
     return tuple(best[name] for name in sorted(best))
 
 
@@ -458,7 +494,7 @@ def _step(spec: Spec, hop: _Hop, query: _Query) -> list[tuple[Binding, _Env]]:
     kind = _exchange_type(spec, hop.exchange)
     # A message field has one value along the whole path; a run-time binding's
     # parameters belong to that binding alone.
-    start = frozenset(c for c in hop.env if c[0] is not _Side.BOUND)
+    start = frozenset(c for c in hop.env if c.side is not Side.RUNTIME_BINDING)
     taken: list[tuple[Binding, _Env]] = []
     for binding in _bindings_of(spec, hop.exchange):
         env = _binding_env(kind, binding, query, start)
@@ -476,7 +512,7 @@ def _alternate(spec: Spec, hop: _Hop, matched: list[_Env]) -> list[tuple[Binding
     name = str(alternate.value)
     env = hop.env
     if matched:
-        env = env | {(_Side.NOTE, f"when no binding of {hop.exchange!r} matches", "")}
+        env = env | {Condition(Side.NO_MATCH, hop.exchange)}
     pseudo = Binding(
         source=hop.exchange,
         destination=name,

@@ -309,7 +309,8 @@ def route_command(
         click.echo(json.dumps([_destination_json(d) for d in destinations], indent=2))
     else:
         for destination in destinations:
-            note = f"\t({'; '.join(destination.conditions)})" if destination.conditions else ""
+            said = "; ".join(map(str, destination.conditions))
+            note = f"\t({said})" if said else ""
             click.echo(destination.queue + note)
     if not destinations:
         click.echo(
@@ -323,7 +324,10 @@ def route_command(
 def _destination_json(destination: Destination) -> dict[str, Any]:
     return {
         "queue": destination.queue,
-        "conditions": list(destination.conditions),
+        "conditions": [
+            {"side": c.side.value, "name": c.name, "value": c.value, "text": str(c)}
+            for c in destination.conditions
+        ],
         "path": [
             {
                 "from": b.source,

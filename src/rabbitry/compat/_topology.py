@@ -20,7 +20,6 @@ consumer relies on are compatible; description changes are not findings.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any
@@ -36,8 +35,6 @@ from rabbitry.spec import Binding, Message, Spec
 
 __all__ = ["topology_findings"]
 
-_WHEN = re.compile(r"^when (.+?) = (.*)$")
-_BOUND = "bound at run time with "
 _TRIES = 48
 
 
@@ -218,7 +215,9 @@ class _Topology:
                 message=name,
             )
             return
-        conditions = "; ".join(new_routes[queue].conditions) if queue in new_routes else "never"
+        conditions = (
+            "; ".join(map(str, new_routes[queue].conditions)) if queue in new_routes else "never"
+        )
         why = (
             f"may no longer reach queue {queue!r}, where service {service!r} consumes it "
             f"(new route: {conditions}); no message found that shows it"
@@ -300,14 +299,18 @@ def topology_findings(
 # -- concrete messages ---------------------------------------------------------------------------
 
 
-def _limits(conditions: tuple[str, ...]) -> frozenset[str]:
+def _limits(conditions: tuple[routing.Condition, ...]) -> frozenset[routing.Condition]:
     """The conditions of a route that the consumer's own bindings do not satisfy."""
-    return frozenset(c for c in conditions if not c.startswith(_BOUND))
+    return frozenset(c for c in conditions if c.side is not routing.Side.RUNTIME_BINDING)
 
 
-def _when(conditions: tuple[str, ...]) -> frozenset[tuple[str, str]]:
-    found = (_WHEN.match(c) for c in conditions)
-    return frozenset((m.group(1), m.group(2)) for m in found if m is not None)
+def _when(conditions: tuple[routing.Condition, ...]) -> frozenset[tuple[str, str]]:
+    return frozenset((c.name, c.value) for c in conditions if c.side is routing.Side.FIELD)
+
+
+def _made(destination: routing.Destination) -> bool:
+    """Reached once the consumers' run-time bindings are made (they bind what they follow)."""
+    return all(c.side is routing.Side.RUNTIME_BINDING for c in destination.conditions)
 
 
 def _example(contract: MessageContract) -> Any | None:
@@ -390,7 +393,7 @@ def _concrete_reach(
     except RabbitryError:
         return None
     found: set[str] = set()
-    todo = [d for d in first if not certain or all(c.startswith(_BOUND) for c in d.conditions)]
+    todo = [d for d in first if not certain or _made(d)]
     while todo:
         destination = todo.pop()
         if destination.queue in found:
@@ -402,7 +405,5 @@ def _concrete_reach(
             hops = routing.dead_letter_route(spec, destination.queue, key, dict(headers))
         except RabbitryError:
             continue
-        todo.extend(
-            d for d in hops if not certain or all(c.startswith(_BOUND) for c in d.conditions)
-        )
+        todo.extend(d for d in hops if not certain or _made(d))
     return found
