@@ -3,12 +3,17 @@
 JSON Schema patterns are ECMA-262 regexes; Python's parser reads the common
 subset the same way, which is all this needs: every string produced here is
 only a *candidate*, judged afterwards by the real validator.  The parse tree
-comes from ``re._parser`` (the parser ``re.compile`` uses); a pattern it
-cannot read gives no samples.
+comes from ``re._parser`` (the parser ``re.compile`` uses).  That module is
+CPython's private one (it was ``sre_parse`` before 3.11), so it is looked up
+only when a sample is wanted, and when it is not there (moved, renamed, another
+interpreter) ``samples`` yields nothing: the places that needed a sample stay
+*unknown* instead of ``check`` breaking whole.  A pattern it cannot read gives
+no samples either.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import random
 import string
@@ -17,8 +22,19 @@ from typing import Any
 
 __all__ = ["branches", "matches", "pattern_implies", "samples"]
 
-_parser: Any = importlib.import_module("re._parser")
-_constants: Any = importlib.import_module("re._constants")
+
+@functools.cache
+def _sre() -> tuple[Any, int] | None:
+    """CPython's regex parser and its "unbounded" repeat count, or ``None`` if not there."""
+    try:
+        parser = importlib.import_module("re._parser")
+        maxrepeat = int(importlib.import_module("re._constants").MAXREPEAT)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    if not callable(getattr(parser, "parse", None)):
+        return None
+    return parser, maxrepeat
+
 
 #: Characters drawn for "any character" and for negated classes, most readable first.
 _POOL = string.ascii_lowercase + string.digits + string.ascii_uppercase + "_-. :/@+!#~é"
@@ -87,9 +103,16 @@ def pattern_implies(pattern_a: str | None, pattern_b: str) -> bool:
 
 
 def samples(pattern: str, count: int = 12, seed: int = 0) -> Iterator[str]:
-    """Up to ``count`` distinct strings matching ``pattern`` (shortest repetitions first)."""
+    """Up to ``count`` distinct strings matching ``pattern`` (shortest repetitions first).
+
+    None when CPython's parser is not there (see the module's docstring).
+    """
+    sre = _sre()
+    if sre is None:
+        return
+    parser, maxrepeat = sre
     try:
-        tree = _parser.parse(pattern)
+        tree = parser.parse(pattern)
     except Exception:
         return
     seen: set[str] = set()
@@ -97,11 +120,11 @@ def samples(pattern: str, count: int = 12, seed: int = 0) -> Iterator[str]:
     for attempt in range(count * 3):
         mode = ("min", "max", "random")[attempt % 3] if attempt < 3 else "random"
         try:
-            text = "".join(_generate(tree, rng, mode, {}))
+            text = "".join(_generate(tree, rng, mode, {}, maxrepeat))
         except _Impossible:
             continue
-        except RecursionError:
-            return
+        except (RecursionError, TypeError, ValueError, IndexError):
+            return  # deeper than sensible, or a tree shaped unlike this CPython's: no samples
         if text not in seen and matches(pattern, text):
             seen.add(text)
             yield text
@@ -113,7 +136,9 @@ class _Impossible(Exception):
     """A construct this sampler does not produce (a back-reference to an unset group)."""
 
 
-def _generate(tree: Any, rng: random.Random, mode: str, groups: dict[int, str]) -> Iterator[str]:
+def _generate(
+    tree: Any, rng: random.Random, mode: str, groups: dict[int, str], maxrepeat: int
+) -> Iterator[str]:
     for op, arg in tree:
         name = str(op)
         if name == "LITERAL":
@@ -127,21 +152,21 @@ def _generate(tree: Any, rng: random.Random, mode: str, groups: dict[int, str]) 
         elif name == "BRANCH":
             branches = arg[1]
             branch = branches[0] if mode == "min" else rng.choice(branches)
-            yield from _generate(branch, rng, mode, groups)
+            yield from _generate(branch, rng, mode, groups, maxrepeat)
         elif name == "SUBPATTERN":
             group, _, _, sub = arg
-            text = "".join(_generate(sub, rng, mode, groups))
+            text = "".join(_generate(sub, rng, mode, groups, maxrepeat))
             if group is not None:
                 groups[group] = text
             yield text
         elif name == "ATOMIC_GROUP":
-            yield from _generate(arg, rng, mode, groups)
+            yield from _generate(arg, rng, mode, groups, maxrepeat)
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, sub = arg
-            high = low + _SPREAD if high == _constants.MAXREPEAT else min(high, low + _SPREAD)
+            high = low + _SPREAD if high == maxrepeat else min(high, low + _SPREAD)
             times = low if mode == "min" else high if mode == "max" else rng.randint(low, high)
             for _ in range(times):
-                yield from _generate(sub, rng, mode, groups)
+                yield from _generate(sub, rng, mode, groups, maxrepeat)
         elif name == "GROUPREF":
             if arg not in groups:
                 raise _Impossible
