@@ -82,12 +82,19 @@ def test_json_output(old: Path, new: Path, capsys: pytest.CaptureFixture[str]) -
         "Stop",
         "/reason",
     )
-    assert finding["why"] == "property 'reason' is now required"
+    assert finding["why"] == "property 'reason': optional → required"
+    assert finding["change"] == {
+        "aspect": "property",
+        "of": "reason",
+        "old": "optional",
+        "new": "required",
+    }
     assert finding["direction"] == "backward"
     example = finding["counterexample"]
     assert example["valid_under"] == "old"
     assert "reason" not in example["instance"]
     assert "required" in example["error"]
+    assert example["fault"] == {"path": "", "keyword": "required"}
 
 
 def test_unknown_findings_pass_unless_strict(
@@ -162,7 +169,7 @@ def test_the_real_program(old: Path, new: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 1, done.stderr
-    assert "breaking: queue jobs.ready: changed (arguments" in done.stdout
+    assert "breaking: queue jobs.ready: changed (argument x-max-length none → 6)" in done.stdout
 
 
 # -- git:REF[:PATH] ----------------------------------------------------------------------------

@@ -20,18 +20,28 @@ are judged with the routing model on both specs.  Everything else is
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from rabbitry.compat._counterexample import Judge
-from rabbitry.compat._findings import Counterexample, Direction, Finding, Mode, Verdict
+from rabbitry.compat._findings import (
+    Change,
+    Counterexample,
+    Direction,
+    Finding,
+    Mode,
+    Verdict,
+)
 from rabbitry.compat._git import GitSource, Materialised, materialise, parse_git
 from rabbitry.compat._schema import key
-from rabbitry.compat._schema_rules import Rules
+from rabbitry.compat._schema_rules import Rules, Suspect
 from rabbitry.compat._topology import topology_findings
 from rabbitry.messaging.contract import Contract, MessageContract
 from rabbitry.spec import Spec
 
 __all__ = [
+    "Change",
     "Counterexample",
     "Direction",
     "Finding",
@@ -74,36 +84,39 @@ def compare_message(old: MessageContract, new: MessageContract, mode: Mode | str
         writer, reader = roots[direction.writer], roots[direction.reader]
         suspects = Rules(writer, reader).compare(writer.schema, reader.schema)
         found: list[Finding] = []
-        reasons: dict[int, str] = {}  # id of an unknown finding → the suspect's reason
+        unproven: dict[int, Suspect] = {}  # id of an unknown finding → its suspect
+
+        def finding(
+            verdict: Verdict, path: str, why: str, at: Direction = direction, **extra: Any
+        ) -> Finding:
+            return Finding(verdict, subject, path, why, at, message=old.name, **extra)
+
         for suspect in suspects:
             pointer = _pointer(suspect.reported)
+            change = suspect.fact.change(direction)
             if suspect.open_content is not None:
                 why = (
-                    f"{suspect.why}, but the {direction.writer} schema does not declare "
+                    f"{change}, but the {direction.writer} schema does not declare "
                     f"{suspect.open_content!r} (open content model): its messages are not "
                     "expected to carry it"
                 )
-                found.append(
-                    Finding(Verdict.COMPATIBLE, subject, pointer, why, direction, None, old.name)
-                )
+                found.append(finding(Verdict.COMPATIBLE, pointer, why, change=change))
                 continue
             verified = judge.search(suspect, direction)
             if verified is not None:
                 found.append(
-                    Finding(
+                    finding(
                         Verdict.BREAKING,
-                        subject,
                         pointer,
-                        suspect.why,
-                        direction,
-                        verified.example,
-                        old.name,
+                        str(change),
+                        counterexample=verified.example,
+                        change=change,
                     )
                 )
             else:
-                why = f"{suspect.why}; not proven safe, and no counterexample found"
-                unknown = Finding(Verdict.UNKNOWN, subject, pointer, why, direction, None, old.name)
-                reasons[id(unknown)] = suspect.why
+                why = f"{change}; not proven safe, and no counterexample found"
+                unknown = finding(Verdict.UNKNOWN, pointer, why, change=change)
+                unproven[id(unknown)] = suspect
                 found.append(unknown)
         if not any(f.verdict is Verdict.BREAKING for f in found):
             # The rules proved it, or could not decide: sample messages for a counterexample
@@ -112,35 +125,49 @@ def compare_message(old: MessageContract, new: MessageContract, mode: Mode | str
                 direction, exclude=[s.reported for s in suspects if s.open_content is not None]
             )
             if swept is not None:
-                same_place = [
-                    f for f in found if f.path == swept.path and f.verdict is Verdict.UNKNOWN
-                ]
-                why = (
-                    reasons[id(same_place[0])]
-                    if same_place
-                    else f"a message valid under the {direction.writer} schema is refused"
-                )
-                found = [f for f in found if f not in same_place]
-                found.append(
-                    Finding(
-                        Verdict.BREAKING,
-                        subject,
-                        swept.path,
-                        why,
-                        direction,
-                        swept.example,
-                        old.name,
+                # An unproven suspect this message shows (its own fault among the reader's
+                # complaints) is proven by it; else the message is a finding of its own.
+                for unknown in [f for f in found if id(f) in unproven]:
+                    shown = judge.check(swept.example.instance, direction, unproven[id(unknown)])
+                    if shown is not None and shown.score > 0:
+                        found.remove(unknown)
+                        found.append(
+                            dataclasses.replace(
+                                unknown,
+                                verdict=Verdict.BREAKING,
+                                why=str(unknown.change),
+                                counterexample=shown.example,
+                            )
+                        )
+                        break
+                else:
+                    keyword = swept.example.keyword
+                    why = (
+                        f"a message valid under the {direction.writer} schema is refused "
+                        f"by the {direction.reader} schema's {keyword!r}"
                     )
-                )
-        # The same reason at the same place, proven once: its unproven twins go.
-        proven = {(f.path, f.why) for f in found if f.verdict is Verdict.BREAKING}
-        found = [f for f in found if (f.path, reasons.get(id(f))) not in proven]
+                    found.append(
+                        finding(Verdict.BREAKING, swept.path, why, counterexample=swept.example)
+                    )
+        # The same change at the same place, proven once: its unproven twins go.
+        proven = {
+            (f.path, key(f.change.as_json()))
+            for f in found
+            if f.verdict is Verdict.BREAKING and f.change is not None
+        }
+        found = [
+            f
+            for f in found
+            if f.verdict is not Verdict.UNKNOWN
+            or f.change is None
+            or (f.path, key(f.change.as_json())) not in proven
+        ]
         if not found:
             why = (
                 f"schema changed; every {direction.writer} message is valid under the "
                 f"{direction.reader} schema"
             )
-            found.append(Finding(Verdict.COMPATIBLE, subject, "", why, direction, None, old.name))
+            found.append(finding(Verdict.COMPATIBLE, "", why))
         findings += found
     return findings
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import jsonschema_rs
+
 from rabbitry.compat._findings import Counterexample, Direction
 from rabbitry.compat._schema import Root
 from rabbitry.compat._schema_rules import Suspect
@@ -31,12 +33,34 @@ _PER_CANDIDATE = 6
 _SWEEP = 300
 
 
+#: Suspects whose fault is whatever the reader's validator says at their place: the values
+#: refused there, a place refused whole, combinators and keywords that read their siblings.
+_ANY_KEYWORD = frozenset(
+    {"values", "false", "anyOf", "oneOf", "not", "if", "contains", "patternProperties"}
+    | {"dependentSchemas", "unevaluatedProperties", "unevaluatedItems", "$dynamicRef"}
+)
+#: Keywords that the validator reports at the object, for a suspect at its property.
+_AT_THE_OBJECT = frozenset({"additionalProperties", "required", "dependentRequired"})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One complaint of the reader's validator: where, which keyword, and its words."""
+
+    path: str
+    keyword: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '/'}: {self.message}"
+
+
 @dataclass(frozen=True)
 class Verified:
     example: Counterexample
     #: Where the reader's validator complained (JSON Pointer).
     path: str
-    #: 2: refused only at the suspect's place; 1: there among others; 0: elsewhere.
+    #: 2: refused only for the suspect's fault; 1: for it among others; 0: for others only.
     score: int = 0
     #: Every place the reader's validator complained about.
     paths: tuple[str, ...] = ()
@@ -48,36 +72,53 @@ class Judge:
     def __init__(self, old: MessageContract, new: MessageContract) -> None:
         self.contracts = {"old": old, "new": new}
         self.roots = {"old": Root(dict(old.schema)), "new": Root(dict(new.schema))}
+        # The same compilation as MessageContract's, read here for each error's keyword.
+        self._validators = {
+            side: jsonschema_rs.validator_for(dict(c.schema), validate_formats=True)
+            for side, c in self.contracts.items()
+        }
 
     def sides(self, direction: Direction) -> tuple[str, str]:
         return direction.writer, direction.reader
 
+    def faults(self, side: str, instance: Any) -> list[Fault]:
+        validator = self._validators[side]
+        if validator.is_valid(instance):
+            return []
+        return [
+            Fault(_pointer(e.instance_path), _keyword(e), e.message)
+            for e in validator.iter_errors(instance)
+        ]
+
     def check(
-        self, instance: Any, direction: Direction, place: Path | None = None
+        self, instance: Any, direction: Direction, suspect: Suspect | None = None
     ) -> Verified | None:
         """``instance`` if the writer's validator accepts it and the reader's refuses it.
 
-        With ``place``, the complaint quoted is the first one at or under it.
+        With ``suspect``, the complaint quoted is the suspect's own fault (its place and
+        keyword) when the reader's validator makes it; the score says whether it does.
         """
         writer, reader = self.sides(direction)
         try:
             if self.contracts[writer].faults(instance):
                 return None
-            faults = self.contracts[reader].faults(instance)
+            faults = self.faults(reader, instance)
         except Exception:  # a value the validator cannot take
             return None
         if not faults:
             return None
-        here = [f for f in faults if place is not None and _within(f.path, place)]
+        here = [f for f in faults if suspect is not None and shows(f, suspect)]
         first = here[0] if here else faults[0]
         score = 0 if not here else 2 if len(here) == len(faults) else 1
-        error = f"{reader} says {first}"
-        paths = tuple(f.path for f in faults)
-        return Verified(Counterexample(instance, writer, error), first.path, score, paths)
+        example = Counterexample(
+            instance, writer, f"{reader} says {first}", first.path, first.keyword
+        )
+        return Verified(example, first.path, score, tuple(f.path for f in faults))
 
     def search(self, suspect: Suspect, direction: Direction) -> Verified | None:
-        """A verified counterexample for ``suspect``: one refused only at its place if
-        possible, else one refused there among other places, else any."""
+        """A verified counterexample for ``suspect``: one refused only for its fault if
+        possible, else one refused for it among other faults; never one refused for other
+        faults only (that would show a different change than the suspect's)."""
         writer, reader = self.sides(direction)
         root_w, root_r = self.roots[writer], self.roots[reader]
         local = [
@@ -87,8 +128,8 @@ class Judge:
         ]
         best: Verified | None = None
         for instance in self._around(root_w, suspect.at, local):
-            found = self.check(instance, direction, suspect.at)
-            if found is None:
+            found = self.check(instance, direction, suspect)
+            if found is None or found.score == 0:
                 continue
             if found.score == 2:
                 return found
@@ -117,6 +158,36 @@ class Judge:
             yield from islice(synth.values(root.schema, {at: [value]}), _PER_CANDIDATE)
 
 
+def shows(fault: Fault, suspect: Suspect) -> bool:
+    """Whether ``fault`` is the one ``suspect`` is about: at its place, with its keyword."""
+    if suspect.keyword in _AT_THE_OBJECT and fault.keyword in _AT_THE_OBJECT | {"false"}:
+        parent = suspect.at[:-1] if suspect.keyword == "additionalProperties" else suspect.at
+        if fault.path == _pointer(parent) or _within(fault.path, suspect.at):
+            return True
+    if not _within(fault.path, suspect.at):
+        return False
+    if suspect.keyword in _ANY_KEYWORD:
+        return True
+    return fault.keyword == suspect.keyword or {fault.keyword, suspect.keyword} in (
+        {"enum", "const"},
+        {"minimum", "exclusiveMinimum"},
+        {"maximum", "exclusiveMaximum"},
+    )
+
+
+def _keyword(error: Any) -> str:
+    """The schema keyword a jsonschema-rs error is about (``false`` for a false schema)."""
+    kind = type(error.kind).__name__
+    if kind == "FalseSchema":
+        return "false"
+    path = [p for p in error.schema_path if isinstance(p, str)]
+    return path[-1] if path else kind[:1].lower() + kind[1:]
+
+
+def _pointer(parts: Sequence[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
 def _within(found: str, place: Path) -> bool:
-    pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in place)
+    pointer = _pointer(place)
     return found == pointer or found.startswith(pointer + "/")

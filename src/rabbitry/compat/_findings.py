@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Counterexample", "Direction", "Finding", "Mode", "Verdict", "show"]
+__all__ = ["Change", "Counterexample", "Direction", "Fact", "Finding", "Mode", "Verdict", "show"]
 
 
 class Mode(StrEnum):
@@ -53,6 +53,135 @@ class Verdict(StrEnum):
     COMPATIBLE = "compatible"
 
 
+#: Aspects whose change the rules do not analyse: a counterexample decides, else unknown.
+_NOT_ANALYSED = frozenset(
+    {
+        "contains",
+        "propertyNames",
+        "dependentRequired",
+        "dependentSchemas",
+        "not",
+        "if",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "$dynamicRef",
+        "$recursiveRef",
+    }
+)
+_BOUND_SIGNS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One constraint as the old and the new schema have it: the fact behind a schema finding.
+
+    ``aspect`` names what is compared — a JSON Schema keyword (``maxLength``,
+    ``pattern``, ``type``, ``enum``), a bound (``lower bound``/``upper bound``,
+    each side ``{"minimum": 0}`` or ``{"exclusiveMinimum": 0}``), a property
+    (``property``: ``required``/``optional``/``not allowed`` on each side, ``of``
+    its name), values (``value``: ``allowed``/``not allowed``, ``of`` the values)
+    or a place (``anything``, ``additionalProperties``) — and ``old``/``new`` its
+    value on each side, ``None`` where a side has no such constraint.  The
+    sentence is made here once, always old → new, whichever direction found it.
+    """
+
+    aspect: str
+    old: Any
+    new: Any
+    of: Any = None
+
+    def __str__(self) -> str:
+        aspect, old, new = self.aspect, self.old, self.new
+        if aspect in _NOT_ANALYSED:
+            return f"{aspect} {_verb(old, new)} (not analysed)"
+        if aspect == "patternProperties":
+            return f"patternProperties {_verb(old, new)} (probed by samples)"
+        if aspect == "anyOf":
+            return f"anyOf {_verb(old, new)}: a value may match none of the options"
+        if aspect == "oneOf":
+            return (
+                f"oneOf {_verb(old, new)}: a value may match none, or more than one, of the options"
+            )
+        if aspect == "property":
+            return f"property {self.of!r}: {old} → {new}"
+        if aspect == "value":
+            values = list(self.of)
+            shown = ", ".join(show(v, 60) for v in values[:6]) + (
+                ", ..." if len(values) > 6 else ""
+            )
+            return f"{'value' if len(values) == 1 else 'values'} {shown}: {old} → {new}"
+        if aspect == "anything":
+            return f"any value here: {old} → {new}"
+        if aspect == "additionalProperties":
+            return f"additional properties: {old} → {new}"
+        if aspect == "type":
+            return f"type: {_types(old)} → {_types(new)}"
+        if aspect == "enum":
+            return f"allowed values: {_listed(old)} → {_listed(new)}"
+        return f"{aspect} {_verb(old, new)}: {_plain(old)} → {_plain(new)}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"aspect": self.aspect, "of": self.of, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A constraint as the writer's and the reader's schema have it: a ``Change`` once a
+    direction says which side is old (backward: the writer; forward: the reader)."""
+
+    aspect: str
+    writer: Any
+    reader: Any
+    of: Any = None
+
+    def change(self, direction: Direction) -> Change:
+        if direction is Direction.BACKWARD:
+            return Change(self.aspect, self.writer, self.reader, self.of)
+        return Change(self.aspect, self.reader, self.writer, self.of)
+
+
+def _magnitude(value: Any) -> float | None:
+    if isinstance(value, dict) and len(value) == 1:
+        value = next(iter(value.values()))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _verb(old: Any, new: Any) -> str:
+    if old is None:
+        return "added"
+    if new is None:
+        return "removed"
+    before, after = _magnitude(old), _magnitude(new)
+    if before is not None and after is not None and before != after:
+        return "raised" if after > before else "lowered"
+    return "changed"
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _BOUND_SIGNS:
+        name, number = next(iter(value.items()))
+        return f"{_BOUND_SIGNS[name]} {number}"
+    if isinstance(value, str):
+        return repr(value)
+    return show(value, 80)
+
+
+def _types(value: Any) -> str:
+    return "any" if value is None else " or ".join(value) or "nothing"
+
+
+def _listed(value: Any) -> str:
+    if value is None:
+        return "any"
+    return ", ".join(show(v, 60) for v in value[:6]) + (", ..." if len(value) > 6 else "")
+
+
 @dataclass(frozen=True)
 class Counterexample:
     """A concrete message that shows the break, checked before it is reported.
@@ -66,9 +195,18 @@ class Counterexample:
     instance: Any
     valid_under: str  # "old" | "new"
     error: str = ""
+    #: The fault it demonstrates (schema findings): where the other side's validator refuses
+    #: it (JSON Pointer) and with which keyword — the finding's own place and constraint.
+    path: str | None = None
+    keyword: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"instance": self.instance, "valid_under": self.valid_under, "error": self.error}
+        return {
+            "instance": self.instance,
+            "valid_under": self.valid_under,
+            "error": self.error,
+            "fault": None if self.path is None else {"path": self.path, "keyword": self.keyword},
+        }
 
 
 @dataclass(frozen=True)
@@ -84,6 +222,8 @@ class Finding:
     counterexample: Counterexample | None = None
     #: The message concerned, if any (``None`` for queues, exchanges, bindings).
     message: str | None = None
+    #: What changed, old → new (schema findings the rules pointed at); ``why`` says it.
+    change: Change | None = None
 
     def line(self) -> str:
         """One line: ``breaking: message Start /steps: why [backward]; counterexample: {...}``."""
@@ -108,6 +248,7 @@ class Finding:
             "path": self.path,
             "why": self.why,
             "direction": None if self.direction is None else str(self.direction),
+            "change": None if self.change is None else self.change.as_json(),
             "counterexample": None
             if self.counterexample is None
             else self.counterexample.as_json(),

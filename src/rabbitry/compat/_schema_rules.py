@@ -29,7 +29,7 @@ from fractions import Fraction
 from itertools import islice
 from typing import Any
 
-from rabbitry.compat._findings import show
+from rabbitry.compat._findings import Fact
 from rabbitry.compat._regex import matches, pattern_implies, samples
 from rabbitry.compat._schema import (
     TYPES,
@@ -126,9 +126,10 @@ class Suspect:
 
     #: Instance path where the witness value goes.
     at: Path
-    #: The schema keyword (of B) concerned.
+    #: The schema keyword (of B) whose fault a counterexample must show ("values": any).
     keyword: str
-    why: str
+    #: What differs, as the writer's and the reader's schema have it.
+    fact: Fact
     #: The local schemas on each side (A: the writer's, B: the reader's), for filtering.
     a: Any
     b: Any
@@ -219,7 +220,8 @@ class Rules:
 
     def _compare(self, a: dict[str, Any], b: dict[str, Any], path: Path) -> Iterator[Suspect]:
         if is_false(b):
-            yield self._suspect(path, "false", "no value is allowed here any more", a, b)
+            fact = Fact("anything", "allowed", "not allowed")
+            yield self._suspect(path, "false", fact, a, b)
             return
         if self._distributed(a, b):
             # A = core and (o1 or o2 or ...): A ⊆ B when every (core and oi) ⊆ B.
@@ -232,14 +234,14 @@ class Rules:
             if all(ok_b is not None for _, ok_a, ok_b in verdicts if ok_a is not False):
                 refused = [v for v, ok_a, ok_b in verdicts if ok_a is not False and not ok_b]
                 if refused:
-                    why = f"{_values(refused)} no longer allowed"
-                    yield Suspect(path, _value_keyword(b), why, a, b, tuple(refused))
+                    fact = Fact("value", "allowed", "not allowed", refused)
+                    yield Suspect(path, "values", fact, a, b, tuple(refused))
                 return
         allowed = finite(b)
         if allowed is not None:
             found = [v for v in self.sa.values(a) if not json_in(v, allowed)]
-            why = f"only {_values(allowed)} allowed now"
-            yield Suspect(path, _value_keyword(b), why, a, b, tuple(found[:_CANDIDATES]))
+            fact = Fact("enum", None, allowed)
+            yield Suspect(path, _value_keyword(b), fact, a, b, tuple(found[:_CANDIDATES]))
             return
         types_a, types_b = types_of(a), types_of(b)
         live = set(TYPES) if types_a is None else set(types_a)
@@ -261,13 +263,13 @@ class Rules:
         yield from self._combinators(a, b, path)
         for name in sorted(_OTHER_ASSERTIONS & b.keys()):
             if name not in a or not self._same_value(name, a[name], b[name]):
-                yield self._suspect(path, name, f"{name} changed (not analysed)", a, b)
+                yield self._suspect(path, name, Fact(name, a.get(name), b[name]), a, b)
 
     def _suspect(
         self,
         path: Path,
         keyword: str,
-        why: str,
+        fact: Fact,
         a: Mapping[str, Any],
         b: Mapping[str, Any],
         *,
@@ -275,7 +277,7 @@ class Rules:
     ) -> Suspect:
         """A suspect whose candidates are simply values A allows here."""
         found = [*extra, *islice(self.sa.values(a), _CANDIDATES)]
-        return Suspect(path, keyword, why, a, b, tuple(found))
+        return Suspect(path, keyword, fact, a, b, tuple(found))
 
     def _type_suspect(
         self,
@@ -292,12 +294,9 @@ class Rules:
                 found += [v for v in numbers(a, integer=False, extra=extra) if v != int(v)]
             else:
                 found += islice(self.sa.values({**a, "type": kind}), 8)
-        allowed = " or ".join(sorted(types_b)) or "nothing"
-        if types_of(a) is None:
-            why = f"type {allowed} required now (any type was allowed)"
-        else:
-            why = f"{', '.join(lost)} no longer allowed (now {allowed})"
-        return Suspect(path, "type", why, a, b, tuple(found))
+        types_a = types_of(a)
+        fact = Fact("type", None if types_a is None else sorted(types_a), sorted(types_b))
+        return Suspect(path, "type", fact, a, b, tuple(found))
 
     # numbers ------------------------------------------------------------------------------
 
@@ -317,9 +316,9 @@ class Rules:
             found = [
                 v for v in numbers(a, integer=integer, extra=extra) if _below(v, low_b, low_bx)
             ]
-            why = f"lower bound raised: {_bound(low_a, low_ax, '>')} → {_bound(low_b, low_bx, '>')}"
             keyword = "exclusiveMinimum" if low_bx else "minimum"
-            yield Suspect(path, keyword, why, a, b, tuple(found))
+            fact = Fact("lower bound", _bound(low_a, low_ax, "Minimum"), {keyword: low_b})
+            yield Suspect(path, keyword, fact, a, b, tuple(found))
         if high_b is not None and not _upper_holds(
             high_a, high_ax, high_b, high_bx, integer=integer
         ):
@@ -327,12 +326,9 @@ class Rules:
             found = [
                 v for v in numbers(a, integer=integer, extra=extra) if _above(v, high_b, high_bx)
             ]
-            why = (
-                f"upper bound lowered: {_bound(high_a, high_ax, '<')} → "
-                f"{_bound(high_b, high_bx, '<')}"
-            )
             keyword = "exclusiveMaximum" if high_bx else "maximum"
-            yield Suspect(path, keyword, why, a, b, tuple(found))
+            fact = Fact("upper bound", _bound(high_a, high_ax, "Maximum"), {keyword: high_b})
+            yield Suspect(path, keyword, fact, a, b, tuple(found))
         step_b = number(b.get("multipleOf"))
         if step_b is not None:
             step_a = number(a.get("multipleOf"))
@@ -344,9 +340,8 @@ class Rules:
                 found = [
                     v for v in numbers(a, integer=integer, extra=extra) if not _divides(step_b, v)
                 ]
-                was = "any multiple" if step_a is None else f"multipleOf {step_a}"
-                why = f"multipleOf changed: {was} → {step_b}"
-                yield Suspect(path, "multipleOf", why, a, b, tuple(found))
+                fact = Fact("multipleOf", step_a, step_b)
+                yield Suspect(path, "multipleOf", fact, a, b, tuple(found))
 
     # strings ------------------------------------------------------------------------------
 
@@ -358,33 +353,25 @@ class Rules:
         if min_b > min_a:
             lengths = sorted({min_a, min_b - 1, max(min_a, min_b // 2)})
             found = [s for s in strings(a, lengths) if len(s) < min_b]
-            why = f"minLength raised: {min_a} → {min_b}"
-            yield Suspect(path, "minLength", why, a, b, tuple(found))
+            fact = Fact("minLength", min_a, min_b)
+            yield Suspect(path, "minLength", fact, a, b, tuple(found))
         if max_b is not None and (max_a is None or max_a > max_b):
             lengths = [max_b + 1, max_b + 2, max_b * 2 + 1, *([max_a] if max_a else [])]
             found = [s for s in strings(a, lengths) if len(s) > max_b]
-            why = f"maxLength lowered: {'none' if max_a is None else max_a} → {max_b}"
-            yield Suspect(path, "maxLength", why, a, b, tuple(found))
+            fact = Fact("maxLength", max_a, max_b)
+            yield Suspect(path, "maxLength", fact, a, b, tuple(found))
         pattern_a, pattern_b = a.get("pattern"), b.get("pattern")
         if isinstance(pattern_b, str) and not pattern_implies(pattern_a, pattern_b):
             mine = list(strings(a))
             found = [*mine, *other_strings(mine[:6])]
-            why = (
-                f"pattern changed: {pattern_a!r} → {pattern_b!r}"
-                if isinstance(pattern_a, str)
-                else f"pattern {pattern_b!r} added"
-            )
-            yield Suspect(path, "pattern", why, a, b, tuple(found))
+            fact = Fact("pattern", pattern_a if isinstance(pattern_a, str) else None, pattern_b)
+            yield Suspect(path, "pattern", fact, a, b, tuple(found))
         format_a, format_b = a.get("format"), b.get("format")
         if isinstance(format_b, str) and format_a != format_b:
             mine = list(strings(a))
             found = [*other_strings(mine[:6]), *mine]
-            why = (
-                f"format changed: {format_a!r} → {format_b!r}"
-                if isinstance(format_a, str)
-                else f"format {format_b!r} added"
-            )
-            yield Suspect(path, "format", why, a, b, tuple(found))
+            fact = Fact("format", format_a if isinstance(format_a, str) else None, format_b)
+            yield Suspect(path, "format", fact, a, b, tuple(found))
 
     # arrays -------------------------------------------------------------------------------
 
@@ -409,27 +396,26 @@ class Rules:
             yield from self.compare(items_a, items_b, (*path, width))
         if min_b > min_a:
             found = list(self.sa.values({**a, "maxItems": min_b - 1}))
-            yield Suspect(
-                path, "minItems", f"minItems raised: {min_a} → {min_b}", a, b, tuple(found)
-            )
+            fact = Fact("minItems", min_a, min_b)
+            yield Suspect(path, "minItems", fact, a, b, tuple(found))
         if max_b is not None and (max_a is None or max_a > max_b):
             found = list(self.sa.values({**a, "minItems": max_b + 1}))
-            was = "none" if max_a is None else str(max_a)
-            yield Suspect(
-                path, "maxItems", f"maxItems lowered: {was} → {max_b}", a, b, tuple(found)
-            )
+            fact = Fact("maxItems", max_a, max_b)
+            yield Suspect(path, "maxItems", fact, a, b, tuple(found))
         if b.get("uniqueItems") is True and a.get("uniqueItems") is not True:
             found = [
                 [v[0], v[0], *v[2:]]
                 for v in self.sa.values({**a, "minItems": max(2, min_a)})
                 if isinstance(v, list) and len(v) >= 2
             ]
-            yield Suspect(path, "uniqueItems", "items must be unique now", a, b, tuple(found))
+            fact = Fact("uniqueItems", a.get("uniqueItems") is True, True)
+            yield Suspect(path, "uniqueItems", fact, a, b, tuple(found))
         contains = ("contains", "minContains", "maxContains")
         if any(k in b for k in contains) and not all(
             self._same_value(k, a.get(k), b.get(k)) for k in contains
         ):
-            yield self._suspect(path, "contains", "contains changed (not analysed)", a, b)
+            fact = Fact("contains", _pick(a, contains), _pick(b, contains))
+            yield self._suspect(path, "contains", fact, a, b)
 
     # objects ------------------------------------------------------------------------------
 
@@ -458,48 +444,50 @@ class Rules:
             )
             if is_false(sub_b) and not is_false(sub_a):
                 known = name in props_a or name in props_b or name in sampled
-                why = (
-                    f"property {name!r} no longer allowed"
+                fact = (
+                    Fact("property", _state(a, name), "not allowed", name)
                     if known
-                    else "additional properties no longer allowed"
+                    else Fact("additionalProperties", "allowed", "not allowed")
                 )
                 found = [*islice(self.sa.values(sub_a), _CANDIDATES), *([] if known else [0, "x"])]
                 found_suspects = [
-                    Suspect(here, "additionalProperties", why, sub_a, sub_b, tuple(found))
+                    Suspect(here, "additionalProperties", fact, sub_a, sub_b, tuple(found))
                 ]
             else:
                 found_suspects = self.compare(sub_a, sub_b, here)
             for suspect in found_suspects:
                 yield dataclasses.replace(suspect, open_content=name) if undeclared else suspect
         if patterns_b and not self._same_value("patternProperties", patterns_a, patterns_b):
-            yield self._suspect(
-                path, "patternProperties", "patternProperties changed (probed by samples)", a, b
-            )
+            fact = Fact("patternProperties", a.get("patternProperties"), b["patternProperties"])
+            yield self._suspect(path, "patternProperties", fact, a, b)
         required_a = {r for r in a.get("required", []) if isinstance(r, str)}
         for name in [r for r in b.get("required", []) if isinstance(r, str)]:
             if name in required_a:
                 continue
             found = [o for o in self.sa.values(a) if isinstance(o, dict) and name not in o]
-            why = f"property {name!r} is now required"
-            yield Suspect(path, "required", why, a, b, tuple(found), pointer=(*path, name))
+            sub_a = self.a.norm(self.sa.property_schema(a, name))
+            fact = Fact(
+                "property", "not allowed" if is_false(sub_a) else "optional", "required", name
+            )
+            yield Suspect(path, "required", fact, a, b, tuple(found), pointer=(*path, name))
         min_a, min_b = _int(a.get("minProperties"), 0), _int(b.get("minProperties"), 0)
         assert min_a is not None
         assert min_b is not None
         if min_b > min_a:
             found = [o for o in self.sa.values(a) if isinstance(o, dict) and len(o) < min_b]
-            why = f"minProperties raised: {min_a} → {min_b}"
-            yield Suspect(path, "minProperties", why, a, b, tuple(found))
+            fact = Fact("minProperties", min_a, min_b)
+            yield Suspect(path, "minProperties", fact, a, b, tuple(found))
         max_a, max_b = _int(a.get("maxProperties"), None), _int(b.get("maxProperties"), None)
         if max_b is not None and (max_a is None or max_a > max_b):
             found = [o for o in self.sa.values(a) if isinstance(o, dict) and len(o) > max_b]
             if not found:
                 pad = {f"{extra}{i}": 0 for i in range(max_b + 1)}
                 found = [{**o, **pad} for o in islice(self.sa.values(a), 6) if isinstance(o, dict)]
-            why = f"maxProperties lowered: {'none' if max_a is None else max_a} → {max_b}"
-            yield Suspect(path, "maxProperties", why, a, b, tuple(found))
+            fact = Fact("maxProperties", max_a, max_b)
+            yield Suspect(path, "maxProperties", fact, a, b, tuple(found))
         for name in ("propertyNames", "dependentRequired", "dependentSchemas"):
             if name in b and (name not in a or not self._same_value(name, a[name], b[name])):
-                yield self._suspect(path, name, f"{name} changed (not analysed)", a, b)
+                yield self._suspect(path, name, Fact(name, a.get(name), b[name]), a, b)
 
     # combinators --------------------------------------------------------------------------
 
@@ -534,26 +522,27 @@ class Rules:
         if isinstance(options_b, list) and not self._same_value("anyOf", a.get("anyOf"), options_b):
             for option in self._options(a):
                 if not any(self.proves(option, y) for y in options_b):
-                    why = "anyOf: a value may match none of the options now"
-                    yield self._suspect(path, "anyOf", why, option, b)
+                    fact = Fact("anyOf", a.get("anyOf"), options_b)
+                    yield self._suspect(path, "anyOf", fact, option, b)
         options_b = b.get("oneOf")
         if isinstance(options_b, list) and not self._same_value("oneOf", a.get("oneOf"), options_b):
             for option in self._options(a):
                 if not self._one_of_holds(option, options_b):
-                    why = "oneOf: a value may match none, or more than one, of the options now"
-                    yield self._suspect(path, "oneOf", why, option, b)
+                    fact = Fact("oneOf", a.get("oneOf"), options_b)
+                    yield self._suspect(path, "oneOf", fact, option, b)
         if "not" in b:
             held = "not" in a and (
                 self._same_value("not", a["not"], b["not"])
                 or self.reverse.proves(b["not"], a["not"])
             )
             if not held and not self.disjoint(a, self.b.flat(b["not"])):
-                yield self._suspect(path, "not", "not changed (not analysed)", a, b)
+                yield self._suspect(path, "not", Fact("not", a.get("not"), b["not"]), a, b)
         conditional = ("if", "then", "else")
         if any(k in b for k in conditional) and not all(
             self._same_value(k, a.get(k), b.get(k)) for k in conditional
         ):
-            yield self._suspect(path, "if", "if/then/else changed (not analysed)", a, b)
+            fact = Fact("if", _pick(a, conditional), _pick(b, conditional))
+            yield self._suspect(path, "if", fact, a, b)
 
     def _one_of_holds(self, option: dict[str, Any], choices: list[Any]) -> bool:
         for i, choice in enumerate(choices):
@@ -619,15 +608,23 @@ def _value_keyword(schema: Mapping[str, Any]) -> str:
     return "const" if "const" in schema else "enum"
 
 
-def _values(values: Sequence[Any]) -> str:
-    shown = ", ".join(show(v, 60) for v in values[:6])
-    return shown + (", ..." if len(values) > 6 else "")
-
-
-def _bound(value: float | None, exclusive: bool, side: str) -> str:
+def _bound(value: float | None, exclusive: bool, side: str) -> dict[str, float] | None:
+    """A bound as data: ``{"minimum": 0}``, ``{"exclusiveMaximum": 10}``, or ``None``."""
     if value is None:
-        return "none"
-    return f"{side} {value}" if exclusive else f"{side}= {value}"
+        return None
+    return {("exclusive" + side) if exclusive else side.lower(): value}
+
+
+def _pick(schema: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any] | None:
+    """The keywords ``names`` as ``schema`` has them, or ``None`` when it has none."""
+    found = {name: schema[name] for name in names if name in schema}
+    return found or None
+
+
+def _state(schema: Mapping[str, Any], name: str) -> str:
+    """A property allowed by ``schema``: ``required`` or ``optional``."""
+    required = schema.get("required")
+    return "required" if isinstance(required, list) and name in required else "optional"
 
 
 def _effective(value: float, exclusive: bool, *, lower: bool) -> float:

@@ -26,12 +26,12 @@ from typing import Any
 
 from rabbitry import routing
 from rabbitry.check import reach
-from rabbitry.compat._findings import Counterexample, Finding, Verdict
+from rabbitry.compat._findings import Counterexample, Finding, Verdict, show
 from rabbitry.compat._schema import Root, key
 from rabbitry.compat._synth import Synth
 from rabbitry.errors import RabbitryError
 from rabbitry.messaging.contract import Contract, MessageContract
-from rabbitry.spec import Binding, Message, Spec
+from rabbitry.spec import Binding, Message, Queue, Spec
 
 __all__ = ["topology_findings"]
 
@@ -161,11 +161,9 @@ class _Topology:
             why = f"removed, but consumed by {'; '.join(users)}"
         else:
             diffs = [
-                f"{f.name} {getattr(before, f.name)!r} → {getattr(after, f.name)!r}"
-                for f in dataclasses.fields(before)
-                if f.compare
-                and f.name != "description"
-                and getattr(before, f.name) != getattr(after, f.name)
+                f"{name} {_setting(was)} → {_setting(now)}"
+                for name, was, now in _queue_settings(before, after)
+                if was != now
             ]
             why = (
                 f"changed ({'; '.join(diffs)}), but consumed by {'; '.join(users)}: "
@@ -288,6 +286,27 @@ class _Topology:
                 if _undocumented(old[name]) != _undocumented(new[name]):
                     why = "changed (in place); every consumer still receives what it expects"
                     self.add(Verdict.COMPATIBLE, f"{kind} {name}", why)
+
+
+def _queue_settings(before: Queue, after: Queue) -> Iterator[tuple[str, Any, Any]]:
+    """Each setting of a queue as the old and the new spec declare it, arguments one by one."""
+    for f in dataclasses.fields(before):
+        if not f.compare or f.name in ("description", "arguments"):
+            continue
+        yield f.name, getattr(before, f.name), getattr(after, f.name)
+    for name in sorted(before.arguments.keys() | after.arguments.keys()):
+        yield f"argument {name}", before.arguments.get(name), after.arguments.get(name)
+
+
+def _setting(value: Any) -> str:
+    """A setting's value as the spec's YAML would say it (``none`` when not set)."""
+    if value is None:
+        return "none"
+    if isinstance(value, str):  # a StrEnum too: its value, not its Python repr
+        return repr(str(value))
+    if isinstance(value, Mapping):
+        return show(dict(value))
+    return show(value)
 
 
 def topology_findings(
