@@ -6,14 +6,18 @@ raises ``SpecError`` on the first spec with errors (like ``validate``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rabbitry import routing
+from rabbitry._values import Outcome, Refusal, ValueRoutes, value_routes
 from rabbitry.errors import SpecError
 from rabbitry.spec import Code, Diagnostic, Message, Severity, Spec, read
+from rabbitry.spec._domains import Domain
 from rabbitry.spec.checks import run_hints
+from rabbitry.spec.model import Location, placeholders
 
 __all__ = ["Report", "check", "load_spec"]
 
@@ -91,6 +95,10 @@ def check_routing(spec: Spec) -> Iterator[Diagnostic]:
                 f"with key {message.routing_key!r} reaches no queue",
                 "bind a queue that matches it, or fix the routing key",
             )
+            continue  # every value reaches no queue: said once, above
+        routes = value_routes(spec, message)
+        if routes is not None:
+            yield from _value_findings(message, routes)
     for service in spec.services.values():
         for queue, names in service.consumes.items():
             for i, name in enumerate(names):
@@ -109,3 +117,130 @@ def _where_it_goes(queues: Iterable[str]) -> str:
     if not found:
         return "it reaches no queue at all"
     return "it reaches " + ", ".join(repr(q) for q in found) + "; bind the queue or consume there"
+
+
+# ------------------------------------------------------------- value by value
+
+
+def _value_findings(message: Message, routes: ValueRoutes) -> Iterator[Diagnostic]:
+    """The finite values with which ``message`` reaches no queue or cannot be sent.
+
+    A value explained alone (every combination holding it fails) is reported at
+    its field's ``enum``; the other failing combinations together at the message.
+    """
+    yield from _refusals(message, routes)
+    failing = routes.unrouted
+    if not failing:
+        return
+    explained: set[Outcome] = set()
+    for domain in routes.domains:
+        dead = [v for v in domain.values if _all_fail(routes, domain.field, v)]
+        if not dead:
+            continue
+        explained.update(o for o in failing if _value(o, domain.field) in dead)
+        yield Diagnostic(
+            domain.where or _field_location(message, domain.field),
+            Code.UNROUTED_VALUE,
+            f"message {message.name!r} reaches no queue when "
+            f"{domain.field} = {' or '.join(_shown(v) for v in dead)} "
+            f"({domain.field} may be {', '.join(_shown(v) for v in domain.values)}; "
+            f"{_reached(routes, domain)})",
+            f"bind a queue for {_them(dead)}, or remove {_them(dead, pronoun=True)} "
+            "from the schema's values",
+        )
+    rest = [o for o in failing if o not in explained]
+    if rest:
+        shown = [" and ".join(f"{n} = {_shown(v)}" for n, v in o.values) for o in rest[:8]]
+        more = f" and {len(rest) - 8} more" if len(rest) > 8 else ""
+        yield Diagnostic(
+            _field_location(message, rest[0].values[0][0]),
+            Code.UNROUTED_VALUE,
+            f"message {message.name!r} reaches no queue when "
+            + "; or when ".join(shown)
+            + more
+            + f" ({len(routes.outcomes) - len(failing)} of {len(routes.outcomes)} "
+            "combinations of its fields' values reach a queue)",
+            "bind a queue for each of these combinations, or narrow the schema's values",
+        )
+
+
+def _refusals(message: Message, routes: ValueRoutes) -> Iterator[Diagnostic]:
+    for domain in routes.domains:
+        refused = [(v, why) for f, v, why in routes.refused if f == domain.field]
+        if not refused:
+            continue
+        reasons = sorted({why for _, why in refused}, key=lambda r: r.value)
+        yield Diagnostic(
+            domain.where or _field_location(message, domain.field),
+            Code.UNSENDABLE_VALUE,
+            f"message {message.name!r}: {domain.field} may be "
+            f"{' or '.join(_shown(v) for v, _ in refused)}, which publish refuses: "
+            + "; ".join(_REFUSALS[r] for r in reasons),
+            f"remove {_them([v for v, _ in refused], pronoun=True)} from the schema's values",
+        )
+
+
+_REFUSALS = {
+    Refusal.DOT: "a value filling a routing-key word or header may not hold '.'",
+    Refusal.NOT_A_WORD: "only a string or an integer fills a routing key or header",
+}
+
+
+def _all_fail(routes: ValueRoutes, field: str, value: object) -> bool:
+    """Every combination in which ``field`` has ``value`` reaches no queue.
+
+    The values compared are sendable ones (strings and integers, never bools), so
+    Python's ``==`` is JSON's here.
+    """
+    holding = [o for o in routes.outcomes if _value(o, field) == value]
+    return bool(holding) and all(not o.queues for o in holding)
+
+
+def _value(outcome: Outcome, field: str) -> object:
+    return dict(outcome.values)[field]
+
+
+def _reached(routes: ValueRoutes, domain: Domain) -> str:
+    """Where the field's values go, when they go somewhere: ``email reaches 'mail'``."""
+    parts: list[str] = []
+    for value in domain.values:
+        queues = sorted(
+            {q for o in routes.outcomes if _value(o, domain.field) == value for q in o.queues}
+        )
+        if queues:
+            parts.append(f"{_shown(value)} reaches " + ", ".join(repr(q) for q in queues))
+    if not parts:
+        return "none of them reaches a queue"
+    more = f"; and {len(parts) - 4} more" if len(parts) > 4 else ""
+    return "; ".join(parts[:4]) + more
+
+
+def _field_location(message: Message, field: str) -> Location:
+    """Where the message says it fills ``field``: its routing key, else its headers."""
+    if field in placeholders(message.routing_key):
+        return message.locs.of("routing_key")
+    return message.locs.of("headers")
+
+
+def _shown(value: object) -> str:
+    """A value as the wire shows it; quoted JSON when that would be ambiguous."""
+    if isinstance(value, str) and _plain(value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value)
+
+
+def _plain(text: str) -> bool:
+    """A word that reads as itself: not empty, no punctuation, not a number or JSON literal."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return all(c.isalnum() or c in "-_" for c in text) and text != ""
+    return False
+
+
+def _them(values: list[object], *, pronoun: bool = False) -> str:
+    if pronoun:
+        return "it" if len(values) == 1 else "them"
+    return " and ".join(_shown(v) for v in values)

@@ -56,6 +56,8 @@ class Code(StrEnum):
     PLACEHOLDER = "placeholder"
     UNROUTABLE = "unroutable"
     UNREACHABLE_CONSUMER = "unreachable-consumer"
+    UNROUTED_VALUE = "unrouted-value"
+    UNSENDABLE_VALUE = "unsendable-value"
     RUNTIME_QUEUE = "runtime-queue"
     INTERNAL_EXCHANGE = "internal-exchange"
     # schemas
@@ -113,6 +115,12 @@ CODES: dict[Code, CodeInfo] = {
     Code.PLACEHOLDER: CodeInfo(_E, "a {placeholder} the message schema cannot fill"),
     Code.UNROUTABLE: CodeInfo(_E, "a published message that reaches no queue"),
     Code.UNREACHABLE_CONSUMER: CodeInfo(_E, "a consumer waits for a message that cannot arrive"),
+    Code.UNROUTED_VALUE: CodeInfo(
+        _E, "a value a message field may take (enum, const) with which it reaches no queue"
+    ),
+    Code.UNSENDABLE_VALUE: CodeInfo(
+        _E, "a value a message field may take that cannot fill its routing key or header"
+    ),
     Code.RUNTIME_QUEUE: CodeInfo(_E, "a run-time (exclusive) queue that apply would have to own"),
     Code.INTERNAL_EXCHANGE: CodeInfo(_E, "a message published to an internal exchange"),
     Code.SCHEMA_FILE: CodeInfo(_E, "a schema file cannot be read or is not JSON"),
