@@ -268,7 +268,7 @@ def test_a_queue_holding_a_message_is_not_replaced_without_the_flag(vhost: Vhost
     assert "queue 'q'" in text
     assert "1 message, 0 consumers" in text
     assert f"x-message-ttl: {TTL_OLD} → {TTL_NEW}" in text
-    assert "--allow-data-loss" in text
+    assert "allow_data_loss=True" in text
     assert messages_in(vhost, "q") == 1
     assert by_name(vhost.queues())["q"]["arguments"] == {"x-message-ttl": TTL_OLD}
 
@@ -304,7 +304,7 @@ def test_an_empty_queue_is_replaced_without_the_flag_but_only_while_empty(vhost:
         apply(stale, vhost)
 
     assert "queue 'q'" in str(kept.value)
-    assert "--allow-data-loss" in str(kept.value)
+    assert "allow_data_loss=True" in str(kept.value)
     assert messages_in(vhost, "q") == 1
 
 
@@ -519,7 +519,7 @@ def test_migrate_replaces_a_queue_holding_messages_and_keeps_them(vhost: Vhost) 
 def test_without_migrate_the_refusal_names_it(vhost: Vhost) -> None:
     plan = diff(jobs(TTL_NEW), jobs(TTL_OLD, messages=1, consumers=0))
 
-    with pytest.raises(DataLossRefused, match=r"run again with --migrate"):
+    with pytest.raises(DataLossRefused, match=r"apply again with migrate=True"):
         apply(plan, vhost)
 
 
@@ -531,8 +531,8 @@ def test_migrate_does_not_make_a_deletion_safe(vhost: Vhost) -> None:
         run(execute(plan, parse_url("amqp://guest:guest@127.0.0.1:1/"), migrate=True))
 
     assert "delete queue 'old'" in str(refused.value)
-    assert "--allow-data-loss" in str(refused.value)
-    assert "run again with --migrate" not in str(refused.value)
+    assert "allow_data_loss=True" in str(refused.value)
+    assert "migrate=True" not in str(refused.value)
 
 
 def test_migrate_replaces_an_empty_unused_queue_by_moving_too(vhost: Vhost) -> None:

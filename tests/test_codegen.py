@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jobs_contracts import strategies
 from rabbitry.check import load_spec
 from rabbitry.codegen import MARKER, check_fresh, generate, render
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidState
 from rabbitry.messaging.contract import contract_data
 from specs import FLAGSHIP, copy_flagship, edit_schema, run_cli, write_spec
 from test_codegen_support import FLAGSHIP_PACKAGE, ROOT, imported, ruff
@@ -286,5 +286,5 @@ def test_binding_params_named_like_the_runtime_s_own_arguments_still_call_throug
         viewer = package.Viewer("amqp://guest:guest@localhost:5672/")
         params = {"prefetch2": "a", "queue": "b"}
         # The arguments bind (no TypeError); the client is not open yet, which is what it says.
-        with pytest.raises(UsageError, match="not open"):
+        with pytest.raises(InvalidState, match="not open"):
             viewer.subscribe_odd_q(**params, prefetch=3)

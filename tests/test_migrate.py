@@ -315,7 +315,7 @@ def test_a_replaced_queue_keeps_all_its_messages(vhost: Vhost, old: Shape, new: 
     assert [(c.action, c.name) for c in planned.plan.changes if c.kind is Kind.QUEUE] == [
         (Action.REPLACE, "q")
     ]
-    with pytest.raises(DataLossRefused, match=r"--migrate"):
+    with pytest.raises(DataLossRefused, match=r"migrate=True"):
         apply(spec_of({"q": new, "other": Shape()}), vhost)
 
     apply(spec_of({"q": new, "other": Shape()}), vhost, migrate=True)
@@ -359,7 +359,7 @@ def test_a_replace_of_a_stream_holding_messages_is_still_refused(vhost: Vhost) -
     apply(old, vhost)
     fill(vhost, "s", 3)
 
-    with pytest.raises(DataLossRefused, match=r"--migrate cannot move it: a stream cannot"):
+    with pytest.raises(DataLossRefused, match=r"migrate=True cannot move it: a stream cannot"):
         apply(spec_of({"s": Shape()}), vhost, migrate=True)
 
     assert queue_rows(vhost)["s"]["type"] == "stream"
@@ -475,7 +475,7 @@ def test_a_migration_cut_while_moving_out_is_finished_by_the_next_apply(
 
     # The error says that nothing is lost and how to finish.
     assert f"waits in {temporary_queue('q')!r}" in str(cut_short.value)
-    assert "`rabbitry apply --migrate` run again finishes it" in str(cut_short.value)
+    assert "apply again with migrate=True finishes it" in str(cut_short.value)
     assert cuts == [2]
     names = vhost.queue_names()
     assert {"q", temporary_queue("q")} <= names  # cut in M4: both hold messages
@@ -515,7 +515,7 @@ def test_a_migration_cut_while_moving_back_is_finished_by_the_next_apply(
     assert (change.action, change.name, change.drains_into) == (Action.DELETE, temp, "q")
     assert change.loses_data
     assert "a cut migration of q" in change.describe()
-    with pytest.raises(DataLossRefused, match=r"cut `apply --migrate` of queue 'q'"):
+    with pytest.raises(DataLossRefused, match=r"cut migration of queue 'q'"):
         apply(new, vhost)
     assert temp not in {c.name for c in plan(new, vhost, prune=True).plan.changes[1:]}
 

@@ -223,7 +223,7 @@ def test_a_migration_cut_by_a_broker_restart_is_finished_by_the_next_apply(
 
     assert cut.at is not None, "the migration never reached the cut"
     assert isinstance(failure, BrokerError), "apply went on through a broker restart"
-    assert "`rabbitry apply --migrate` run again finishes it" in str(failure)
+    assert "apply again with migrate=True finishes it" in str(failure)
     assert failed_after < TIMEOUT  # the node closed every connection as it stopped
     # What the broker holds says where the next run resumes (migrate.py's docstring).
     held = amqp_counts(vhost, "q", temp)

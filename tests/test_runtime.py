@@ -22,12 +22,12 @@ from amqp import AT, apply, depth, drain, raw_publish, start, until
 from broker import Vhost
 from rabbitry.errors import (
     ContractViolation,
+    InvalidArgument,
     NotFound,
     PublishManyFailed,
     PublishNacked,
     PublishTimeout,
     Unroutable,
-    UsageError,
 )
 from rabbitry.messaging._decode import MAX_BODY
 from rabbitry.messaging._xdeath import rabbitry_reason
@@ -64,7 +64,7 @@ def test_invalid_publish_raises_with_the_path_and_sends_nothing(
                 await client.publish_many([("Start", start()), ("Start", start(steps=0))])
             assert many.value.index == 1
             assert many.value.path == "/steps"
-            with pytest.raises(UsageError, match="does not publish Update"):
+            with pytest.raises(InvalidArgument, match="does not publish Update"):
                 await client.publish("Update", {})
             await client.publish("Start", start())  # the one message that may arrive
         assert await depth(jobs.amqp_url, "jobs.ready") == 1
@@ -269,11 +269,11 @@ def test_a_consumer_whose_channel_closes_consumes_again(jobs: Vhost, contract: C
 def test_consume_refuses_unknown_and_runtime_queues(jobs: Vhost, contract: Contract) -> None:
     async def body() -> None:
         async with Client(contract, jobs.amqp_url, service="worker") as worker:
-            with pytest.raises(UsageError, match="subscribe"):
+            with pytest.raises(InvalidArgument, match="subscribe"):
                 worker.consume("job-control", _ignore)
-            with pytest.raises(UsageError, match="does not consume"):
+            with pytest.raises(InvalidArgument, match="does not consume"):
                 worker.consume("jobs.dead-letters", _ignore)
-            with pytest.raises(UsageError, match="job_id"):
+            with pytest.raises(InvalidArgument, match="job_id"):
                 worker.subscribe("job-control", job=1)
 
     run(body)

@@ -20,8 +20,8 @@ from rabbitry.broker import _frames
 from rabbitry.errors import (
     ContractViolation,
     Fault,
+    InvalidArgument,
     NotFound,
-    UsageError,
     first_broker_error,
 )
 from rabbitry.messaging._consumer import (
@@ -479,7 +479,7 @@ def test_handler_deadline_values() -> None:
     assert deadline_of(None) is None
     assert deadline_of(float("inf")) is None
     assert deadline_of(2.5) == 2.5
-    with pytest.raises(UsageError, match="positive"):
+    with pytest.raises(InvalidArgument, match="positive"):
         deadline_of(0)
 
 

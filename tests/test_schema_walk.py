@@ -23,7 +23,7 @@ from amqp import apply, drain
 from broker import Vhost
 from rabbitry.check import check, load_spec
 from rabbitry.codegen import generate
-from rabbitry.errors import ContractViolation, UsageError
+from rabbitry.errors import ContractViolation, InvalidArgument
 from rabbitry.messaging.client import Client
 from rabbitry.messaging.contract import Contract, MessageContract, contract_data
 from rabbitry.spec import Location
@@ -157,7 +157,7 @@ def test_a_schema_that_does_not_compile_fails_where_the_contract_is_loaded(
     )
     data = contract_data(load_spec(path))
     data["messages"]["M"]["schema"] = object_schema({"id": {"$ref": "elsewhere.json#/X"}})
-    with pytest.raises(UsageError, match=r"'M'.*elsewhere\.json"):
+    with pytest.raises(InvalidArgument, match=r"'M'.*elsewhere\.json"):
         Contract.from_data(data)
-    with pytest.raises(UsageError, match="'N'"):
+    with pytest.raises(InvalidArgument, match="'N'"):
         MessageContract("N", "e", "k", {}, False, {"type": "strin"})

@@ -30,7 +30,7 @@ from broker import Vhost
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 from rabbitry.check import load_spec
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument
 from rabbitry.messaging._tail_cost import Cost, Spent, queue_facts, read_facts
 from rabbitry.messaging._xdeath import deaths, rabbitry_reason
 from rabbitry.messaging.client import Client, Delivery
@@ -664,7 +664,7 @@ def test_a_refused_look_never_connects() -> None:
     )
     assert facts is not None
     nowhere = parse_url("amqp://guest:guest@127.0.0.1:9/")
-    with pytest.raises(UsageError, match="quorum queue without a delivery limit"):
+    with pytest.raises(InvalidArgument, match="quorum queue without a delivery limit"):
         asyncio.run(peek(Contract.load(FLAGSHIP), nowhere, facts, print))
 
 

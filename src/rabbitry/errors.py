@@ -5,8 +5,16 @@
     RabbitryError
     ├── SpecError              the spec (or a schema it names) has errors; carries diagnostics
     ├── RoutingError           a routing question about something the spec does not have
-    ├── UsageError             the command line asks for something that cannot be done
-    ├── DataLossRefused        apply would delete messages or consumers; nothing was changed
+    ├── UsageError             the command line asks for something that cannot be done (raised
+    │                          by ``rabbitry.cli`` only; the library raises the three below)
+    ├── InvalidArgument        also a ValueError: a library call got an argument it cannot use
+    │                          (a bad value, a message the client's service does not publish)
+    ├── UnknownName            also a LookupError: the contract has no service, message or
+    │                          queue of that name: ``kind``, ``name``, ``known``
+    ├── InvalidState           also a RuntimeError: the object cannot do that now (a client
+    │                          used before ``async with`` or opened twice)
+    ├── DataLossRefused        apply would delete messages or consumers; nothing was changed:
+    │                          ``at_risk`` (one ``AtRisk`` per object) and ``remedies``
     ├── ContractViolation      a message does not fit its schema (or its routing key cannot be
     │                          filled); carries the message name and each fault's JSON path
     └── BrokerError            talking to RabbitMQ failed; the message names host:port (password
@@ -33,11 +41,22 @@
 
 Lower-layer exceptions (PyYAML, jsonschema, httpx, aiormq) are mapped into
 this tree where they are caught, once; nothing above that layer sees them.
+
+Misuse of the library is an error of this tree that is also the builtin a
+Python programmer expects (``except ValueError`` still works), never
+``UsageError``, which is the command line's.
+
+The library speaks Python.  Where an error tells the user to change a
+setting (``allow_data_loss``, the broker's URL, ...), the setting is data, an
+``Option``, in a ``Phrase``: ``str(exc)`` names it as the Python argument
+(``allow_data_loss=True``), and the command line renders the same phrase once
+with its flags (``--allow-data-loss``) when it prints (``Phrase.render``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import enum
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -47,15 +66,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccessRefused",
+    "AtRisk",
     "BrokerError",
     "BrokerTimeout",
     "ConnectionFailed",
     "ContractViolation",
     "DataLossRefused",
     "Fault",
+    "InvalidArgument",
+    "InvalidState",
     "ManagementError",
     "MessageTooLarge",
     "NotFound",
+    "Option",
+    "Phrase",
     "PreconditionFailed",
     "PublishFailed",
     "PublishManyFailed",
@@ -65,11 +89,64 @@ __all__ = [
     "RabbitryError",
     "RoutingError",
     "SpecError",
+    "UnknownName",
     "Unroutable",
     "UsageError",
     "first_broker_error",
+    "phrase_of",
     "with_hint",
 ]
+
+
+class Option(enum.Enum):
+    """A setting an error tells the user to change: a fact, so each interface names it its way.
+
+    The value is the Python spelling (``str(exc)``); ``rabbitry.cli`` maps each
+    member to its flag or environment variable.
+    """
+
+    URL = "the broker URL (url=, or $RABBITRY_URL)"
+    MANAGEMENT_URL = "the management URL (parse_url's management=)"
+    PRUNE = "prune=True"
+    MIGRATE = "migrate=True"
+    ALLOW_DATA_LOSS = "allow_data_loss=True"
+    SPEND_DELIVERY = "spend_delivery=True"
+
+
+def _python(option: Option) -> str:
+    return option.value
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """An error's text with the settings it names kept as ``Option`` members.
+
+    ``str()`` is the Python wording; ``render(spell)`` the same text with each
+    option spelt by ``spell`` (the command line's flags).  An error made with a
+    phrase as its one argument prints it the Python way, as any message.
+    """
+
+    parts: tuple[str | Option, ...]
+
+    @classmethod
+    def of(cls, *parts: str | Option | Phrase) -> Phrase:
+        flat: list[str | Option] = []
+        for part in parts:
+            flat.extend(part.parts if isinstance(part, Phrase) else (part,))
+        return cls(tuple(flat))
+
+    def render(self, spell: Callable[[Option], str] = _python) -> str:
+        return "".join(spell(p) if isinstance(p, Option) else p for p in self.parts)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def phrase_of(exc: BaseException) -> Phrase:
+    """``exc``'s message as a phrase (its own, or its plain text as one)."""
+    if len(exc.args) == 1 and isinstance(exc.args[0], Phrase):
+        return exc.args[0]
+    return Phrase((str(exc),))
 
 
 class RabbitryError(Exception):
@@ -91,7 +168,29 @@ class RoutingError(RabbitryError):
 
 
 class UsageError(RabbitryError):
-    """The command line asks for something that cannot be done."""
+    """The command line asks for something that cannot be done (raised by ``rabbitry.cli`` only)."""
+
+
+class InvalidArgument(RabbitryError, ValueError):
+    """A library call got an argument it cannot use; nothing was done."""
+
+
+class UnknownName(RabbitryError, LookupError):
+    """The contract has no ``kind`` (service, message, queue) called ``name``; ``known`` lists
+    the names it has."""
+
+    def __init__(self, kind: str, name: str, known: Sequence[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = tuple(sorted(known))
+        super().__init__(
+            f"the contract has no {kind} {name!r}; it has: {', '.join(self.known) or 'none'}"
+        )
+
+
+class InvalidState(RabbitryError, RuntimeError):
+    """The object cannot do that now: a client not open (or opened twice), a subscription
+    entered twice."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +223,92 @@ class ContractViolation(RabbitryError):
         super().__init__(f"{item}{message} {first}{more}")
 
 
+@dataclass(frozen=True)
+class AtRisk:
+    """One object apply would delete or replace, and what that would lose.
+
+    A queue: ``messages`` and ``consumers`` (``None``: not known), ``differences``
+    (why it is replaced: each setting that differs), ``unmanaged`` (deleted for
+    not being in the spec, ``prune``), ``cut_migration_of`` (a temporary queue a
+    cut migration of that queue left), ``unmovable`` (why a migration cannot
+    move it).  An exchange: ``bindings`` it would drop that the spec does not own.
+    """
+
+    kind: str  # "queue" or "exchange"
+    action: str  # "replace" or "delete"
+    name: str
+    messages: int | None = None
+    consumers: int | None = None
+    bindings: int = 0
+    differences: tuple[str, ...] = ()
+    unmanaged: bool = False
+    cut_migration_of: str | None = None
+    unmovable: str | None = None
+
+    def phrase(self) -> Phrase:
+        if self.kind == "exchange":
+            return Phrase.of(
+                f"{self.action} exchange {self.name!r}: drops {_count(self.bindings, 'binding')} "
+                "the spec does not own (run-time ones made by consumers among them)"
+            )
+        why: Phrase
+        if self.cut_migration_of is not None:
+            why = Phrase.of(
+                f"a cut migration of queue {self.cut_migration_of!r} left them here: apply "
+                "again with ",
+                Option.MIGRATE,
+                " to move them back",
+            )
+        elif self.unmanaged:
+            why = Phrase.of("it is not in the spec (", Option.PRUNE, ")")
+        else:
+            why = Phrase.of("; ".join(self.differences) or "its properties differ")
+            if self.unmovable:
+                why = Phrase.of(why, "; ", Option.MIGRATE, f" cannot move it: {self.unmovable}")
+        holds = f"holds {_count(self.messages, 'message')}, {_count(self.consumers, 'consumer')}"
+        return Phrase.of(f"{self.action} queue {self.name!r}: {holds}; ", why)
+
+
+def _count(n: int | None, noun: str) -> str:
+    if n is None:
+        return f"an unknown number of {noun}s"
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class DataLossRefused(RabbitryError):
-    """Apply would delete or replace a queue that holds messages or has consumers."""
+    """Apply would delete or replace a queue that holds messages or has consumers (or an
+    exchange with bindings the spec does not own); nothing was changed.
+
+    ``at_risk`` says what would be lost, one ``AtRisk`` per object; ``remedies``
+    the options that get past the refusal, the preferred first
+    (``Option.MIGRATE`` when it can move them, ``Option.ALLOW_DATA_LOSS``).
+    """
+
+    def __init__(self, at_risk: Sequence[AtRisk], remedies: Sequence[Option]) -> None:
+        self.at_risk = tuple(at_risk)
+        self.remedies = tuple(remedies)
+        lines: list[str | Option | Phrase] = [
+            "apply would lose messages, consumers or bindings, so nothing was changed:"
+        ]
+        for risk in self.at_risk:
+            lines += ["\n  ", risk.phrase()]
+        lines.append("\n")
+        if Option.MIGRATE in self.remedies:
+            lines += [
+                "apply again with ",
+                Option.MIGRATE,
+                " to replace queues with their messages and bindings kept, or with ",
+                Option.ALLOW_DATA_LOSS,
+                " to delete and re-declare them anyway (their messages are lost), or drain "
+                "them first",
+            ]
+        else:
+            lines += [
+                "apply again with ",
+                Option.ALLOW_DATA_LOSS,
+                " to delete them anyway (their messages are lost)",
+            ]
+        super().__init__(Phrase.of(*lines))
 
 
 class BrokerError(RabbitryError):
@@ -243,12 +426,12 @@ def first_broker_error(group: BaseExceptionGroup) -> BaseException:
     return found if found is not None else group.exceptions[0]
 
 
-def with_hint(exc: BrokerError, hint: str) -> BrokerError:
+def with_hint(exc: BrokerError, hint: str | Phrase) -> BrokerError:
     """``exc`` with ``hint`` after its message, its type and fields kept.
 
     For a caller that knows what a lower layer's error means for it (a cut
     migration, a cut apply): one exception, told once more, never re-made
     (a subclass may take fields its constructor requires).
     """
-    exc.args = (f"{exc}; {hint}",)
+    exc.args = (Phrase.of(phrase_of(exc), "; ", hint),)
     return exc

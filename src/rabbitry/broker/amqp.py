@@ -28,6 +28,8 @@ from rabbitry.errors import (
     BrokerTimeout,
     ConnectionFailed,
     NotFound,
+    Option,
+    Phrase,
     PreconditionFailed,
     PublishNacked,
     Unroutable,
@@ -63,13 +65,18 @@ def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerEr
         )
     if isinstance(exc, amqp_errors.ProbableAuthenticationError | amqp_errors.AuthenticationError):
         return ConnectionFailed(
-            f"{at} refused the login of user {url.username!r}; check the user and password "
-            "in --url / RABBITRY_URL"
+            Phrase.of(
+                f"{at} refused the login of user {url.username!r}; check the user and password in ",
+                Option.URL,
+            )
         )
     if _is_vhost_refusal(exc):
         return ConnectionFailed(
-            f"{at} has no vhost {url.vhost!r} that user {url.username!r} may use; create it "
-            f"(rabbitmqctl add_vhost {url.vhost!r}) and grant permissions, or fix --url"
+            Phrase.of(
+                f"{at} has no vhost {url.vhost!r} that user {url.username!r} may use; create it "
+                f"(rabbitmqctl add_vhost {url.vhost!r}) and grant permissions, or fix ",
+                Option.URL,
+            )
         )
     if isinstance(exc, amqp_errors.ChannelAccessRefused) and "reserved prefix" in reply_text(exc):
         return AccessRefused(
@@ -85,9 +92,12 @@ def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerEr
         return NotFound(f"{at}: not found{on}: {reply_text(exc)}")
     if isinstance(exc, amqp_errors.ChannelPreconditionFailed) and _is_delete_guard(exc):
         return PreconditionFailed(
-            f"{at} kept{on}: {reply_text(exc)}; it got messages or consumers after the plan "
-            "was made, so it was not deleted: run again, and pass --allow-data-loss to delete "
-            "it anyway"
+            Phrase.of(
+                f"{at} kept{on}: {reply_text(exc)}; it got messages or consumers after the "
+                "plan was made, so it was not deleted: run again, and pass ",
+                Option.ALLOW_DATA_LOSS,
+                " to delete it anyway",
+            )
         )
     if isinstance(exc, amqp_errors.ChannelPreconditionFailed):
         return PreconditionFailed(
@@ -118,8 +128,12 @@ def broker_error(exc: BaseException, url: BrokerURL, what: str = "") -> BrokerEr
         return BrokerError(f"{at} closed the channel{on}: {reply_text(exc)}; run again")
     if isinstance(exc, ConnectionError | OSError | amqp_errors.AMQPError | RuntimeError):
         return ConnectionFailed(
-            f"cannot talk to {at}{on}: {reply_text(exc)}; check that it is running "
-            "(rabbitmq-diagnostics ping) and that --url / RABBITRY_URL is right"
+            Phrase.of(
+                f"cannot talk to {at}{on}: {reply_text(exc)}; check that it is running "
+                "(rabbitmq-diagnostics ping) and that ",
+                Option.URL,
+                " is right",
+            )
         )
     return BrokerError(f"{at}{on}: {type(exc).__name__}: {reply_text(exc)}")
 

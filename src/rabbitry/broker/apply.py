@@ -85,18 +85,20 @@ import aiormq.exceptions as amqp_errors
 
 from rabbitry.broker import migrate as migration
 from rabbitry.broker.amqp import broker_error, connect, reply_text
-from rabbitry.broker.plan import Action, Change, Kind, Plan, count_of
+from rabbitry.broker.plan import Action, Change, Kind, Plan
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
+    AtRisk,
     BrokerError,
     BrokerTimeout,
     ConnectionFailed,
     DataLossRefused,
+    Option,
     with_hint,
 )
 
-__all__ = ["DEFAULT_CHANNELS", "ApplyResult", "data_loss_message", "execute", "migrates"]
+__all__ = ["DEFAULT_CHANNELS", "ApplyResult", "data_loss_refusal", "execute", "migrates"]
 
 #: Channels working through a stage at once (see the table above); never more than a
 #: stage has changes.
@@ -138,9 +140,9 @@ async def execute(
     """
     started = time.monotonic()
     at_risk = [c for c in plan.data_loss if not (migrate and migrates(c))]
-    refusal = None if allow_data_loss else data_loss_message(at_risk, migrate=migrate)
-    if refusal:
-        raise DataLossRefused(refusal)
+    refusal = None if allow_data_loss else data_loss_refusal(at_risk, migrate=migrate)
+    if refusal is not None:
+        raise refusal
     moving = [c for c in plan.changes if migrate and migrates(c)]
     plain = [c for c in plan.changes if not (migrate and migrates(c))]
     stages = _stages(plain, allow_data_loss)
@@ -150,11 +152,14 @@ async def execute(
     run = _Run(url, timeout, total, progress)
     run.report()
     migrated: list[migration.Migrated] = []
+    migrating = False
 
     async def migrations(finishing: bool) -> None:
+        nonlocal migrating
         for change in moving:
             if (change.drains_into is not None) != finishing:
                 continue
+            migrating = True
             if change.drains_into is not None:
                 done = await migration.finish(url, change.drains_into, timeout=timeout, moved=moved)
             else:
@@ -163,6 +168,7 @@ async def execute(
                 done = await migration.migrate(
                     url, change.queue, change.before, timeout=timeout, moved=moved
                 )
+            migrating = False
             migrated.append(done)
             run.done += 1
             run.report()
@@ -181,7 +187,7 @@ async def execute(
             if ops:
                 await _stage(pool, ops, run)
     except (ConnectionFailed, BrokerTimeout) as exc:
-        if "run again" not in str(exc):  # a cut migration says how to finish already
+        if not migrating:  # a cut migration says how to finish it already
             with_hint(
                 exc,
                 f"apply was cut after {run.done} of {total} changes: every step is idempotent, "
@@ -196,8 +202,9 @@ async def execute(
 
 
 def migrates(change: Change) -> bool:
-    """``apply --migrate`` carries ``change`` out by moving messages, not by losing them:
-    a queue replace (but of a stream or exclusive queue), or a cut migration's queue."""
+    """A migrating apply (``migrate=True``) carries ``change`` out by moving messages, not by
+    losing them: a queue replace (but of a stream or exclusive queue), or a cut migration's
+    queue."""
     if change.kind is not Kind.QUEUE:
         return False
     if change.drains_into is not None:
@@ -210,59 +217,36 @@ def migrates(change: Change) -> bool:
     )
 
 
-def data_loss_message(changes: Sequence[Change], *, migrate: bool = False) -> str:
-    """Why apply refuses ``changes`` (queues it would replace or delete); ``""`` if none.
+def data_loss_refusal(
+    changes: Sequence[Change], *, migrate: bool = False
+) -> DataLossRefused | None:
+    """The refusal of ``changes`` (queues apply would replace or delete), ``None`` if none.
 
-    ``migrate``: the refusal is of an ``apply --migrate`` (``changes`` are what
-    it cannot migrate).
+    ``migrate``: the refusal is of a migrating apply (``changes`` are what it
+    cannot migrate), so only ``allow_data_loss`` gets past it.
     """
     if not changes:
-        return ""
-    lines = ["apply would lose messages, consumers or bindings, so nothing was changed:"]
-    for change in changes:
-        if change.kind is Kind.EXCHANGE:
-            dropped = count_of(change.lost_bindings, "binding")
-            lines.append(
-                f"  replace exchange {change.name!r}: drops {dropped} "
-                "the spec does not own (run-time ones made by consumers among them)"
-            )
-            continue
-        holds = f"holds {_messages(change.messages)}, {_consumers(change.consumers)}"
-        if change.drains_into is not None:
-            why = (
-                f"a cut `apply --migrate` of queue {change.drains_into!r} left them here: "
-                "run apply --migrate to move them back"
-            )
-        elif change.action is Action.DELETE:
-            why = "it is not in the spec (--prune)"
-        else:
-            why = "; ".join(f.describe() for f in change.fields) or "its properties differ"
-            if isinstance(change.before, QueueState) and migration.refusal(change.before):
-                why += f"; --migrate cannot move it: {migration.refusal(change.before)}"
-        lines.append(f"  {change.action.value} queue {change.name!r}: {holds}; {why}")
-    if migrate:
-        lines.append(
-            "run again with --allow-data-loss to delete them anyway (their messages are lost)"
-        )
-    else:
-        lines.append(
-            "run again with --migrate to replace queues with their messages and bindings kept, "
-            "or with --allow-data-loss to delete and re-declare them anyway (their messages are "
-            "lost), or drain them first"
-        )
-    return "\n".join(lines)
+        return None
+    remedies = (Option.ALLOW_DATA_LOSS,) if migrate else (Option.MIGRATE, Option.ALLOW_DATA_LOSS)
+    return DataLossRefused([_at_risk(c) for c in changes], remedies)
 
 
-def _messages(n: int | None) -> str:
-    if n is None:
-        return "an unknown number of messages"
-    return f"{n} message" + ("" if n == 1 else "s")
-
-
-def _consumers(n: int | None) -> str:
-    if n is None:
-        return "an unknown number of consumers"
-    return f"{n} consumer" + ("" if n == 1 else "s")
+def _at_risk(change: Change) -> AtRisk:
+    kind, action = change.kind.value, change.action.value
+    if change.kind is Kind.EXCHANGE:
+        return AtRisk(kind, action, change.name, bindings=change.lost_bindings)
+    before = change.before
+    return AtRisk(
+        kind,
+        action,
+        change.name,
+        messages=change.messages,
+        consumers=change.consumers,
+        differences=tuple(f.describe() for f in change.fields),
+        unmanaged=change.action is Action.DELETE,
+        cut_migration_of=change.drains_into,
+        unmovable=(migration.refusal(before) or None) if isinstance(before, QueueState) else None,
+    )
 
 
 # -- what to send -------------------------------------------------------------

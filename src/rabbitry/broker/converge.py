@@ -11,7 +11,7 @@ from rabbitry.broker.live import LiveState, read_live
 from rabbitry.broker.plan import Action, Change, Kind, Plan, diff
 from rabbitry.broker.state import BindingState, desired
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import ManagementError, UsageError
+from rabbitry.errors import ManagementError, Option, Phrase
 from rabbitry.spec import Spec
 
 __all__ = ["Converged", "Planned", "apply", "plan"]
@@ -33,10 +33,14 @@ async def plan(spec: Spec, url: BrokerURL, *, prune: bool = False, timeout: floa
     """What apply would change in ``url``'s vhost; changes nothing."""
     live = await read_live(url, spec, timeout=timeout)
     if prune and not live.can_prune:
-        raise UsageError(
-            f"--prune needs the management API to see what the spec does not have, and "
-            f"{url.management} did not answer; enable it (rabbitmq-plugins enable "
-            "rabbitmq_management) or pass --management-url"
+        raise ManagementError(
+            Phrase.of(
+                Option.PRUNE,
+                " needs the management API to see what the spec does not have, and "
+                f"{url.management} did not answer; enable it (rabbitmq-plugins enable "
+                "rabbitmq_management) or pass ",
+                Option.MANAGEMENT_URL,
+            )
         )
     return Planned(live, diff(desired(spec), live.topology, spec, prune=prune))
 
@@ -60,10 +64,15 @@ async def apply(
         # Nothing is changed: a half-applied spec without its policies (dead-letter
         # exchanges, limits) would run with settings nobody asked for.
         raise ManagementError(
-            f"the spec has policies, which only the management API can read and write, and "
-            f"{url.management} could not be used ({planned.live.fallback_reason}); nothing "
-            "was changed: enable it (rabbitmq-plugins enable rabbitmq_management), give "
-            "--management-url, or use a user with the management and policymaker tags"
+            Phrase.of(
+                "the spec has policies, which only the management API can read and write, "
+                f"and {url.management} could not be used (",
+                planned.live.fallback or "",
+                "); nothing was changed: enable it (rabbitmq-plugins enable "
+                "rabbitmq_management), give ",
+                Option.MANAGEMENT_URL,
+                ", or use a user with the management and policymaker tags",
+            )
         )
     # Policies go through the management API, after the AMQP changes (a refusal
     # of data loss there stops the run before any policy is written).

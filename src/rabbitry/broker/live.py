@@ -40,7 +40,10 @@ from rabbitry.errors import (
     BrokerError,
     ConnectionFailed,
     ManagementError,
+    Option,
+    Phrase,
     first_broker_error,
+    phrase_of,
 )
 from rabbitry.spec import Spec
 
@@ -79,7 +82,7 @@ _BLIND_SPOTS: Final = {
     BlindSpot.POLICIES: "policies cannot be read over AMQP: a policy that differs or is "
     "missing is not visible, and apply cannot write one",
     BlindSpot.UNMANAGED: "objects that are not in the spec are invisible over AMQP, so "
-    "--prune cannot work without the management API",
+    "pruning cannot work without the management API",
     BlindSpot.UNKNOWN_ARGUMENTS: "x-arguments the queue type does not know are not compared "
     "by the broker on a declare: a difference in one is not visible over AMQP",
     BlindSpot.STREAM_COUNTS: "a stream's message count cannot be read over AMQP: it shows "
@@ -99,8 +102,14 @@ class LiveState:
     topology: Topology
     source: str  # MANAGEMENT or AMQP
     blind_spots: tuple[BlindSpot, ...] = ()
-    #: Why the management API was not used, when it was not (for people).
-    fallback_reason: str | None = None
+    #: Why the management API was not used, when it was not (for people; a ``Phrase``
+    #: so that the command line names the settings it mentions as its flags).
+    fallback: Phrase | None = None
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """``fallback`` as Python words."""
+        return None if self.fallback is None else str(self.fallback)
 
     @property
     def can_prune(self) -> bool:
@@ -141,18 +150,21 @@ async def read_live(
     is raised.  ``timeout`` bounds every single broker call.
     """
     if not management:
-        return await _read_amqp(url, spec, timeout, "the management API was not asked")
+        return await _read_amqp(url, spec, timeout, Phrase.of("the management API was not asked"))
     try:
         topology = await read_vhost(url, timeout=timeout, counts=False)
     except (ManagementError, ConnectionFailed) as exc:
         if url.management_required:
             raise ManagementError(
-                f"{exc} (the management API was given explicitly with --management-url "
-                "or $RABBITRY_MANAGEMENT_URL, so plan will not fall back to AMQP, which "
-                "cannot see bindings or policies; fix the URL, or leave it out to read "
-                "over AMQP)"
+                Phrase.of(
+                    phrase_of(exc),
+                    " (the management API was given explicitly (",
+                    Option.MANAGEMENT_URL,
+                    "), so plan will not fall back to AMQP, which cannot see bindings or "
+                    "policies; fix the URL, or leave it out to read over AMQP)",
+                )
             ) from None
-        why = f"the management API could not be used: {exc}"
+        why = Phrase.of("the management API could not be used: ", phrase_of(exc))
     else:
         return await _verify_counts(url, spec, topology, timeout)
     return await _read_amqp(url, spec, timeout, why)  # outside `except`: no chained context
@@ -197,7 +209,7 @@ async def _verify_counts(
             replace(topology, queues=queues),
             MANAGEMENT,
             (BlindSpot.QUEUE_COUNTS,),
-            fallback_reason=f"counting messages failed: {exc}",
+            fallback=Phrase.of("counting messages failed: ", phrase_of(exc)),
         )
     except BaseException:
         reporting.cancel()
@@ -247,7 +259,7 @@ def _larger(reported: int | None, asked: int, *, trust: bool = True) -> int | No
     return asked if reported is None else max(reported, asked)
 
 
-async def _read_amqp(url: BrokerURL, spec: Spec, timeout: float, why: str) -> LiveState:
+async def _read_amqp(url: BrokerURL, spec: Spec, timeout: float, why: Phrase) -> LiveState:
     want = desired(spec)
     exchanges = {n: x for n, x in want.exchanges.items() if not is_reserved_exchange(n)}
     probe = await _probe(url, exchanges, want.queues, timeout, verify=True)
@@ -284,7 +296,7 @@ async def _read_amqp(url: BrokerURL, spec: Spec, timeout: float, why: str) -> Li
         Topology(found_exchanges, found_queues, bindings),
         AMQP,
         tuple(spots),
-        fallback_reason=why,
+        fallback=why,
     )
 
 

@@ -44,6 +44,8 @@ from rabbitry.errors import (
     BrokerTimeout,
     ConnectionFailed,
     ManagementError,
+    Option,
+    Phrase,
     first_broker_error,
 )
 
@@ -69,7 +71,9 @@ _BINDING_COLUMNS = "source,destination,destination_type,routing_key,arguments"
 #: packets should read as "not reachable" quickly, not use up the whole deadline.
 _CONNECT_TIMEOUT = 5.0
 
-_ENABLE_HINT = "enable it (rabbitmq-plugins enable rabbitmq_management) or pass --management-url"
+_ENABLE_HINT = Phrase.of(
+    "enable it (rabbitmq-plugins enable rabbitmq_management) or pass ", Option.MANAGEMENT_URL
+)
 
 Row = Mapping[str, Any]
 
@@ -153,8 +157,11 @@ async def _client(url: BrokerURL, timeout: float) -> AsyncIterator[httpx.AsyncCl
         )
     except (httpx.InvalidURL, ValueError):
         raise ManagementError(
-            f"{_endpoint(url.management)} is not a management API URL (http://host:15672); "
-            "fix --management-url"
+            Phrase.of(
+                f"{_endpoint(url.management)} is not a management API URL (http://host:15672); "
+                "fix ",
+                Option.MANAGEMENT_URL,
+            )
         ) from None
     async with client, asyncio.timeout(timeout):
         yield client
@@ -243,8 +250,11 @@ async def _get(
         rows = None
     if not isinstance(rows, list):
         raise ManagementError(
-            f"{_where(url)} answered {path} with something that is not the RabbitMQ management "
-            f"API's JSON; check --management-url"
+            Phrase.of(
+                f"{_where(url)} answered {path} with something that is not the RabbitMQ "
+                "management API's JSON; check ",
+                Option.MANAGEMENT_URL,
+            )
         )
     return rows
 
@@ -304,22 +314,32 @@ def _status_error(url: BrokerURL, response: httpx.Response) -> BrokerError:
             )
         if "virtual host" in reason:
             return ConnectionFailed(
-                f"{where}: user {user!r} may not use vhost {vhost!r}; grant permissions "
-                f"(rabbitmqctl set_permissions -p {vhost!r} {user} '.*' '.*' '.*') or fix --url"
+                Phrase.of(
+                    f"{where}: user {user!r} may not use vhost {vhost!r}; grant permissions "
+                    f"(rabbitmqctl set_permissions -p {vhost!r} {user} '.*' '.*' '.*') or fix ",
+                    Option.URL,
+                )
             )
         return ConnectionFailed(
-            f"{where} refused the login of user {user!r}; check the user and password "
-            "in --url / RABBITRY_URL"
+            Phrase.of(
+                f"{where} refused the login of user {user!r}; check the user and password in ",
+                Option.URL,
+            )
         )
     if status == 404 and error == "Object Not Found":
         return ConnectionFailed(
-            f"{where}: RabbitMQ has no vhost {vhost!r}; create it "
-            f"(rabbitmqctl add_vhost {vhost!r}) or fix --url"
+            Phrase.of(
+                f"{where}: RabbitMQ has no vhost {vhost!r}; create it "
+                f"(rabbitmqctl add_vhost {vhost!r}) or fix ",
+                Option.URL,
+            )
         )
     if status == 404:
         return ManagementError(
-            f"{where} has no RabbitMQ management API at {response.request.url.path}; "
-            "check --management-url"
+            Phrase.of(
+                f"{where} has no RabbitMQ management API at {response.request.url.path}; check ",
+                Option.MANAGEMENT_URL,
+            )
         )
     detail = f": {reason or error}" if (reason or error) else ""
     return ManagementError(
@@ -342,8 +362,11 @@ def _error_body(response: httpx.Response) -> tuple[str, str]:
 def _unreachable(url: BrokerURL, exc: httpx.HTTPError) -> ManagementError:
     detail = " ".join(str(exc).split()) or type(exc).__name__
     return ManagementError(
-        f"{_where(url)} is not reachable ({detail}); check that RabbitMQ is running there, "
-        f"and if it is, {_ENABLE_HINT}"
+        Phrase.of(
+            f"{_where(url)} is not reachable ({detail}); check that RabbitMQ is running there, "
+            "and if it is, ",
+            _ENABLE_HINT,
+        )
     )
 
 

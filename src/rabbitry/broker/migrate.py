@@ -102,7 +102,15 @@ from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.management import read_rows
 from rabbitry.broker.state import BindingState, QueueState, normalise_arguments
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, BrokerTimeout, NotFound, UsageError, with_hint
+from rabbitry.errors import (
+    BrokerError,
+    BrokerTimeout,
+    InvalidArgument,
+    NotFound,
+    Option,
+    Phrase,
+    with_hint,
+)
 
 __all__ = [
     "BATCH",
@@ -150,12 +158,16 @@ def temporary_queue(queue: str) -> str:
     return PREFIX + hashlib.sha256(queue.encode()).hexdigest()
 
 
+#: How a cut or stopped migration is finished.
+_AGAIN = Phrase.of("apply again with ", Option.MIGRATE)
+
+
 def refusal(queue: QueueState) -> str:
     """Why the queue as the broker has it cannot be migrated; ``""`` when it can."""
     if queue.type == "stream":
         return (
             "a stream cannot be drained (its messages are read by offset, never removed); "
-            "replace it with --allow-data-loss, or declare a new stream beside it"
+            "replace it losing them, or declare a new stream beside it"
         )
     if queue.exclusive:
         return "it is exclusive to a running connection, which owns it: stop that connection"
@@ -185,12 +197,12 @@ async def migrate(
     """Replace ``before`` (on the broker) with ``want`` (the spec's), steps M1-M10.
 
     ``timeout`` bounds every broker call, and every wait for the mover's
-    progress; raises ``UsageError`` (before touching anything) for a queue
+    progress; raises ``InvalidArgument`` (before touching anything) for a queue
     that cannot be migrated, else a ``BrokerError`` naming the step.
     """
     why = refusal(before)
     if why:
-        raise UsageError(f"apply --migrate cannot replace queue {want.name!r}: {why}")
+        raise InvalidArgument(f"queue {want.name!r} cannot be migrated: {why}")
     started = time.monotonic()
     name, temp = want.name, temporary_queue(want.name)
     routes = await _routes(url, (name, temp), timeout)
@@ -212,8 +224,11 @@ def _cut(exc: BrokerError, queue: str, temp: str) -> BrokerError:
     finish it: whoever reads only the error must know that nothing is lost."""
     return with_hint(
         exc,
-        f"the migration of queue {queue!r} is cut: what it has moved waits in {temp!r}, and "
-        "`rabbitry apply --migrate` run again finishes it",
+        Phrase.of(
+            f"the migration of queue {queue!r} is cut: what it has moved waits in {temp!r}, and ",
+            _AGAIN,
+            " finishes it",
+        ),
     )
 
 
@@ -229,9 +244,12 @@ async def finish(
             return Migrated(queue, temp, 0, 0, 0, time.monotonic() - started)
         if await s.count(queue) is None:
             raise NotFound(
-                f"RabbitMQ at {url.endpoint}: queue {queue!r} does not exist, and "
-                f"{temp!r} holds its messages from a cut migration; run `rabbitry apply "
-                "--migrate` (it declares the queue first)"
+                Phrase.of(
+                    f"RabbitMQ at {url.endpoint}: queue {queue!r} does not exist, and "
+                    f"{temp!r} holds its messages from a cut migration; ",
+                    _AGAIN,
+                    " (it declares the queue first)",
+                )
             )
         try:
             await s.reroute(routes, temp, queue)
@@ -260,7 +278,12 @@ async def _routes(url: BrokerURL, queues: Iterable[str], timeout: float) -> tupl
         )
     except BrokerError as exc:
         raise with_hint(
-            exc, "apply --migrate reads the bindings to keep through the management API"
+            exc,
+            Phrase.of(
+                "a migration (",
+                Option.MIGRATE,
+                ") reads the bindings to keep through the management API",
+            ),
         ) from None
     found = {
         _Route(row["source"], row.get("routing_key") or "", normalise_arguments(row["arguments"]))
@@ -405,9 +428,12 @@ class _Session:
                 await self.call(f"deleting queue {source!r}", lambda ch: ch.queue_delete(source))
                 return total
         raise BrokerError(
-            f"RabbitMQ at {self.url.endpoint}: queue {source!r} kept getting messages while "
-            f"they were moved to {into!r} ({_ROUNDS} rounds); publishers send to it straight "
-            "(default exchange): stop them, then run `rabbitry apply --migrate` again"
+            Phrase.of(
+                f"RabbitMQ at {self.url.endpoint}: queue {source!r} kept getting messages "
+                f"while they were moved to {into!r} ({_ROUNDS} rounds); publishers send to it "
+                "straight (default exchange): stop them, then ",
+                _AGAIN,
+            )
         )
 
 
@@ -465,9 +491,12 @@ class _Mover:
             # ack of the same message (the broker sends the return first).
             self._fail(
                 NotFound(
-                    f"RabbitMQ at {self.url.endpoint}: queue {self.target!r} disappeared while "
-                    f"messages of {self.source!r} were moved into it; nothing unconfirmed was "
-                    "acked: run `rabbitry apply --migrate` again"
+                    Phrase.of(
+                        f"RabbitMQ at {self.url.endpoint}: queue {self.target!r} disappeared "
+                        f"while messages of {self.source!r} were moved into it; nothing "
+                        "unconfirmed was acked: ",
+                        _AGAIN,
+                    )
                 )
             )
             await returned(frame)
@@ -645,10 +674,13 @@ class _Mover:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > self.timeout:
                 raise BrokerTimeout(
-                    f"RabbitMQ at {self.url.endpoint} delivered nothing from queue "
-                    f"{self.source!r} for {self.timeout:g} s while it counts messages; a "
-                    "single-active-consumer queue delivers only to its active consumer: stop "
-                    "it, then run `rabbitry apply --migrate` again"
+                    Phrase.of(
+                        f"RabbitMQ at {self.url.endpoint} delivered nothing from queue "
+                        f"{self.source!r} for {self.timeout:g} s while it counts messages; a "
+                        "single-active-consumer queue delivers only to its active consumer: "
+                        "stop it, then ",
+                        _AGAIN,
+                    )
                 )
 
     async def _until_settled(self) -> None:
@@ -660,9 +692,12 @@ class _Mover:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > self.timeout:
                 raise BrokerTimeout(
-                    f"RabbitMQ at {self.url.endpoint} did not confirm copies into queue "
-                    f"{self.target!r} within {self.timeout:g} s; run `rabbitry apply "
-                    "--migrate` again (nothing unconfirmed was acked)"
+                    Phrase.of(
+                        f"RabbitMQ at {self.url.endpoint} did not confirm copies into queue "
+                        f"{self.target!r} within {self.timeout:g} s; ",
+                        _AGAIN,
+                        " (nothing unconfirmed was acked)",
+                    )
                 )
         self._check()
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument
 
 __all__ = ["DEFAULT_URL", "BrokerURL", "parse_url"]
 
@@ -75,12 +75,14 @@ def parse_url(text: str | None = None, *, management: str | None = None) -> Brok
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise UsageError(f"{_mask(raw)} is not a valid URL: {exc}") from None
+        raise InvalidArgument(f"{_mask(raw)} is not a valid URL: {exc}") from None
     if parts.scheme not in _DEFAULT_PORTS:
-        raise UsageError(f"{_mask(raw)} is not an AMQP URL: it must start with amqp:// or amqps://")
+        raise InvalidArgument(
+            f"{_mask(raw)} is not an AMQP URL: it must start with amqp:// or amqps://"
+        )
     port = parts.port or _DEFAULT_PORTS[parts.scheme]
     if management is not None and urlsplit(management).scheme not in ("http", "https"):
-        raise UsageError(
+        raise InvalidArgument(
             f"{_mask(management)} is not a management API URL: it must start with http:// "
             "or https://"
         )

@@ -3,8 +3,10 @@
 Exit codes: 0 fine, 1 problems found or the operation failed, 2 usage error.
 Bad input never shows a traceback: every expected failure is a
 ``RabbitryError`` (or a ``SpecError`` carrying located diagnostics), turned
-into one clear message here, in one place (``main``).  Each command lives in
-a module of its own.
+into one clear message here, in one place (``main``), where the settings an
+error names (``errors.Option``: ``allow_data_loss=True`` in Python) are
+spelt as this command line's flags (``--allow-data-loss``, ``_options.FLAGS``).
+Each command lives in a module of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rabbitry.cli._check import check_command, route_command
 from rabbitry.cli._converge import apply_command, plan_command
 from rabbitry.cli._generate import generate_command
 from rabbitry.cli._messaging import publish_command, tail_command
-from rabbitry.cli._options import plural
+from rabbitry.cli._options import plural, told
 from rabbitry.errors import ContractViolation, DataLossRefused, RabbitryError, SpecError
 
 __all__ = ["cli", "main"]
@@ -82,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             click.echo(f"  {fault}", err=True)
         sys.exit(1)
     except DataLossRefused as exc:
-        click.echo(f"refused: {exc}", err=True)
+        click.echo(f"refused: {told(exc)}", err=True)
         sys.exit(1)
     except RabbitryError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {told(exc)}", err=True)
         sys.exit(1)
     except Exception as exc:
         if os.environ.get("RABBITRY_DEBUG"):

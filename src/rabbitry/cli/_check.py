@@ -13,11 +13,10 @@ from typing import Any
 
 import click
 
-from rabbitry.check import Report, check
+from rabbitry.check import Report, check, load_spec
 from rabbitry.cli._options import (
     DEFAULT_SPEC,
     format_option,
-    load_for_command,
     plural,
     spec_options,
     which_spec,
@@ -176,7 +175,14 @@ def _compare_against(path: Path, report: Report, against: str, mode: Mode) -> _C
 # Errors that are consequences of routing (a message reaching no queue, ...): a spec with
 # only these is still compared, so the breaking change behind them is named too.
 _ROUTING_ERRORS = frozenset(
-    {Code.UNROUTABLE, Code.UNREACHABLE_CONSUMER, Code.INTERNAL_EXCHANGE, Code.RUNTIME_QUEUE}
+    {
+        Code.UNROUTABLE,
+        Code.UNROUTED_VALUE,
+        Code.UNSENDABLE_VALUE,
+        Code.UNREACHABLE_CONSUMER,
+        Code.INTERNAL_EXCHANGE,
+        Code.RUNTIME_QUEUE,
+    }
 )
 
 
@@ -302,7 +308,7 @@ def route_command(
     One queue per line; a queue reached only through a binding made at run
     time says so. Exit 1 when the message reaches no queue.
     """
-    spec = load_for_command(spec_option or Path(DEFAULT_SPEC))
+    spec = load_spec(spec_option or Path(DEFAULT_SPEC))
     header_table = dict(_parse_header(h) for h in headers)
     destinations = route(spec, exchange, key, header_table)
     if output_format == "json":

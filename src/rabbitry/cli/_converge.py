@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,14 +16,18 @@ from rabbitry.broker import converge
 from rabbitry.broker.live import BlindSpot
 from rabbitry.broker.report import plan_lines, settings_json, settings_lines, summary
 from rabbitry.broker.url import BrokerURL, parse_url
+from rabbitry.check import load_spec
 from rabbitry.cli._options import (
     broker_options,
     format_option,
-    load_for_command,
     plural,
+    said,
     spec_options,
     which_spec,
 )
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 __all__ = ["apply_command", "plan_command"]
 
@@ -56,7 +60,7 @@ def plan_command(
     changes are pending; 1 on errors, and when something the spec declares could
     not be seen (read over AMQP, bindings and policies are not visible).
     """
-    model = load_for_command(which_spec(spec, spec_option))
+    model = load_spec(which_spec(spec, spec_option))
     target = parse_url(url, management=management_url)
     planned = asyncio.run(converge.plan(model, target, prune=prune, timeout=timeout))
     unverified = planned.live.unverified(model)
@@ -105,7 +109,7 @@ def apply_command(
     Idempotent: a second run changes nothing. A queue that holds messages or has
     consumers is never deleted or replaced without --allow-data-loss.
     """
-    model = load_for_command(which_spec(spec, spec_option))
+    model = load_spec(which_spec(spec, spec_option))
     target = parse_url(url, management=management_url)
     with _progress(enabled=output_format == "text") as progress:
         done = asyncio.run(
@@ -164,8 +168,8 @@ def _print_plan(
     where = f"vhost {target.vhost!r} at {target.endpoint}"
     how = _SOURCES.get(live.source, live.source)
     click.echo(f"{'Applied to' if applied else 'Plan for'} {where} (read through {how}):")
-    if live.fallback_reason:
-        click.echo(click.style(f"  note: {live.fallback_reason}", fg="yellow"))
+    if live.fallback is not None:
+        click.echo(click.style(f"  note: {said(live.fallback)}", fg="yellow"))
     for spot in live.blind_spots:
         click.echo(click.style(f"  note: {spot.describe()}", fg="yellow"))
     if plan.empty and unverified:
@@ -201,7 +205,7 @@ def _plan_json(
         "broker": target.masked,
         "vhost": target.vhost,
         "source": planned.live.source,
-        "fallback_reason": planned.live.fallback_reason,
+        "fallback_reason": said(planned.live.fallback) if planned.live.fallback else None,
         "blind_spots": [
             {"code": spot.value, "text": spot.describe()} for spot in planned.live.blind_spots
         ],
@@ -216,20 +220,23 @@ def _plan_json(
 
 @contextlib.contextmanager
 def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr when it is a terminal and the apply is long; else nothing."""
+    """A progress bar on stderr when it is a terminal and the apply is long; else nothing.
+
+    click's bar needs its length, which the first report gives: it is made then.
+    """
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
-    # Only for terminals: keep start-up light.
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import Progress  # noqa: PLC0415
-
-    with Progress(transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task("applying", total=None)
+    with contextlib.ExitStack() as stack:
+        bars: list[ProgressBar[int]] = []
 
         def report(done: int, total: int) -> None:
-            if total >= _PROGRESS_THRESHOLD:
-                bar.update(task, completed=done, total=total)
+            if total < _PROGRESS_THRESHOLD:
+                return
+            if not bars:
+                bar = click.progressbar(length=total, label="applying", file=sys.stderr)
+                bars.append(stack.enter_context(bar))
+            bars[0].update(done - bars[0].pos)
 
         yield report
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
+from rabbitry.check import load_spec
 from rabbitry.cli._options import (
     format_option,
-    load_for_command,
     plural,
     spec_options,
     which_spec,
@@ -53,7 +53,7 @@ def generate_command(
     stale or on errors, 2 when the spec says nowhere to generate to.
     """
     path = which_spec(spec, spec_option)
-    model = load_for_command(path)
+    model = load_spec(path)
     try:
         folder, package = target(model, out)
     except UsageError as exc:

@@ -15,22 +15,25 @@ from typing import Any
 import click
 
 from rabbitry.broker.url import parse_url
+from rabbitry.check import load_spec
 from rabbitry.cli._options import (
+    FLAGS,
     broker_options,
     connection_options,
-    load_for_command,
     plural,
     spec_options,
     which_spec,
 )
-from rabbitry.errors import UsageError
-from rabbitry.messaging._tail_cost import SPEND_FLAG, Cost, QueueFacts, read_facts
+from rabbitry.errors import Option, UsageError
+from rabbitry.messaging._tail_cost import Cost, QueueFacts, read_facts
 from rabbitry.messaging._xdeath import Death, RabbitryReason
 from rabbitry.messaging.client import Client
 from rabbitry.messaging.contract import Contract
 from rabbitry.messaging.peek import Peeked, PeekOutcome, peek
 
 __all__ = ["publish_command", "tail_command"]
+
+SPEND_FLAG = FLAGS[Option.SPEND_DELIVERY]
 
 
 def _payload(text: str) -> Any:
@@ -62,7 +65,7 @@ def publish_command(
     Nothing is sent when it does not fit (exit 1, naming the field); a message
     that no queue takes is an error too.
     """
-    contract = Contract.from_spec(load_for_command(which_spec(None, spec_option)))
+    contract = Contract.from_spec(load_spec(which_spec(None, spec_option)))
     payload = _payload(payload_text)
     target = contract.message(message)
     target.validate(payload)  # before connecting: an invalid message never needs a broker
@@ -137,7 +140,7 @@ def tail_command(
     whether everything it saw is in the queue again.  Exit 1 when any message
     is invalid.
     """
-    spec = load_for_command(which_spec(None, spec_option))
+    spec = load_spec(which_spec(None, spec_option))
     contract = Contract.from_spec(spec)
     contract.queue(queue)  # a queue the spec does not have is a usage error
     if spec.queues[queue].runtime:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,18 +11,18 @@ import click
 from rabbitry.broker.amqp import DEFAULT_TIMEOUT
 from rabbitry.broker.plan import count_of as plural
 from rabbitry.broker.url import DEFAULT_URL
-from rabbitry.check import check
-from rabbitry.errors import SpecError
-from rabbitry.spec import Spec
+from rabbitry.errors import Option, Phrase, phrase_of
 
 __all__ = [
     "DEFAULT_SPEC",
+    "FLAGS",
     "broker_options",
     "connection_options",
     "format_option",
-    "load_for_command",
     "plural",
+    "said",
     "spec_options",
+    "told",
     "which_spec",
 ]
 
@@ -93,9 +93,22 @@ def broker_options(func: F) -> F:
     return connection_options(func)
 
 
-def load_for_command(path: Path) -> Spec:
-    """The spec, for commands that use it: its errors stop the command with exit 1."""
-    report = check(path)
-    if report.spec is None or report.errors:
-        raise SpecError(report.errors)
-    return report.spec
+#: Each setting the library's errors name (``Option``), as this command line spells it.
+FLAGS: Mapping[Option, str] = {
+    Option.URL: "--url / $RABBITRY_URL",
+    Option.MANAGEMENT_URL: "--management-url",
+    Option.PRUNE: "--prune",
+    Option.MIGRATE: "--migrate",
+    Option.ALLOW_DATA_LOSS: "--allow-data-loss",
+    Option.SPEND_DELIVERY: "--spend-delivery",
+}
+
+
+def said(phrase: Phrase) -> str:
+    """``phrase`` as the command line says it: the settings it names as flags."""
+    return phrase.render(FLAGS.__getitem__)
+
+
+def told(exc: BaseException) -> str:
+    """``exc``'s message as the command line says it (``said``)."""
+    return said(phrase_of(exc))

@@ -73,10 +73,10 @@ from rabbitry.broker.amqp import broker_error
 from rabbitry.errors import (
     BrokerError,
     Fault,
+    InvalidArgument,
     NotFound,
     PublishFailed,
     PublishTimeout,
-    UsageError,
 )
 from rabbitry.messaging._decode import Refusal, decode
 from rabbitry.messaging._delivery import Delivery
@@ -884,7 +884,9 @@ def deadline_of(seconds: float | None) -> float | None:
     if seconds is None or math.isinf(seconds):
         return None
     if seconds <= 0:
-        raise UsageError(f"handler_timeout must be positive, not {seconds:g} (None: no deadline)")
+        raise InvalidArgument(
+            f"handler_timeout must be positive, not {seconds:g} (None: no deadline)"
+        )
     return seconds
 
 

@@ -65,10 +65,12 @@ from rabbitry.errors import (
     ContractViolation,
     Fault,
     MessageTooLarge,
+    Phrase,
     PublishFailed,
     PublishManyFailed,
     PublishRefused,
     PublishTimeout,
+    phrase_of,
 )
 from rabbitry.messaging._decode import MAX_BODY, json_faults
 from rabbitry.messaging._supervisor import Supervisor, backoff
@@ -434,8 +436,10 @@ class Publisher:
             out = self._queue.popleft()
             if out.sent and not out.done:
                 error = PublishTimeout(
-                    f"{failure}; {out.describe()} was written but not confirmed: the outcome "
-                    "is UNKNOWN"
+                    Phrase.of(
+                        phrase_of(failure),
+                        f"; {out.describe()} was written but not confirmed: the outcome is UNKNOWN",
+                    )
                 )
                 error.sent = True
                 out.settle(error)

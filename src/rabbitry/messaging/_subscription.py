@@ -41,7 +41,7 @@ from typing import Any, Generic, Self
 import aiormq.exceptions as amqp_errors
 
 from rabbitry.broker.amqp import broker_error
-from rabbitry.errors import BrokerTimeout, NotFound, UsageError
+from rabbitry.errors import BrokerTimeout, InvalidArgument, InvalidState, NotFound
 from rabbitry.messaging._consumer import ACK, Inbox, Link, Settler
 from rabbitry.messaging._delivery import Delivery, T
 from rabbitry.messaging._publisher import Publisher
@@ -114,7 +114,7 @@ class Subscription(Inbox, Generic[T]):
         unknown = [p for p in params if p not in wanted]
         if missing or unknown:
             needs = ", ".join(wanted) or "no values"
-            raise UsageError(
+            raise InvalidArgument(
                 f"queue {self.contract.name!r} is bound with {needs}; "
                 + (f"missing: {', '.join(missing)}" if missing else "")
                 + ("; " if missing and unknown else "")
@@ -283,7 +283,7 @@ class Subscription(Inbox, Generic[T]):
 
     async def __aenter__(self) -> Self:
         if self._entered:
-            raise UsageError("a subscription can be entered once")
+            raise InvalidState("a subscription can be entered once")
         self._entered = True
         await self._supervisor.register(self)
         try:

@@ -50,7 +50,7 @@ import aiormq
 
 from rabbitry.broker.amqp import broker_error, is_permanent
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed
+from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, Phrase, phrase_of
 
 __all__ = ["OUTAGE_REPORT_EVERY", "Attachment", "Supervisor", "backoff"]
 
@@ -271,7 +271,10 @@ class Supervisor:
             remaining = None if deadline is None else deadline - loop.time()
             if self._closed or (remaining is not None and remaining <= 0):
                 raise ConnectionFailed(
-                    f"gave up after {limit:g} s and {attempt} attempt(s) to connect: {last}"
+                    Phrase.of(
+                        f"gave up after {limit:g} s and {attempt} attempt(s) to connect: ",
+                        phrase_of(last),
+                    )
                     if last
                     else f"RabbitMQ at {node}: no connection within {limit:g} s"
                 )

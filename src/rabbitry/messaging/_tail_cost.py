@@ -53,12 +53,11 @@ from rabbitry.broker.management import policy_from_row, queue_from_row, read_row
 from rabbitry.broker.settings import effective_settings, tied_policies
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, NotFound
+from rabbitry.errors import BrokerError, NotFound, Option, Phrase
 from rabbitry.spec import Policy
 from rabbitry.spec.policies import Setting
 
 __all__ = [
-    "SPEND_FLAG",
     "Cost",
     "QueueFacts",
     "Spent",
@@ -66,9 +65,6 @@ __all__ = [
     "queue_facts",
     "read_facts",
 ]
-
-#: The command-line flag that allows a look that costs a delivery attempt.
-SPEND_FLAG = "--spend-delivery"
 
 Row = Mapping[str, Any]
 
@@ -221,18 +217,26 @@ class QueueFacts:
             "(x-delivery-count + 1) and can dead-letter it"
         )
 
-    def refusal(self) -> str:
+    def refusal(self) -> Phrase:
         """Why tail did not look, and the ways to look anyway."""
-        ways = [f"pass {SPEND_FLAG} to look anyway"]
+        ways = [Phrase.of("pass ", Option.SPEND_DELIVERY, " to look anyway")]
         if self.cost is Cost.UNKNOWN:
-            ways.insert(0, "give a management API that answers (--management-url)")
+            ways.insert(
+                0, Phrase.of("give a management API that answers (", Option.MANAGEMENT_URL, ")")
+            )
         if self.type == "quorum":
             vhost = f" --vhost {shlex.quote(self.vhost)}" if self.vhost != "/" else ""
             ways.append(
-                f"on the broker's host, `rabbitmq-queues peek{vhost} {shlex.quote(self.name)} 1` "
-                "shows the first message without counting a delivery"
+                Phrase.of(
+                    f"on the broker's host, `rabbitmq-queues peek{vhost} "
+                    f"{shlex.quote(self.name)} 1` shows the first message without counting a "
+                    "delivery"
+                )
             )
-        return f"{self.what_a_look_costs()}; nothing was read: {', or '.join(ways)}"
+        parts: list[str | Phrase] = [f"{self.what_a_look_costs()}; nothing was read: "]
+        for i, way in enumerate(ways):
+            parts += [", or ", way] if i else [way]
+        return Phrase.of(*parts)
 
     def drift(self) -> str:
         """A note when the broker's type is not the spec's ("" when they agree or it is unknown)."""

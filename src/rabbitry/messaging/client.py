@@ -25,7 +25,7 @@ from typing import Any, Self, TypedDict
 
 from rabbitry.broker import _frames
 from rabbitry.broker.url import BrokerURL, parse_url
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument, InvalidState, UnknownName
 from rabbitry.messaging._consumer import DEFAULT_HANDLER_TIMEOUT, Consumer, Handler
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
@@ -101,14 +101,15 @@ class Client:
         self.contract = contract
         self.url = url if isinstance(url, BrokerURL) else parse_url(url)
         if service is not None and service not in contract.services:
-            known = ", ".join(sorted(contract.services)) or "none"
-            raise UsageError(f"the contract has no service {service!r}; it has: {known}")
+            raise UnknownName("service", service, list(contract.services))
         if prefetch < 1:
-            raise UsageError(f"prefetch must be at least 1, not {prefetch}")
+            raise InvalidArgument(f"prefetch must be at least 1, not {prefetch}")
         if idle_check < 0 or (reattach_timeout is not None and reattach_timeout < 0):
-            raise UsageError("idle_check and reattach_timeout may not be negative")
+            raise InvalidArgument("idle_check and reattach_timeout may not be negative")
         if reconnect_timeout is not None and reconnect_timeout < 0:
-            raise UsageError("reconnect_timeout may not be negative (None: reconnect for ever)")
+            raise InvalidArgument(
+                "reconnect_timeout may not be negative (None: reconnect for ever)"
+            )
         self.service = service
         self.timeout = timeout
         self.prefetch = prefetch
@@ -134,7 +135,7 @@ class Client:
 
     async def __aenter__(self) -> Self:
         if self._supervisor is not None:
-            raise UsageError("this client is already open")
+            raise InvalidState("this client is already open")
         supervisor = Supervisor(
             self.url,
             name=f"rabbitry {self.service}" if self.service else "rabbitry",
@@ -195,7 +196,7 @@ class Client:
 
     def _open(self) -> tuple[Supervisor, Publisher]:
         if self._supervisor is None or self._publisher is None:
-            raise UsageError("the client is not open: use `async with Client(...) as client`")
+            raise InvalidState("the client is not open: use `async with Client(...) as client`")
         return self._supervisor, self._publisher
 
     # -- publishing ----------------------------------------------------------
@@ -207,7 +208,7 @@ class Client:
             if self.service is not None:
                 publishes = self.contract.services[self.service][0]
                 if name not in publishes:
-                    raise UsageError(
+                    raise InvalidArgument(
                         f"service {self.service!r} does not publish {name}; it publishes: "
                         f"{', '.join(publishes) or 'nothing'} (see the spec's services)"
                     )
@@ -270,7 +271,7 @@ class Client:
         if self.service is not None:
             consumes = self.contract.services[self.service][1]
             if queue not in consumes:
-                raise UsageError(
+                raise InvalidArgument(
                     f"service {self.service!r} does not consume queue {queue!r}; it consumes: "
                     f"{', '.join(consumes) or 'nothing'} (see the spec's services)"
                 )
@@ -303,7 +304,7 @@ class Client:
         supervisor, publisher = self._open()
         contract = self.contract.queue(queue)
         if contract.runtime:
-            raise UsageError(
+            raise InvalidArgument(
                 f"queue {queue!r} is a run-time queue (exclusive, bound with values): use "
                 f"subscribe({queue!r}, {', '.join(f'{p}=...' for p in contract.params)})"
             )
@@ -343,8 +344,8 @@ class Client:
         supervisor, publisher = self._open()
         contract = self.contract.queue(queue)
         if not contract.runtime:
-            raise UsageError(
-                f"queue {queue!r} is declared by `rabbitry apply`, not at run time: use "
+            raise InvalidArgument(
+                f"queue {queue!r} is declared by apply, not at run time: use "
                 f"consume({queue!r}, handler)"
             )
         subscription: Subscription[Any] = Subscription(

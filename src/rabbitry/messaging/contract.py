@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema_rs
 
 from rabbitry.check import load_spec, reach
-from rabbitry.errors import ContractViolation, Fault, UsageError
+from rabbitry.errors import ContractViolation, Fault, InvalidArgument, UnknownName
 from rabbitry.spec import Spec
 from rabbitry.spec.bundle import bundle
 from rabbitry.spec.model import PLACEHOLDER, placeholders
@@ -74,9 +74,9 @@ class MessageContract:
             validator = jsonschema_rs.validator_for(dict(self.schema), validate_formats=True)
         except jsonschema_rs.ValidationError as exc:
             reason = str(exc).split("\n", 1)[0]
-            raise UsageError(
+            raise InvalidArgument(
                 f"the schema of message {self.name!r} does not compile: {reason}; "
-                "run `rabbitry check` on the spec and regenerate the package"
+                "check the spec and generate the package again"
             ) from None
         object.__setattr__(self, "_validator", validator)
 
@@ -163,9 +163,9 @@ class Contract:
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Contract:
         if data.get("format") != FORMAT:
-            raise UsageError(
+            raise InvalidArgument(
                 f"contract data of format {data.get('format')!r}; this rabbitry reads {FORMAT}: "
-                "regenerate the package with `rabbitry generate`"
+                "generate the package again with this rabbitry"
             )
         messages = {
             name: MessageContract(
@@ -205,15 +205,13 @@ class Contract:
         try:
             return self.messages[name]
         except KeyError:
-            known = ", ".join(sorted(self.messages))
-            raise UsageError(f"the contract has no message {name!r}; it has: {known}") from None
+            raise UnknownName("message", name, list(self.messages)) from None
 
     def queue(self, name: str) -> QueueContract:
         try:
             return self.queues[name]
         except KeyError:
-            known = ", ".join(sorted(self.queues))
-            raise UsageError(f"the contract has no queue {name!r}; it has: {known}") from None
+            raise UnknownName("queue", name, list(self.queues)) from None
 
 
 def contract_data(spec: Spec) -> dict[str, Any]:

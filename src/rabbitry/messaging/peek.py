@@ -33,7 +33,7 @@ from typing import Any
 
 from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument
 from rabbitry.messaging._decode import Refusal, decode
 from rabbitry.messaging._tail_cost import Cost, QueueFacts, Spent
 from rabbitry.messaging._xdeath import Death, RabbitryReason, deaths, rabbitry_reason
@@ -182,11 +182,11 @@ async def peek(
 
     Stops after ``count`` messages (a window of ``WINDOW`` when ``None``) or
     ``idle`` seconds without one.  A queue where looking spends a delivery
-    attempt (``facts.spends_delivery``) is refused with ``UsageError``
+    attempt (``facts.spends_delivery``) is refused with ``InvalidArgument``
     before anything is read, unless ``spend_delivery``.
     """
     if facts.spends_delivery and not spend_delivery:
-        raise UsageError(facts.refusal())
+        raise InvalidArgument(facts.refusal())
     stream = facts.cost is Cost.NOTHING
     window = min(count, 65535) if count is not None else WINDOW
     arrived: asyncio.Queue[Any] = asyncio.Queue()
