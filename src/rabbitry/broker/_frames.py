@@ -119,14 +119,12 @@ class HeaderTemplate:
 
 
 def _field_table(headers: Mapping[str, Any]) -> bytes:
-    result: bytes = encode.field_table(dict(headers))
-    return result
+    return encode.field_table(dict(headers))
 
 
 def raw_header(body_size: int, properties: spec.Basic.Properties) -> bytes:
     """A content header's payload with any properties (pamqp's marshalling: the slow path)."""
-    result: bytes = ContentHeader(0, body_size, properties).marshal()
-    return result
+    return ContentHeader(0, body_size, properties).marshal()
 
 
 def frame(kind: int, channel: int, payload: bytes) -> tuple[bytes, bytes, bytes]:

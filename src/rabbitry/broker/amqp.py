@@ -20,6 +20,7 @@ from typing import Any
 
 import aiormq
 import aiormq.exceptions as amqp_errors
+from aiormq.abc import AbstractConnection
 
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
@@ -159,7 +160,9 @@ def _is_vhost_refusal(exc: BaseException) -> bool:
     return isinstance(exc, amqp_errors.InvalidFrameError) and "Connection.Close" in text
 
 
-async def connect(url: BrokerURL, *, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
+async def connect(
+    url: BrokerURL, *, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any
+) -> AbstractConnection:
     """An open ``aiormq.Connection`` to ``url``, or a ``BrokerError`` within ``timeout``."""
     try:
         return await asyncio.wait_for(aiormq.connect(url.amqp, **kwargs), timeout)

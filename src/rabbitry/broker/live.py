@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
 
 import aiormq.exceptions as amqp_errors
+from aiormq.abc import AbstractChannel, AbstractConnection
 
 from rabbitry.broker import inequivalent
+from rabbitry.broker._aiormq import queue_counts
 from rabbitry.broker.amqp import broker_error, connect, reply_text
 from rabbitry.broker.management import read_queue_counts, read_vhost
 from rabbitry.broker.state import (
@@ -399,14 +401,14 @@ def _wanted(
 
 
 async def _prober(
-    connection: Any,
+    connection: AbstractConnection,
     url: BrokerURL,
     todo: Iterator[_Job],
     found: _Probe,
     *,
     timeout: float,
 ) -> None:
-    channel: Any = None
+    channel: AbstractChannel | None = None
     for kind, name, wanted in todo:
         try:
             if channel is None or channel.is_closed:
@@ -416,7 +418,7 @@ async def _prober(
                 found.exchanges.add(name)
             else:
                 ok = await asyncio.wait_for(channel.queue_declare(name, passive=True), timeout)
-                found.queues[name] = (ok.message_count, ok.consumer_count)
+                found.queues[name] = queue_counts(ok)
             if wanted is not None:
                 await _verify(channel, wanted, timeout)
         except amqp_errors.ChannelNotFoundEntity:
@@ -434,12 +436,15 @@ async def _prober(
             raise broker_error(exc, url, f"declare of {kind} {name!r}") from None
 
 
-async def _channel(connection: Any, timeout: float) -> Any:
+async def _channel(connection: AbstractConnection, timeout: float) -> AbstractChannel:
     return await asyncio.wait_for(connection.channel(publisher_confirms=False), timeout)
 
 
-async def _verify(channel: Any, wanted: ExchangeState | QueueState, timeout: float) -> None:
+async def _verify(
+    channel: AbstractChannel, wanted: ExchangeState | QueueState, timeout: float
+) -> None:
     """Declare ``wanted`` as it is: a no-op when the broker's object matches, else a 406."""
+    declare: Awaitable[object]
     if isinstance(wanted, ExchangeState):
         declare = channel.exchange_declare(
             wanted.name,
@@ -460,7 +465,7 @@ async def _verify(channel: Any, wanted: ExchangeState | QueueState, timeout: flo
     await asyncio.wait_for(declare, timeout)
 
 
-async def _close(connection: Any, timeout: float) -> None:
+async def _close(connection: AbstractConnection, timeout: float) -> None:
     """Close without letting a dead or slow broker turn a result into an error."""
     with contextlib.suppress(TimeoutError, Exception):
         await asyncio.wait_for(connection.close(), timeout)

@@ -66,9 +66,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from typing import Any
 
-from aiormq.abc import ChannelFrame
+import aiormq
+from aiormq.abc import AbstractChannel, AbstractConnection, ChannelFrame, DeliveredMessage
 from pamqp import commands as spec
+from pamqp.common import FieldArray
 
+from rabbitry.broker._aiormq import consumer_tag, delivered, frame_channel
 from rabbitry.broker.amqp import broker_error
 from rabbitry.errors import (
     BrokerError,
@@ -126,7 +129,7 @@ class Settler:
 
     __slots__ = ("_channel", "_due", "_settled", "_soon", "_states", "_timer")
 
-    def __init__(self, channel: Any, prefetch: int) -> None:
+    def __init__(self, channel: aiormq.Channel, prefetch: int) -> None:
         self._channel = channel
         self._states: dict[int, int] = {}
         self._soon = False
@@ -160,7 +163,7 @@ class Settler:
         if channel.is_closed:
             self._states.clear()  # the broker requeues what this channel did not ack
             return
-        frames: list[Any] = []
+        frames: list[spec.Basic.Ack | spec.Basic.Nack] = []
         states = self._states
         last_ack = 0
         head = True
@@ -223,7 +226,7 @@ class Link:
         "window",
     )
 
-    def __init__(self, channel: Any, settler: Settler, now: float, window: int) -> None:
+    def __init__(self, channel: aiormq.Channel, settler: Settler, now: float, window: int) -> None:
         self.channel = channel
         self.settler = settler
         #: Its prefetch: the client's, less what the links it replaced still hold.
@@ -293,7 +296,7 @@ class Inbox:
         return self.contract.name
 
     @property
-    def _channel(self) -> Any:
+    def _channel(self) -> aiormq.Channel | None:
         """The channel it consumes on now (``None`` while it has none)."""
         return self._link.channel if self._link is not None else None
 
@@ -329,11 +332,11 @@ class Inbox:
 
     # -- life on the connection -----------------------------------------------
 
-    async def attach(self, connection: Any) -> None:
+    async def attach(self, connection: AbstractConnection) -> None:
         async with self._lock:
             await self._attach(connection)
 
-    async def _attach(self, connection: Any) -> None:
+    async def _attach(self, connection: AbstractConnection) -> None:
         if self._stopping or self._failure is not None or self._comeback is not None:
             return  # a queue that is gone is waited for by its own loop
         current = self._link
@@ -352,11 +355,11 @@ class Inbox:
             return
         self._use(link)
 
-    async def _open(self, connection: Any) -> Link:
+    async def _open(self, connection: AbstractConnection) -> Link:
         """A new channel consuming from the queue (raises what the broker said)."""
         # Room for every frame the prefetch window can bring (3 a message): aiormq's
         # reader then hands them over without waiting for the channel's reader.
-        channel = await connection.channel(
+        opened = await connection.channel(
             publisher_confirms=False,
             frame_buffer_size=3 * self._prefetch + 16,
             timeout=self._timeout,
@@ -368,6 +371,7 @@ class Inbox:
         held += len(current.inflight) if current is not None else 0
         window = max(1, self._prefetch - held)
         try:
+            channel = frame_channel(opened)  # the settler writes its acks on its write queue
             await channel.basic_qos(prefetch_count=window, timeout=self._timeout)
             await self._declare(channel)
             settler = Settler(channel, window)
@@ -376,9 +380,9 @@ class Inbox:
                 self.queue_name, partial(self._deliver, link), timeout=self._timeout
             )
         except BaseException:
-            await self._close(channel)
+            await self._close(opened)
             raise
-        link.tag = ok.consumer_tag
+        link.tag = consumer_tag(ok)
         return link
 
     def _use(self, link: Link) -> None:
@@ -414,7 +418,7 @@ class Inbox:
         if self._watchdog is None and self._policy.idle_check > 0:
             self._watchdog = self._spawn(self._watch())
 
-    async def _declare(self, channel: Any) -> None:
+    async def _declare(self, channel: AbstractChannel) -> None:
         """Declare and bind what must exist before consuming (run-time queues)."""
 
     def detach(self, failure: BrokerError | None) -> None:
@@ -455,7 +459,7 @@ class Inbox:
 
     # -- the queue goes, and comes back ------------------------------------------
 
-    def _cancelled_by_broker(self, link: Link, frame: Any) -> None:
+    def _cancelled_by_broker(self, link: Link, frame: spec.Basic.Cancel) -> None:
         link.cancelled = True
         if link is not self._link or self._stopping or self._failure is not None:
             return
@@ -676,10 +680,9 @@ class Inbox:
 
     # -- deliveries --------------------------------------------------------
 
-    async def _deliver(self, link: Link, message: Any) -> None:
+    async def _deliver(self, link: Link, message: DeliveredMessage) -> None:
         """aiormq's consumer callback, one task per delivery."""
-        frame = message.delivery
-        tag = frame.delivery_tag
+        frame, tag = delivered(message)
         settler = link.settler
         settler.received(tag)
         if link.renewed and not link.seen and frame.redelivered:
@@ -712,7 +715,7 @@ class Inbox:
                 message.body,
                 message.header.properties,
                 exchange=frame.exchange,
-                routing_key=frame.routing_key,
+                routing_key=frame.routing_key or "",
                 redelivered=frame.redelivered,
                 queue=self.contract.name,
                 accepts=self._accepts,
@@ -749,14 +752,14 @@ class Inbox:
         self._handling[message_id] = task
 
     async def _accept(
-        self, delivery: Delivery[Any], message: Any, settler: Settler, tag: int
+        self, delivery: Delivery[Any], message: DeliveredMessage, settler: Settler, tag: int
     ) -> int | None:
         """Handle a valid delivery; the state to settle it with (None: settled later)."""
         raise NotImplementedError
 
-    async def dead_letter(self, message: Any, refusal: Refusal) -> int:
+    async def dead_letter(self, message: DeliveredMessage, refusal: Refusal) -> int:
         """Put ``message`` where the queue's dead letters go, with ``refusal``; how to settle it."""
-        frame = message.delivery
+        frame, _ = delivered(message)
         properties = message.header.properties
         queue = self.contract.name
         what = f"{properties.message_type or 'a message'} (message_id {properties.message_id})"
@@ -779,7 +782,7 @@ class Inbox:
                 extra=fields,
             )
             return REJECT
-        routing_key = self.contract.dead_letter_routing_key or frame.routing_key
+        routing_key = self.contract.dead_letter_routing_key or frame.routing_key or ""
         headers = dict(properties.headers or {})
         headers.update(
             {
@@ -869,11 +872,11 @@ class Inbox:
                 future.set_result(None)
         self._stopped()
 
-    async def _release(self, channel: Any) -> None:
+    async def _release(self, channel: AbstractChannel | None) -> None:
         """Close the channel it consumed on last (a subscription also deletes its queue)."""
         await self._close(channel)
 
-    async def _close(self, channel: Any) -> None:
+    async def _close(self, channel: AbstractChannel | None) -> None:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(channel.close(), self._timeout)
@@ -890,11 +893,11 @@ def deadline_of(seconds: float | None) -> float | None:
     return seconds
 
 
-def _fault_tables(refusal: Refusal) -> list[dict[str, str]]:
+def _fault_tables(refusal: Refusal) -> FieldArray:
     """``x-rabbitry-errors``: every fault as ``{path, message}`` (the refusal itself if it has
     no list), at most ``MAX_FAULTS``; a last entry says how many more were left out."""
     faults = refusal.faults or (Fault(refusal.path, refusal.reason),)
-    tables = [
+    tables: FieldArray = [
         {"path": fault.path, "message": fault.reason[:MAX_FAULT_TEXT]}
         for fault in faults[:MAX_FAULTS]
     ]
@@ -989,7 +992,7 @@ class Consumer(Inbox):
         await self._stop(self._shutdown_timeout if timeout is None else timeout)
 
     async def _accept(
-        self, delivery: Delivery[Any], message: Any, settler: Settler, tag: int
+        self, delivery: Delivery[Any], message: DeliveredMessage, settler: Settler, tag: int
     ) -> int | None:
         handler = self._handler
         attempts = self._attempts

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pamqp import commands as spec
+
 from rabbitry.errors import Fault
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging.contract import MessageContract
@@ -190,7 +192,7 @@ def _refusal(what: str, faults: list[Fault]) -> Refusal:
 
 def decode(
     body: bytes,
-    properties: Any,
+    properties: spec.Basic.Properties,
     *,
     exchange: str,
     routing_key: str,

@@ -53,11 +53,13 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiormq
 import aiormq.exceptions as amqp_errors
-from aiormq.abc import ChannelFrame
+from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp import commands as spec
 
 from rabbitry.broker import _frames
+from rabbitry.broker._aiormq import frame_channel
 from rabbitry.broker.amqp import broker_error
 from rabbitry.errors import (
     BrokerError,
@@ -290,7 +292,7 @@ class _Line:
 
     __slots__ = ("alone", "channel", "lost", "unconfirmed", "verified")
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: aiormq.Channel) -> None:
         self.channel = channel
         self.unconfirmed: dict[int, Outgoing] = {}
         #: Exchanges seen to exist (a missing one is checked again for each message).
@@ -310,7 +312,7 @@ class Publisher:
         self._room = asyncio.Event()
         self._room.set()
         self._line: _Line | None = None
-        self._probe: Any = None
+        self._probe: AbstractChannel | None = None
         self._closed = False
         #: Channels the broker closed in a row, with no confirm in between (for backoff).
         self._closes = 0
@@ -455,7 +457,9 @@ class Publisher:
             await asyncio.sleep(backoff(self._closes - 1))
         connection = await self._supervisor.connection()
         try:
-            channel = await connection.channel(publisher_confirms=True, timeout=self._timeout)
+            channel = frame_channel(
+                await connection.channel(publisher_confirms=True, timeout=self._timeout)
+            )
         except Exception as exc:
             raise broker_error(exc, self._url, "opening the publishing channel") from None
         line = self._line = _Line(channel)

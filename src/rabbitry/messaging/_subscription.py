@@ -39,7 +39,9 @@ from types import TracebackType
 from typing import Any, Generic, Self
 
 import aiormq.exceptions as amqp_errors
+from aiormq.abc import AbstractChannel, DeliveredMessage
 
+from rabbitry.broker._aiormq import queue_name
 from rabbitry.broker.amqp import broker_error
 from rabbitry.errors import BrokerTimeout, InvalidArgument, InvalidState, NotFound
 from rabbitry.messaging._consumer import ACK, Inbox, Link, Settler
@@ -126,7 +128,7 @@ class Subscription(Inbox, Generic[T]):
 
     # -- on the connection -------------------------------------------------
 
-    async def _declare(self, channel: Any) -> None:
+    async def _declare(self, channel: AbstractChannel) -> None:
         queue = self.contract
         generation = self._supervisor.generation
         if self._name and self._generation == generation:
@@ -145,7 +147,7 @@ class Subscription(Inbox, Generic[T]):
                 arguments=dict(queue.arguments),
                 timeout=self._timeout,
             )
-            self._name, self._generation = ok.queue, generation
+            self._name, self._generation = queue_name(ok), generation
         for params in self._bound:
             await self._bind(channel, params, bind=True)
 
@@ -177,7 +179,7 @@ class Subscription(Inbox, Generic[T]):
             finally:
                 await self._close(channel)
 
-    async def _bind(self, channel: Any, params: Params, *, bind: bool) -> None:
+    async def _bind(self, channel: AbstractChannel, params: Params, *, bind: bool) -> None:
         values = dict(params)
         for binding in self.contract.bindings:
             key = binding.key_for(values)
@@ -237,7 +239,7 @@ class Subscription(Inbox, Generic[T]):
     # -- deliveries --------------------------------------------------------
 
     async def _accept(
-        self, delivery: Delivery[Any], message: Any, settler: Settler, tag: int
+        self, delivery: Delivery[Any], message: DeliveredMessage, settler: Settler, tag: int
     ) -> int | None:
         self._items.put_nowait((delivery, settler, tag))
         return None  # acked when the loop asks for the next one
@@ -307,7 +309,7 @@ class Subscription(Inbox, Generic[T]):
             self._settle_last()
         await self._stop(self._timeout)
 
-    async def _release(self, channel: Any) -> None:
+    async def _release(self, channel: AbstractChannel | None) -> None:
         if channel is not None and not channel.is_closed and self._name:
             with contextlib.suppress(Exception):
                 await channel.queue_delete(self._name, timeout=self._timeout)

@@ -47,6 +47,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiormq
+from aiormq.abc import AbstractConnection
+from pamqp import commands as spec
 
 from rabbitry.broker.amqp import broker_error, is_permanent
 from rabbitry.broker.url import BrokerURL
@@ -75,12 +77,16 @@ class _BlockAwareConnection(aiormq.Connection):
     on_blocked: Callable[[str], None] | None = None
     on_unblocked: Callable[[], None] | None = None
 
-    async def _Connection__handle_connection_blocked(self, frame: Any) -> None:
+    async def _Connection__handle_connection_blocked(self, frame: spec.Connection.Blocked) -> None:
+        # mypy does not mangle ``__names``, so it cannot see aiormq's handler under the
+        # name Python gives it (tests/test_dependency_internals.py checks that it exists).
         await super()._Connection__handle_connection_blocked(frame)  # type: ignore[misc]
         if self.on_blocked is not None:
             self.on_blocked(str(frame.reason or "no reason given"))
 
-    async def _Connection__handle_connection_unblocked(self, frame: Any) -> None:
+    async def _Connection__handle_connection_unblocked(
+        self, frame: spec.Connection.Unblocked
+    ) -> None:
         await super()._Connection__handle_connection_unblocked(frame)  # type: ignore[misc]
         if self.on_unblocked is not None:
             self.on_unblocked()
@@ -102,7 +108,7 @@ class Attachment(Protocol):
     #: Lower first: run-time queues (0), consumers (1).
     priority: int
 
-    async def attach(self, connection: Any) -> None:
+    async def attach(self, connection: AbstractConnection) -> None:
         """Set up on ``connection`` (after each (re)connect, or at once when registered).
 
         Raise only when the connection itself failed; a channel-level failure
@@ -130,7 +136,7 @@ class Supervisor:
         self._name = name
         self._connect_timeout = connect_timeout
         self._reconnect_timeout = reconnect_timeout
-        self._connection: Any = None
+        self._connection: AbstractConnection | None = None
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._attachments: list[Attachment] = []
@@ -198,7 +204,7 @@ class Supervisor:
         if self._gave_up is not None:
             raise self._gave_up
 
-    async def connection(self, deadline: float | None = None) -> Any:
+    async def connection(self, deadline: float | None = None) -> AbstractConnection:
         """The open connection, once restored; waits for a reconnect until ``deadline``."""
         while True:
             if self._failure is not None:
@@ -245,7 +251,7 @@ class Supervisor:
         query = f"heartbeat={self._heartbeat}&name={quote(self._name, safe='')}"
         return f"{self.url.amqp}?{query}"
 
-    async def _open(self, limit: float) -> Any:
+    async def _open(self, limit: float) -> AbstractConnection:
         """One attempt: an open connection that reports being blocked, within ``limit``."""
         connection = _BlockAwareConnection(self._amqp_url())
         connection.on_blocked = lambda reason: self._on_blocked(connection, reason)
@@ -335,7 +341,7 @@ class Supervisor:
                 pause = min(pause, max(0.0, deadline - now))
             await asyncio.sleep(pause)
 
-    async def _restore(self, connection: Any) -> None:
+    async def _restore(self, connection: AbstractConnection) -> None:
         async with self._lock:
             self._connection = connection
             self.generation += 1
@@ -352,7 +358,7 @@ class Supervisor:
 
     # -- the broker's flow control ---------------------------------------------
 
-    def _on_blocked(self, connection: Any, reason: str) -> None:
+    def _on_blocked(self, connection: AbstractConnection, reason: str) -> None:
         if connection is not self._connection:
             return
         self._blocked = (reason, asyncio.get_running_loop().time())
@@ -365,7 +371,7 @@ class Supervisor:
             extra={"node": node, "reason": reason},
         )
 
-    def _on_unblocked(self, connection: Any) -> None:
+    def _on_unblocked(self, connection: AbstractConnection) -> None:
         if connection is not self._connection or self._blocked is None:
             return
         reason, since = self._blocked
@@ -406,7 +412,10 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         node = self.url.endpoint
         while not self._closed:
-            closing = self._connection.closing
+            connection = self._connection
+            if connection is None:  # closed meanwhile
+                return
+            closing = connection.closing
             await asyncio.wait([closing])
             if self._closed:
                 return

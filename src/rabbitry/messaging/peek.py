@@ -31,6 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiormq.abc import AbstractChannel, DeliveredMessage
+
+from rabbitry.broker._aiormq import consumer_tag, delivered, queue_counts
 from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import InvalidArgument
@@ -135,14 +138,15 @@ class PeekOutcome:
         }
 
 
-def _judge(contract: Contract, facts: QueueFacts, number: int, message: Any) -> Peeked:
+def _judge(contract: Contract, facts: QueueFacts, number: int, message: DeliveredMessage) -> Peeked:
     properties = message.header.properties
-    delivery = message.delivery
+    delivery, _ = delivered(message)
+    routing_key = delivery.routing_key or ""
     found = decode(
         message.body,
         properties,
         exchange=delivery.exchange,
-        routing_key=delivery.routing_key,
+        routing_key=routing_key,
         redelivered=delivery.redelivered,
         queue=facts.name,
         accepts=contract.messages,
@@ -154,7 +158,7 @@ def _judge(contract: Contract, facts: QueueFacts, number: int, message: Any) -> 
         number=number,
         type=properties.message_type,
         exchange=delivery.exchange,
-        routing_key=delivery.routing_key,
+        routing_key=routing_key,
         redelivered=delivery.redelivered,
         body=message.body,
         valid=not isinstance(found, Refusal),
@@ -189,10 +193,13 @@ async def peek(
         raise InvalidArgument(facts.refusal())
     stream = facts.cost is Cost.NOTHING
     window = min(count, 65535) if count is not None else WINDOW
-    arrived: asyncio.Queue[Any] = asyncio.Queue()
+    arrived: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
     shown: list[Peeked] = []
 
-    def show(message: Any) -> None:
+    async def arrive(message: DeliveredMessage) -> None:
+        arrived.put_nowait(message)
+
+    def show(message: DeliveredMessage) -> None:
         item = _judge(contract, facts, len(shown) + 1, message)
         shown.append(item)
         on_message(item)
@@ -205,7 +212,7 @@ async def peek(
         ok = await asyncio.wait_for(
             channel.basic_consume(
                 facts.name,
-                arrived.put_nowait,
+                arrive,
                 no_ack=False,
                 arguments={"x-stream-offset": "first"} if stream else None,
             ),
@@ -218,8 +225,8 @@ async def peek(
                 break
             show(message)
             if stream:  # a stream keeps it: the ack is only credit for the next one
-                await channel.basic_ack(message.delivery.delivery_tag)
-        await asyncio.wait_for(channel.basic_cancel(ok.consumer_tag), timeout)
+                await channel.basic_ack(delivered(message)[1])
+        await asyncio.wait_for(channel.basic_cancel(consumer_tag(ok)), timeout)
         while not stream and not arrived.empty():  # delivered before the cancel: returned too
             show(arrived.get_nowait())
         dead = sum(1 for item in shown if item.spent is not None and item.spent.dead_lettered)
@@ -239,7 +246,7 @@ async def peek(
     return PeekOutcome(
         facts=facts,
         seen=len(shown),
-        ready_before=None if stream else int(declared.message_count),
+        ready_before=None if stream else queue_counts(declared)[0],
         ready_after=ready_after,
         consumers_after=consumers_after,
         dead_lettered=dead,
@@ -247,7 +254,9 @@ async def peek(
     )
 
 
-async def _read_back(channel: Any, queue: str, returned: int, timeout: float) -> tuple[int, int]:
+async def _read_back(
+    channel: AbstractChannel, queue: str, returned: int, timeout: float
+) -> tuple[int, int]:
     """The queue's (ready, consumers) once it shows ``returned`` ready messages, or at the deadline.
 
     A return is applied by the queue after the channel has sent it (a quorum
@@ -256,7 +265,7 @@ async def _read_back(channel: Any, queue: str, returned: int, timeout: float) ->
     deadline = time.monotonic() + min(READ_BACK, timeout)
     while True:
         declared = await asyncio.wait_for(channel.queue_declare(queue, passive=True), timeout)
-        ready, consumers = int(declared.message_count), int(declared.consumer_count)
+        ready, consumers = queue_counts(declared)
         if ready >= returned or time.monotonic() >= deadline:
             return ready, consumers
         await asyncio.sleep(0.05)
