@@ -31,6 +31,8 @@ from rabbitry.check import load_spec
 from rabbitry.cli import cli
 from rabbitry.cli._converge import _progress
 from rabbitry.cli._options import FLAGS, said, told
+from rabbitry.codegen import generate, target
+from rabbitry.compat._git import parse_git
 from rabbitry.errors import (
     AtRisk,
     ConnectionFailed,
@@ -83,7 +85,7 @@ def test_the_scan_knows_the_flags() -> None:
     """The words scanned for are the command line's (a scan for nothing cannot fail)."""
     assert {"--url", "--management-url", "--prune", "--migrate", "--allow-data-loss"} <= CLI_WORDS
     assert {"--spend-delivery", "RABBITRY_MANAGEMENT_URL"} <= CLI_WORDS
-    assert set(FLAGS.values()) <= CLI_WORDS | {"--url / $RABBITRY_URL"}
+    assert {flag.split()[0] for flag in FLAGS.values()} <= CLI_WORDS  # each Option is a flag
 
 
 def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -339,6 +341,21 @@ def test_a_look_that_spends_a_delivery_names_the_python_argument(contract: Contr
     assert "pass --spend-delivery to look anyway" in told(refused)
 
 
+def test_codegen_and_compat_misuse_are_value_errors(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, CLASSIC))  # no `codegen:` entry
+    nowhere = raised(lambda: target(spec))
+    assert isinstance(nowhere, InvalidArgument)
+    assert str(nowhere).endswith("or pass out= (a folder)")
+    assert told(nowhere).endswith("or pass --out DIR")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    foreign = raised(lambda: generate(spec, tmp_path / "taken"))
+    assert isinstance(foreign, InvalidArgument)
+    (tmp_path / "afile").write_text("")
+    assert isinstance(raised(lambda: generate(spec, tmp_path / "afile")), InvalidArgument)
+    assert isinstance(raised(lambda: parse_git("git:")), InvalidArgument)
+
+
 # -- the command line: the same errors, with its flags -----------------------------------------
 
 
@@ -352,6 +369,10 @@ def test_the_command_line_names_its_flags(
     assert "--management-url" in err
     assert "=True" not in err
     assert "management=" not in err
+
+    code, out, err = run_cli(["generate", str(path)], capsys)
+    assert code == 2, out + err
+    assert "or pass --out DIR" in err
 
     wrong = vhost.amqp_url.replace("guest:guest@", "guest:wrong@")
     code, out, err = run_cli(["plan", str(path), "--url", wrong], capsys)

@@ -111,6 +111,7 @@ class Option(enum.Enum):
     MIGRATE = "migrate=True"
     ALLOW_DATA_LOSS = "allow_data_loss=True"
     SPEND_DELIVERY = "spend_delivery=True"
+    OUT = "out= (a folder)"
 
 
 def _python(option: Option) -> str:

@@ -19,10 +19,11 @@ from rabbitry.cli._options import (
     format_option,
     plural,
     spec_options,
+    told,
     which_spec,
 )
 from rabbitry.compat import Finding, Mode, Verdict, compare, load_against
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument
 from rabbitry.routing import Destination, route
 from rabbitry.spec import Code, Diagnostic, Severity
 
@@ -148,8 +149,8 @@ def _compare_against(path: Path, report: Report, against: str, mode: Mode) -> _C
     """Load OLD (a file or git:REF[:PATH]) and compare it with the checked spec."""
     try:
         old_path, display, keep = load_against(against, path)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
+    except InvalidArgument as exc:
+        raise click.UsageError(told(exc)) from None
     if keep is None and not old_path.is_file():
         raise click.UsageError(
             f"--against {against}: no spec file there; pass a file or git:REF[:PATH]"

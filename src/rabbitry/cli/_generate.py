@@ -13,10 +13,11 @@ from rabbitry.cli._options import (
     format_option,
     plural,
     spec_options,
+    told,
     which_spec,
 )
 from rabbitry.codegen import check_fresh, generate, target
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument
 
 __all__ = ["generate_command"]
 
@@ -56,8 +57,8 @@ def generate_command(
     model = load_spec(path)
     try:
         folder, package = target(model, out)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
+    except InvalidArgument as exc:
+        raise click.UsageError(told(exc)) from None
     if check_only:
         fresh = check_fresh(model, out)
         problems = {"stale": fresh.stale, "missing": fresh.missing, "extra": fresh.extra}

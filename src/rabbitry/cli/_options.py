@@ -101,6 +101,7 @@ FLAGS: Mapping[Option, str] = {
     Option.MIGRATE: "--migrate",
     Option.ALLOW_DATA_LOSS: "--allow-data-loss",
     Option.SPEND_DELIVERY: "--spend-delivery",
+    Option.OUT: "--out DIR",
 }
 
 

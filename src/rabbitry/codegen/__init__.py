@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rabbitry.codegen._package import render_package
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument, Option, Phrase
 from rabbitry.spec import Spec
 
 __all__ = [
@@ -57,7 +57,7 @@ def render(spec: Spec, package: str | None = None) -> Generated:
     """Every file of the package, rendered; nothing written (``package``: ``codegen.package``)."""
     if package is None:
         if spec.codegen is None:
-            raise UsageError("the spec has no `codegen:` entry: name the package")
+            raise InvalidArgument("the spec has no `codegen:` entry: name the package")
         package = spec.codegen.package
     return Generated(package, render_package(spec, package))
 
@@ -67,20 +67,23 @@ def render(spec: Spec, package: str | None = None) -> Generated:
 
 def target(spec: Spec, out: Path | None = None) -> tuple[Path, str]:
     """The output folder and package name: ``out`` (relative to the working folder) or the
-    spec's ``codegen.out`` (relative to the spec's folder); ``UsageError`` if neither."""
+    spec's ``codegen.out`` (relative to the spec's folder); ``InvalidArgument`` if neither."""
     if out is not None:
         if spec.codegen is not None:
             return out, spec.codegen.package
         if not (out.name.isidentifier() and out.name.isascii()):
-            raise UsageError(
+            raise InvalidArgument(
                 f"{out} cannot be a package (its name is not a Python identifier), and the spec "
                 "has no `codegen:` entry to name one: add `codegen: {package: NAME, out: DIR}`"
             )
         return out, out.name
     if spec.codegen is None:
-        raise UsageError(
-            f"{spec.path} has no `codegen:` entry, so there is nowhere to generate to: add "
-            "`codegen: {package: NAME, out: DIR}` to the spec, or pass --out DIR"
+        raise InvalidArgument(
+            Phrase.of(
+                f"{spec.path} has no `codegen:` entry, so there is nowhere to generate to: add "
+                "`codegen: {package: NAME, out: DIR}` to the spec, or pass ",
+                Option.OUT,
+            )
         )
     return spec.root / spec.codegen.out, spec.codegen.package
 
@@ -142,7 +145,7 @@ def check_fresh(spec: Spec, out: Path | None = None) -> Freshness:
 def generate(spec: Spec, out: Path | None = None) -> WriteReport:
     """Write the package; only files whose text changes are written.
 
-    Refuses (``UsageError``) to write into a non-empty folder that does not
+    Refuses (``InvalidArgument``) to write into a non-empty folder that does not
     hold a package rabbitry generated, and never overwrites or removes a
     file it did not generate.
     """
@@ -150,20 +153,24 @@ def generate(spec: Spec, out: Path | None = None) -> WriteReport:
     files = render(spec, package).files
     entries = _entries(folder)
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder} exists and is not a folder: choose another --out")
+        raise InvalidArgument(
+            Phrase.of(f"{folder} exists and is not a folder: choose another ", Option.OUT)
+        )
     if entries and not _ours(folder / "__init__.py"):
-        raise UsageError(
+        raise InvalidArgument(
             f"{folder} holds files rabbitry did not generate (its __init__.py is missing or was "
             "not generated): generate into an empty folder, or the package's own folder"
         )
     for name in files:
         path = folder / name
         if path.exists() and not _ours(path):
-            raise UsageError(f"refusing to overwrite {path}: rabbitry did not generate it")
+            raise InvalidArgument(f"refusing to overwrite {path}: rabbitry did not generate it")
     try:
         written, unchanged, removed, foreign = _write(folder, files, entries)
     except OSError as exc:
-        raise UsageError(f"cannot write the package into {folder}: {exc.strerror or exc}") from None
+        raise InvalidArgument(
+            f"cannot write the package into {folder}: {exc.strerror or exc}"
+        ) from None
     return WriteReport(
         folder, package, tuple(written), tuple(unchanged), tuple(removed), tuple(foreign)
     )

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rabbitry.errors import UsageError
+from rabbitry.errors import InvalidArgument
 from rabbitry.spec import read
 
 __all__ = ["GitSource", "materialise", "parse_git"]
@@ -38,7 +38,7 @@ def parse_git(text: str) -> GitSource | None:
         return None
     ref, _, path = text[len(PREFIX) :].partition(":")
     if not ref:
-        raise UsageError(f"{text!r}: name a commit, e.g. git:main or git:HEAD~1:topology.yaml")
+        raise InvalidArgument(f"{text!r}: name a commit, e.g. git:main or git:HEAD~1:topology.yaml")
     return GitSource(ref, path or None)
 
 
@@ -48,13 +48,13 @@ def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
             ["git", *args], cwd=folder, capture_output=True, check=False, timeout=60
         )
     except FileNotFoundError:
-        raise UsageError("--against git:... needs git, which is not installed") from None
+        raise InvalidArgument("a git:REF source needs git, which is not installed") from None
 
 
 def _toplevel(folder: Path) -> Path:
     done = _git(folder, "rev-parse", "--show-toplevel")
     if done.returncode != 0:
-        raise UsageError(
+        raise InvalidArgument(
             f"{folder} is not inside a git repository, so git:REF has nothing to read; "
             "pass the old spec as a file instead"
         )
@@ -66,7 +66,7 @@ def _commit(top: Path, ref: str) -> str:
         done = _git(top, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
         if done.returncode == 0:
             return done.stdout.decode().strip()
-    raise UsageError(
+    raise InvalidArgument(
         f"git has no commit {ref!r} here (nor origin/{ref}); fetch it first "
         "(in CI: actions/checkout with fetch-depth: 0)"
     )
@@ -91,7 +91,7 @@ class Materialised:
 def materialise(source: GitSource, new_spec: Path) -> Materialised:
     """Copy the spec at ``source`` and every file it needs into a temporary folder.
 
-    Raises ``UsageError`` when the repository, the commit or the file is not there.
+    Raises ``InvalidArgument`` when the repository, the commit or the file is not there.
     """
     start = new_spec.resolve().parent if new_spec.exists() else Path.cwd()
     top = _toplevel(start).resolve()
@@ -100,7 +100,7 @@ def materialise(source: GitSource, new_spec: Path) -> Materialised:
         try:
             relative = PurePosixPath(new_spec.resolve().relative_to(top).as_posix())
         except ValueError:
-            raise UsageError(
+            raise InvalidArgument(
                 f"{new_spec} is not inside the git repository at {top}: "
                 "say which file to read, git:REF:PATH"
             ) from None
@@ -109,7 +109,9 @@ def materialise(source: GitSource, new_spec: Path) -> Materialised:
     display = f"git:{source.ref}:{relative}"
     text = show(top, commit, str(relative))
     if text is None:
-        raise UsageError(f"{display}: no such file at {commit[:12]}; name it with git:REF:PATH")
+        raise InvalidArgument(
+            f"{display}: no such file at {commit[:12]}; name it with git:REF:PATH"
+        )
     folder = tempfile.TemporaryDirectory(prefix="rabbitry-against-")
     root = Path(folder.name).resolve()
     spec_path = root / relative
