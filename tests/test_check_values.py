@@ -26,13 +26,16 @@ import yaml
 from aiormq.exceptions import PublishError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from pamqp.commands import Basic
 
 from broker import Vhost
 from rabbitry._values import MAX_COMBINATIONS, value_routes
 from rabbitry.check import Report, check
 from rabbitry.messaging.contract import Contract, contract_data
-from rabbitry.spec import Code, Spec
+from rabbitry.spec import Code, Location, Spec
+from rabbitry.spec._domains import field_domain
+from rabbitry.spec.schemas import load_schemas
 from specs import FLAGSHIP, at, object_schema, only, position_of, same_file, write_spec
 
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "200")) // 5 or 1
@@ -445,3 +448,62 @@ def test_the_values_check_names_are_exactly_those_rabbitmq_returns(live: Broker)
     # Not vacuous: values routed and values returned, often within one message.
     assert 0 < tally["returned"] < tally["values"]
     assert tally["some-returned"] >= tally["examples"] // 10
+
+
+# ------------------------------------------------------------------ the domain itself
+
+UNIVERSE: list[Any] = ["a", "b", "ab", "", "1", 1, 2, 1.5, True, None]
+value_sets = st.lists(st.sampled_from(UNIVERSE), min_size=1, max_size=6)
+
+
+@st.composite
+def field_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    """A finite field schema: an enum or const, with keywords that rule values out."""
+    schema: dict[str, Any] = draw(
+        st.one_of(
+            value_sets.map(lambda vs: {"enum": vs}),
+            st.sampled_from(UNIVERSE).map(lambda v: {"const": v}),
+            st.lists(st.sampled_from(UNIVERSE).map(lambda v: {"const": v}), min_size=1).map(
+                lambda bs: {"anyOf": bs}
+            ),
+            st.just({"$ref": "#/$defs/Also"}),
+        )
+    )
+    extras = st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["string", "integer", ["string", "integer"], "number"]),
+            "not": st.sampled_from(UNIVERSE).map(lambda v: {"const": v}),
+            "minLength": st.integers(0, 2),
+            "allOf": st.lists(value_sets.map(lambda vs: {"enum": vs}), min_size=1, max_size=2),
+            "$ref": st.just("#/$defs/Also"),
+        },
+    )
+    return {**schema, **draw(extras)}
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    field=field_schemas(),
+    also=value_sets,
+    root_all_of=st.one_of(st.none(), value_sets),
+)
+def test_the_domain_is_exactly_the_values_a_valid_message_may_hold(
+    field: dict[str, Any], also: list[Any], root_all_of: list[Any] | None
+) -> None:
+    """Sound and complete: a value is in the domain iff ``{"f": value}`` is a valid message."""
+    more: dict[str, Any] = {"$defs": {"Also": {"enum": also}}}
+    if root_all_of is not None:
+        more["allOf"] = [{"properties": {"f": {"enum": root_all_of}}}]
+    schema = object_schema({"f": field}, ["f"], **more)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.json"
+        write_spec(Path(tmp), "{}\n", {"m.json": schema})
+        store, problems = load_schemas({path: Location(str(path), 1, 1)})
+        assert problems == []
+        domain = field_domain(store, path, "f")
+    assert domain is not None
+    valid = Draft202012Validator(schema)
+    expected = {repr(v) for v in UNIVERSE if valid.is_valid({"f": v})}
+    assert {repr(v) for v in domain.values} == expected
+    assert len(domain.values) == len(expected)  # each value once (1 and 1.0 are one value)

@@ -222,10 +222,21 @@ def _finite(store: SchemaStore, at: _At) -> tuple[list[Any] | None, _At | None]:
                 where = where or at.child(keyword)
     if not sets:
         return None, None
-    result = sets[0]
+    result = _unique(sets[0])
     for other in sets[1:]:
         result = _intersect(result, other)
     return result, where
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """Each value once, by JSON equality (an ``enum`` may repeat one, or list 1 and 1.0)."""
+    seen: set[tuple[str, Any]] = set()
+    kept: list[Any] = []
+    for value in values:
+        if _key(value) not in seen:
+            seen.add(_key(value))
+            kept.append(value)
+    return kept
 
 
 def _union(store: SchemaStore, branches: list[_At]) -> list[Any] | None:
