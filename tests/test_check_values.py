@@ -51,18 +51,26 @@ def spec_with(
     headers: dict[str, Any] | None = None,
     more: dict[str, Any] | None = None,
     schema_extra: dict[str, Any] | None = None,
+    alternate: bool = False,
 ) -> Path:
-    """One exchange ``x``, queues q1..q3, one message ``M`` with the field ``f``."""
+    """One exchange ``x``, queues q1..q3, one message ``M`` with the field ``f``; with
+    ``alternate``, ``x``'s alternate exchange ``ae`` (direct) routes ``k.a`` to q3."""
     message: dict[str, Any] = {"schema": "schemas/m.json", "exchange": "x"}
     if routing_key:
         message["routing_key"] = routing_key
     if headers:
         message["headers"] = headers
+    exchanges: dict[str, Any] = {"x": {"type": exchange_type}}
+    routes = [{"from": "x", **b} for b in bindings]
+    if alternate:
+        exchanges = {"x": {"type": exchange_type, "alternate_exchange": "ae"}}
+        exchanges["ae"] = {"type": "direct"}
+        routes.append({"from": "ae", "queue": "q3", "key": "k.a"})
     spec = {
         "version": 1,
-        "exchanges": {"x": {"type": exchange_type}},
+        "exchanges": exchanges,
         "queues": {"q1": {}, "q2": {}, "q3": {}},
-        "bindings": [{"from": "x", **b} for b in bindings],
+        "bindings": routes,
         "messages": {"M": message},
     }
     properties = {"f": field, **(more or {})}
@@ -245,6 +253,62 @@ def test_a_finite_field_beside_an_open_one_is_judged_for_some_open_value(
     )
 
 
+def test_an_enum_in_another_file_is_where_the_finding_is(tmp_path: Path) -> None:
+    path = spec_with(
+        tmp_path,
+        "direct",
+        [{"queue": "q1", "key": "job.a"}],
+        {"$ref": "common.json#/$defs/Kind"},
+        routing_key="job.{f}",
+    )
+    common = {"$defs": {"Kind": {"type": "string", "enum": ["a", "b"]}}}
+    write_spec(tmp_path, path.read_text(), {"schemas/common.json": common})
+    found = only(check(path), Code.UNROUTED_VALUE)
+    assert same_file(found.location.file, tmp_path / "schemas/common.json")
+    line, _ = position_of((tmp_path / "schemas/common.json").read_text(), '"enum"')
+    assert found.location.line == line
+    assert "when f = b (" in found.message
+
+
+def test_a_run_time_binding_and_an_alternate_exchange_count_as_reaching(
+    tmp_path: Path,
+) -> None:
+    # f = b reaches q2 only if a consumer binds it at run time: counted as made.
+    runtime = write_spec(
+        tmp_path,
+        """
+        version: 1
+        exchanges: {x: {type: topic}}
+        queues: {q1: {}, q2: {exclusive: true}}
+        bindings:
+          - {from: x, queue: q1, key: "job.a"}
+          - {from: x, queue: q2, key: "job.{which}"}
+        messages:
+          M: {schema: schemas/m.json, exchange: x, routing_key: "job.{f}"}
+        """,
+        {"schemas/m.json": object_schema({"f": {"enum": ["a", "b"]}}, ["f"])},
+    )
+    assert at(check(runtime), Code.UNROUTED_VALUE) == []
+    # f = b matches no binding of x, so x's alternate exchange takes it to q3.
+    alternate = spec_with(
+        tmp_path,
+        "direct",
+        [{"queue": "q1", "key": "k.b"}],
+        {"enum": ["a", "b"]},
+        routing_key="k.{f}",
+        alternate=True,
+    )
+    report = check(alternate)
+    assert at(report, Code.UNROUTED_VALUE) == []
+    assert report.spec is not None
+    routes = value_routes(report.spec, report.spec.messages["M"])
+    assert routes is not None
+    assert [(o.values, o.queues) for o in routes.outcomes] == [
+        ((("f", "a"),), ("q3",)),
+        ((("f", "b"),), ("q1",)),
+    ]
+
+
 def test_combinations_of_two_fields_are_named_when_no_single_value_explains_them(
     tmp_path: Path,
 ) -> None:
@@ -314,6 +378,7 @@ class Case:
     values: list[Any]
     headers: dict[str, Any] | None
     routing_key: str
+    alternate: bool
 
 
 @st.composite
@@ -338,7 +403,8 @@ def cases(draw: st.DrawFn) -> Case:
     headers = None
     if exchange_type == "headers":
         headers = {"f": "{f}", **draw(st.sampled_from([{}, {"h": "a"}, {"h": 1}]))}
-    return Case(exchange_type, list(unique.values()), values, headers, "k.{f}")
+    alternate = draw(st.integers(0, 4)) == 0
+    return Case(exchange_type, list(unique.values()), values, headers, "k.{f}", alternate)
 
 
 class Broker:
@@ -365,7 +431,10 @@ class Broker:
         try:
             for exchange in spec.exchanges.values():
                 await channel.exchange_declare(
-                    exchange.name, exchange_type=exchange.type.value, durable=False
+                    exchange.name,
+                    exchange_type=exchange.type.value,
+                    durable=False,
+                    arguments=dict(exchange.arguments) or None,
                 )
             for queue in spec.queues:
                 await channel.queue_declare(queue, durable=False)
@@ -409,6 +478,7 @@ def live(vhost: Vhost) -> Iterator[Broker]:
 
 def test_the_values_check_names_are_exactly_those_rabbitmq_returns(live: Broker) -> None:
     tally = {"examples": 0, "values": 0, "returned": 0, "headers": 0, "some-returned": 0}
+    tally["alternate"] = 0
 
     @settings(
         max_examples=EXAMPLES,
@@ -426,6 +496,7 @@ def test_the_values_check_names_are_exactly_those_rabbitmq_returns(live: Broker)
                 {"enum": case.values},
                 routing_key=case.routing_key,
                 headers=case.headers,
+                alternate=case.alternate,
             )
             report = check(path)
             assert report.spec is not None
@@ -439,6 +510,7 @@ def test_the_values_check_names_are_exactly_those_rabbitmq_returns(live: Broker)
         tally["values"] += len(case.values)
         tally["returned"] += len(returned)
         tally["headers"] += case.exchange_type == "headers"
+        tally["alternate"] += case.alternate
         tally["some-returned"] += 0 < len(returned) < len(case.values)
         assert sorted(map(repr, named)) == sorted(map(repr, returned)), case
         assert bool(report.errors) == bool(returned), case
