@@ -81,7 +81,8 @@ def reach(spec: Spec, message: Message) -> set[str]:
 
 
 def check_routing(spec: Spec) -> Iterator[Diagnostic]:
-    """Every message reaches a queue; every consumer's messages can reach its queue."""
+    """Every message reaches a queue, with every value its finite fields may take
+    (``_values``); every consumer's messages can reach its queue."""
     reached: dict[str, set[str]] = {}
     for message in spec.messages.values():
         if message.name in spec.broken_messages:
