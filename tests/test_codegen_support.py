@@ -6,6 +6,7 @@ ruff runs as the dev tool it is (the executable next to this Python).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import subprocess
@@ -84,6 +85,59 @@ def ruff(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str
         timeout=60,
         check=False,
     )
+
+
+def ruff_defaults(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """ruff as a project on its defaults runs it: ``--isolated`` (no configuration file is
+    read: line length 88, the default rules), from a folder with no configuration."""
+    return subprocess.run(
+        [str(RUFF), *map(str, args), "--isolated"],
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_passes_ruff_defaults(folder: Path) -> None:
+    """What the README promises of a generated package: ``ruff format --check --isolated``
+    and ``ruff check --isolated`` find nothing."""
+    formatted = ruff_defaults("format", "--check", "--diff", folder)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    linted = ruff_defaults("check", folder)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+#: What a module of a generated package may import: the standard library, rabbitry's public
+#: API (the top-level package only), its own package (relative imports), and hypothesis in
+#: ``strategies`` alone.
+STDLIB = frozenset(sys.stdlib_module_names)
+
+
+def foreign_imports(folder: Path) -> list[tuple[str, str]]:
+    """``(file, module)`` for each import of a generated package outside what it may import."""
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level > 0:
+                    continue  # the package's own modules
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                top = module.partition(".")[0]
+                allowed = (
+                    module == "rabbitry"
+                    or (top in STDLIB and top != "rabbitry")
+                    or (module == "hypothesis" and path.name == "strategies.py")
+                )
+                if not allowed:
+                    found.append((path.name, module))
+    return found
 
 
 @contextmanager

@@ -23,10 +23,7 @@ from pathlib import Path
 from server import Job, JobServer, Timeline
 
 from jobs_contracts import Server
-from rabbitry.broker import converge
-from rabbitry.broker.url import parse_url
-from rabbitry.check import load_spec
-from rabbitry.errors import RabbitryError
+from rabbitry import RabbitryError, apply, load_spec, parse_url
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE.parent.parent / "topology.yaml"
@@ -74,7 +71,7 @@ async def stop_when_running(jobs: JobServer, job: Job, after_updates: int) -> No
 
 async def demo(url: str, step_seconds: float, timeout: float) -> bool:
     target = parse_url(url)
-    done = await converge.apply(load_spec(SPEC), target, timeout=10)
+    done = await apply(load_spec(SPEC), target, timeout=10)
     print(f"rabbitry apply: {len(done.planned.plan.changes)} change(s) to {target.masked}")
     workers = [await start_worker(url, f"worker-{i}", step_seconds) for i in (1, 2)]
     echoes = [asyncio.create_task(echo(process)) for process in workers]

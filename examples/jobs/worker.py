@@ -48,7 +48,7 @@ from jobs_contracts import (
     Worker,
 )
 from jobs_contracts.messages import Finished, FinishedOutcome
-from rabbitry.errors import RabbitryError, Unroutable
+from rabbitry import RabbitryError, Unroutable
 
 __all__ = ["JobWorker", "main"]
 

@@ -3,12 +3,12 @@
 # bec6002d6172f6e53718129cddebb11540e06411957b3204c24513a6ac512cc0
 """The contract of topology.yaml as typed Python: the package ``jobs_contracts``.
 
-Messages are ``TypedDict``s (``Finished``, ``Start``, ``StartSuccess``, ``Stop``, ...); each service
-is a class wrapping a rabbitry client (``async with Server(url) as client: ...``); ``strategies``
-has hypothesis strategies of valid messages.
+Messages are ``TypedDict``s (``Finished``, ``Start``, ``StartSuccess``, ``Stop``, ...);
+each service is a class wrapping a rabbitry client (``async with Server(url) as client:
+...``); ``strategies`` has hypothesis strategies of valid messages.
 """
 
-from rabbitry.messaging.client import ClientOptions
+from rabbitry import ClientOptions
 
 from ._contract import CONTRACT
 from .clients import JobControlSubscription, JobStatusSubscription, Server, Worker

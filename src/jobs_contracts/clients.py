@@ -3,16 +3,15 @@
 # bec6002d6172f6e53718129cddebb11540e06411957b3204c24513a6ac512cc0
 """A client class per service of topology.yaml: publish, consume and subscribe, typed.
 
-Each wraps a ``rabbitry.messaging.client.Client`` speaking the package's contract (``.client``); use
-it with ``async with``.
+Each wraps a ``rabbitry.Client`` speaking the package's contract (``.client``); use it
+with ``async with``.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Self, Unpack, cast
 
-from rabbitry.broker.url import BrokerURL
-from rabbitry.messaging.client import Client, ClientOptions, Consumer, Handler, Subscription
+from rabbitry import BrokerURL, Client, ClientOptions, Consumer, Handler, Subscription
 
 from ._contract import CONTRACT
 from .deliveries import JobControlDelivery, JobsReadyDelivery, JobStatusDelivery
@@ -20,10 +19,11 @@ from .messages import Finished, JobId, Start, StartSuccess, Stop, Update
 
 
 class JobStatusSubscription:
-    """The run-time queue ``job-status``, carrying ``StartSuccess``, ``Update``, ``Finished``.
+    """The run-time queue ``job-status``, carrying ``StartSuccess``, ``Update``,
+    ``Finished``.
 
-    Use it with ``async with`` (it is declared, exclusive, and bound on entry, removed on exit) and
-    iterate over it. Bound to ``jobs.status`` with ``{job_id}``.
+    Use it with ``async with`` (it is declared, exclusive, and bound on entry, removed
+    on exit) and iterate over it. Bound to ``jobs.status`` with ``{job_id}``.
     """
 
     def __init__(self, subscription: Subscription) -> None:
@@ -56,8 +56,8 @@ class JobStatusSubscription:
 class JobControlSubscription:
     """The run-time queue ``job-control``, carrying ``Stop``.
 
-    Use it with ``async with`` (it is declared, exclusive, and bound on entry, removed on exit) and
-    iterate over it. Bound to ``jobs.control`` with ``{job_id}``.
+    Use it with ``async with`` (it is declared, exclusive, and bound on entry, removed
+    on exit) and iterate over it. Bound to ``jobs.control`` with ``{job_id}``.
     """
 
     def __init__(self, subscription: Subscription) -> None:
@@ -118,19 +118,29 @@ class Server:
         """
         await self.client.wait()
 
-    async def publish_start(self, message: Start, *, timeout: float | None = None) -> None:
+    async def publish_start(
+        self,
+        message: Start,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """START: run a job. Any worker that handles the job type may take it.
 
-        Validated, then published to exchange ``jobs.new`` with routing key ``job.{job_type}``;
-        returns once the broker has confirmed it.
+        Validated, then published to exchange ``jobs.new`` with routing key
+        ``job.{job_type}``; returns once the broker has confirmed it.
         """
         await self.client.publish("Start", message, timeout=timeout)
 
-    async def publish_stop(self, message: Stop, *, timeout: float | None = None) -> None:
+    async def publish_stop(
+        self,
+        message: Stop,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """STOP: the worker running this job must stop it and report Finished.
 
-        Validated, then published to exchange ``jobs.control`` with routing key ``{job_id}``;
-        returns once the broker has confirmed it.
+        Validated, then published to exchange ``jobs.control`` with routing key
+        ``{job_id}``; returns once the broker has confirmed it.
         """
         await self.client.publish("Stop", message, timeout=timeout)
 
@@ -140,19 +150,24 @@ class Server:
         job_id: JobId,
         prefetch: int | None = None,
     ) -> JobStatusSubscription:
-        """The server's run-time queue: bound to jobs.status with each job id it follows.
+        """The server's run-time queue: bound to jobs.status with each job id it
+        follows.
 
         Subscribe to ``job-status``: ``StartSuccess``, ``Update``, ``Finished``, typed.
         """
-        subscription = self.client.subscribe("job-status", prefetch=prefetch, job_id=job_id)
+        subscription = self.client.subscribe(
+            "job-status",
+            prefetch=prefetch,
+            job_id=job_id,
+        )
         return JobStatusSubscription(subscription)
 
 
 class Worker:
     """Takes jobs from jobs.ready, runs them, reports on them.
 
-    The service ``worker``: publishes ``StartSuccess``, ``Update``, ``Finished``; consumes
-    ``jobs.ready``, ``job-control``.
+    The service ``worker``: publishes ``StartSuccess``, ``Update``, ``Finished``;
+    consumes ``jobs.ready``, ``job-control``.
     """
 
     def __init__(
@@ -188,24 +203,34 @@ class Worker:
     ) -> None:
         """START_SUCCESS: a worker has taken the job.
 
-        Validated, then published to exchange ``jobs.status`` with routing key ``{job_id}``; returns
-        once the broker has confirmed it.
+        Validated, then published to exchange ``jobs.status`` with routing key
+        ``{job_id}``; returns once the broker has confirmed it.
         """
         await self.client.publish("StartSuccess", message, timeout=timeout)
 
-    async def publish_update(self, message: Update, *, timeout: float | None = None) -> None:
+    async def publish_update(
+        self,
+        message: Update,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """UPDATE: progress of a running job.
 
-        Validated, then published to exchange ``jobs.status`` with routing key ``{job_id}``; returns
-        once the broker has confirmed it.
+        Validated, then published to exchange ``jobs.status`` with routing key
+        ``{job_id}``; returns once the broker has confirmed it.
         """
         await self.client.publish("Update", message, timeout=timeout)
 
-    async def publish_finished(self, message: Finished, *, timeout: float | None = None) -> None:
+    async def publish_finished(
+        self,
+        message: Finished,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """The job has ended: completed, failed or stopped. The last message of a job.
 
-        Validated, then published to exchange ``jobs.status`` with routing key ``{job_id}``; returns
-        once the broker has confirmed it.
+        Validated, then published to exchange ``jobs.status`` with routing key
+        ``{job_id}``; returns once the broker has confirmed it.
         """
         await self.client.publish("Finished", message, timeout=timeout)
 
@@ -218,8 +243,8 @@ class Worker:
     ) -> Consumer:
         """The shared work queue every worker takes jobs from; its limits are a policy.
 
-        Consume ``jobs.ready`` with ``handler``: it gets ``Start``, each validated; a message is
-        acknowledged when the handler returns.
+        Consume ``jobs.ready`` with ``handler``: it gets ``Start``, each validated; a
+        message is acknowledged when the handler returns.
         """
         return self.client.consume(
             "jobs.ready",
@@ -234,9 +259,14 @@ class Worker:
         job_id: JobId,
         prefetch: int | None = None,
     ) -> JobControlSubscription:
-        """A worker's run-time queue: bound to jobs.control with the id of the job it runs.
+        """A worker's run-time queue: bound to jobs.control with the id of the job it
+        runs.
 
         Subscribe to ``job-control``: ``Stop``, typed.
         """
-        subscription = self.client.subscribe("job-control", prefetch=prefetch, job_id=job_id)
+        subscription = self.client.subscribe(
+            "job-control",
+            prefetch=prefetch,
+            job_id=job_id,
+        )
         return JobControlSubscription(subscription)

@@ -3,7 +3,7 @@
 # bec6002d6172f6e53718129cddebb11540e06411957b3204c24513a6ac512cc0
 """Received messages of topology.yaml, typed: narrowing on ``type`` narrows ``body``.
 
-``Received`` is the shape of ``rabbitry.messaging.client.Delivery``; each message has an alias of it
+``Received`` is the shape of ``rabbitry.Delivery``; each message has an alias of it
 (``StartDelivery``), each consumed queue the union of those it carries.
 """
 
@@ -20,7 +20,7 @@ B_co = TypeVar("B_co", covariant=True)
 class Received(Protocol[N_co, B_co]):
     """A received message that passed its contract, typed: ``type`` its name, ``body`` its payload.
 
-    What ``rabbitry.messaging.client.Delivery`` is at run time; a union of
+    What ``rabbitry.Delivery`` is at run time; a union of
     these narrows on ``type``: after ``if delivery.type == "Update":`` the
     type checker knows ``delivery.body`` is an ``Update``.
     """
@@ -64,7 +64,9 @@ UpdateDelivery: TypeAlias = Received[Literal["Update"], Update]
 
 
 JobStatusDelivery: TypeAlias = StartSuccessDelivery | UpdateDelivery | FinishedDelivery
-"""What a consumer of ``job-status`` receives: one of ``StartSuccess``, ``Update``, ``Finished``."""
+"""What a consumer of ``job-status`` receives: one of ``StartSuccess``, ``Update``,
+``Finished``.
+"""
 
 
 JobControlDelivery: TypeAlias = StopDelivery

@@ -3,10 +3,10 @@
 # bec6002d6172f6e53718129cddebb11540e06411957b3204c24513a6ac512cc0
 """The messages of topology.yaml, as ``TypedDict``s, and the types they share.
 
-Each message is named as in the spec; nested objects are named after their place (``ParentField``),
-shared ``$ref`` targets after their definition. Formats and constraints are in the docstrings; the
-runtime validates them. A JSON number is a ``float`` (type checkers accept an ``int`` for it), an
-integer an ``int``.
+Each message is named as in the spec; nested objects are named after their place
+(``ParentField``), shared ``$ref`` targets after their definition. Formats and
+constraints are in the docstrings; the runtime validates them. A JSON number is a
+``float`` (type checkers accept an ``int`` for it), an integer an ``int``.
 """
 
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
@@ -14,7 +14,8 @@ from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
 JobId: TypeAlias = str
 """The job's id, chosen by the server when it dispatches the job.
 
-Format: uuid. Pattern: ``^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$``.
+Format: uuid. Pattern:
+``^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$``.
 
 Schema: ``schemas/common.json#/$defs/JobId``.
 """
@@ -38,8 +39,8 @@ class Finished(TypedDict):
 
     The job has ended; no message about it follows.
 
-    Message ``Finished``: published to ``jobs.status`` with routing key ``{job_id}``; schema
-    ``schemas/finished.json``.
+    Message ``Finished``: published to ``jobs.status`` with routing key ``{job_id}``;
+    schema ``schemas/finished.json``.
     """
 
     job_id: JobId
@@ -58,10 +59,11 @@ class Finished(TypedDict):
 class Start(TypedDict):
     """START: run a job. Any worker that handles the job type may take it.
 
-    START: run a job. Published by the server to jobs.new with routing key job.<job_type>.
+    START: run a job. Published by the server to jobs.new with routing key
+    job.<job_type>.
 
-    Message ``Start``: published to ``jobs.new`` with routing key ``job.{job_type}``; schema
-    ``schemas/start.json``.
+    Message ``Start``: published to ``jobs.new`` with routing key ``job.{job_type}``;
+    schema ``schemas/start.json``.
     """
 
     job_id: JobId
@@ -94,8 +96,8 @@ class StartSuccess(TypedDict):
 
     START_SUCCESS: a worker has taken the job and started it.
 
-    Message ``StartSuccess``: published to ``jobs.status`` with routing key ``{job_id}``; schema
-    ``schemas/start_success.json``.
+    Message ``StartSuccess``: published to ``jobs.status`` with routing key
+    ``{job_id}``; schema ``schemas/start_success.json``.
     """
 
     job_id: JobId
@@ -106,10 +108,11 @@ class StartSuccess(TypedDict):
 class Stop(TypedDict):
     """STOP: the worker running this job must stop it and report Finished.
 
-    STOP: the worker running this job must stop it, then report Finished with outcome stopped.
+    STOP: the worker running this job must stop it, then report Finished with outcome
+    stopped.
 
-    Message ``Stop``: published to ``jobs.control`` with routing key ``{job_id}``; schema
-    ``schemas/stop.json``.
+    Message ``Stop``: published to ``jobs.control`` with routing key ``{job_id}``;
+    schema ``schemas/stop.json``.
     """
 
     job_id: JobId
@@ -124,8 +127,8 @@ class Stop(TypedDict):
 class Update(TypedDict):
     """UPDATE: progress of a running job.
 
-    Message ``Update``: published to ``jobs.status`` with routing key ``{job_id}``; schema
-    ``schemas/update.json``.
+    Message ``Update``: published to ``jobs.status`` with routing key ``{job_id}``;
+    schema ``schemas/update.json``.
     """
 
     job_id: JobId

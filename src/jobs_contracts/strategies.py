@@ -3,8 +3,11 @@
 # bec6002d6172f6e53718129cddebb11540e06411957b3204c24513a6ac512cc0
 """Hypothesis strategies of valid messages of topology.yaml, for tests.
 
-One function per type of ``messages``: ``@given(strategies.start())``. Importing this module imports
-hypothesis; nothing else in the package does.
+One function per type of ``messages`` (``@given(strategies.start())``), and
+``STRATEGIES``, each message's strategy by its name in the spec.
+
+Importing this module imports hypothesis, which rabbitry offers as an extra (``pip
+install 'rabbitry[test]'``); nothing else in the package imports it.
 """
 
 import re
@@ -27,7 +30,10 @@ from .messages import (
     WorkerId,
 )
 
-_PATTERN_1 = re.compile("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.ASCII)
+_PATTERN_1 = re.compile(
+    "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    re.ASCII,
+)
 _PATTERN_2 = re.compile("^[a-z][a-z0-9_-]{0,62}$", re.ASCII)
 
 
@@ -79,7 +85,9 @@ def worker_id() -> st.SearchStrategy[WorkerId]:
 
 def start_success() -> st.SearchStrategy[StartSuccess]:
     """Valid ``StartSuccess`` messages: instances of its schema."""
-    return _object({"job_id": job_id(), "worker": worker_id(), "started_at": timestamp()})
+    return _object(
+        {"job_id": job_id(), "worker": worker_id(), "started_at": timestamp()},
+    )
 
 
 def stop() -> st.SearchStrategy[Stop]:
@@ -108,14 +116,20 @@ def update() -> st.SearchStrategy[Update]:
 _FORMATS: dict[str, st.SearchStrategy[str]] = {
     "date": st.dates().map(date.isoformat),
     "date-time": st.datetimes(timezones=st.just(UTC)).map(datetime.isoformat),
-    "email": st.from_regex(r"[a-z0-9]{1,16}@[a-z]{1,16}\.(com|org|net)", fullmatch=True),
+    "email": st.from_regex(
+        r"[a-z0-9]{1,16}@[a-z]{1,16}\.(com|org|net)",
+        fullmatch=True,
+    ),
     "hostname": st.from_regex(
         r"[a-z]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z]{1,12}){0,3}", fullmatch=True
     ),
     "ipv4": st.ip_addresses(v=4).map(str),
     "ipv6": st.ip_addresses(v=6).map(str),
     "time": st.times(timezones=st.just(UTC)).map(time.isoformat),
-    "uri": st.from_regex(r"https://[a-z]{1,12}\.example/[a-z0-9]{0,12}", fullmatch=True),
+    "uri": st.from_regex(
+        r"https://[a-z]{1,12}\.example/[a-z0-9]{0,12}",
+        fullmatch=True,
+    ),
     "uuid": st.uuids().map(str),
 }
 
@@ -150,7 +164,9 @@ def _booleans() -> st.SearchStrategy[Any]:
 
 
 def _integers(
-    min_value: int | None = None, max_value: int | None = None, multiple_of: int | None = None
+    min_value: int | None = None,
+    max_value: int | None = None,
+    multiple_of: int | None = None,
 ) -> st.SearchStrategy[Any]:
     if multiple_of is None:
         return st.integers(min_value=min_value, max_value=max_value)
@@ -232,3 +248,13 @@ def _object(
 def _checked(message: str, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     contract = CONTRACT.message(message)
     return strategy.filter(lambda value: not contract.faults(value))
+
+
+STRATEGIES: Mapping[str, st.SearchStrategy[Any]] = {
+    "Finished": finished(),
+    "Start": start(),
+    "StartSuccess": start_success(),
+    "Stop": stop(),
+    "Update": update(),
+}
+"""Each message of the spec, by its name there → a strategy of its valid messages."""

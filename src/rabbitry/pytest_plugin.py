@@ -65,7 +65,6 @@ import os
 import shutil
 import sys
 import tempfile
-import typing
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -130,46 +129,35 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 # -- strategies: the generator's own, rendered for the spec -------------------------------------
 
-_RENDERED: dict[str, dict[str, Any]] = {}
+#: sha256 of a rendered package → its ``STRATEGIES``: each spec is rendered and imported once.
+_RENDERED: dict[str, Mapping[str, st.SearchStrategy[Any]]] = {}
 
 
 def strategies_for(spec: Spec) -> dict[str, st.SearchStrategy[Any]]:
     """Message name → hypothesis strategy of valid instances, as ``rabbitry generate`` writes
-    them (its ``strategies`` module, rendered for ``spec`` into a temporary package)."""
+    them: the ``STRATEGIES`` of its ``strategies`` module, rendered for ``spec`` into a
+    temporary package and imported from there."""
     from rabbitry import codegen  # noqa: PLC0415
-    from rabbitry.codegen._names import Namer  # noqa: PLC0415
-    from rabbitry.codegen._package import _FIXED_NAMES, spec_digest  # noqa: PLC0415
-    from rabbitry.codegen._types import build_model  # noqa: PLC0415
 
-    digest = hashlib.sha256(f"{spec.path.resolve()}\0{spec_digest(spec)[0]}".encode()).hexdigest()
-    if digest not in _RENDERED:
-        package = f"_rabbitry_contract_{digest[:16]}"
+    files = codegen.render(spec, "_rabbitry_contract").files
+    digest = hashlib.sha256()
+    for name, text in sorted(files.items()):
+        digest.update(f"{name}\0{len(text)}\0{text}".encode())
+    key = digest.hexdigest()
+    if key not in _RENDERED:
+        package = f"_rabbitry_contract_{key[:16]}"
         folder = Path(tempfile.mkdtemp(prefix="rabbitry-strategies-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         (folder / package).mkdir()
-        for name, text in codegen.render(spec, package).files.items():
+        for name, text in files.items():
             (folder / package / name).write_text(text, encoding="utf-8")
         sys.path.insert(0, str(folder))
         try:
             module = importlib.import_module(f"{package}.strategies")
-            types = importlib.import_module(f"{package}.messages")
         finally:
             sys.path.remove(str(folder))
-        # Which function draws which message: by its return annotation's TypedDict.
-        type_names = build_model(spec, Namer(_FIXED_NAMES)).messages
-        by_type: dict[Any, Any] = {}
-        for value in vars(module).values():
-            if callable(value) and getattr(value, "__module__", None) == module.__name__:
-                hints = typing.get_type_hints(value, vars(module))
-                args = typing.get_args(hints.get("return"))
-                if args:
-                    by_type[args[0]] = value
-        _RENDERED[digest] = {
-            message: by_type[getattr(types, type_name)]
-            for message, type_name in type_names.items()
-            if getattr(types, type_name, None) in by_type
-        }
-    return {name: function() for name, function in _RENDERED[digest].items()}
+        _RENDERED[key] = module.STRATEGIES
+    return dict(_RENDERED[key])
 
 
 # -- mutations ---------------------------------------------------------------------------------
@@ -257,10 +245,6 @@ def _publishable(payload: Any) -> bool:
 # -- the suite ---------------------------------------------------------------------------------
 
 
-def _ids(names: list[str]) -> list[str]:
-    return names
-
-
 class ContractTests:
     """The contract tests of one spec: subclass and set ``spec``."""
 
@@ -293,7 +277,7 @@ class ContractTests:
         names = sorted(report.spec.messages) if report.spec is not None else []
         if report.errors:
             names = []  # test_spec_is_sound says why
-        metafunc.parametrize("rabbitry_message", names, ids=_ids(names))
+        metafunc.parametrize("rabbitry_message", names)
 
     # -- fixtures ----------------------------------------------------------------
 

@@ -100,9 +100,25 @@ def _literal(values: Iterable[Any], used: set[str]) -> Expr:
 
 
 def _union(members: Iterable[Expr]) -> Expr:
+    """The members as one union: nested unions flattened, duplicates dropped, ``None`` last,
+    and every ``Literal[...]`` merged into the first (``Literal[False, -4]``, never
+    ``Literal[False] | Literal[-4]``: ruff's default PYI030 flags that)."""
     flat_members: list[Expr] = []
+    literal: list[Expr] | None = None
     for member in members:
-        flat_members.extend(member.members if isinstance(member, UnionExpr) else [member])
+        for one in member.members if isinstance(member, UnionExpr) else (member,):
+            if isinstance(one, Sub) and one.base == "Literal":
+                if literal is None:
+                    literal = []
+                    flat_members.append(one)  # the merged Literal's place
+                literal += [v for v in one.args if flat(v) not in {flat(x) for x in literal}]
+            else:
+                flat_members.append(one)
+    if literal is not None:
+        flat_members = [
+            Sub("Literal", tuple(literal)) if isinstance(m, Sub) and m.base == "Literal" else m
+            for m in flat_members
+        ]
     unique: dict[str, Expr] = {}
     for member in flat_members:
         unique.setdefault(flat(member), member)
@@ -208,6 +224,9 @@ class _Renderer:
     def class_syntax(self, definition: ObjectDef) -> bool:
         """Every key can be a class attribute: an identifier that NFKC leaves alone (Python
         normalises identifiers), not a keyword, and not ``__name`` (it would be mangled).
+        A key pycodestyle calls ambiguous (``l``, ``O``, ``I``) is the spec's, and stays an
+        attribute with no ``noqa``: ruff's defaults want class syntax (UP013) and leave E741
+        off, so a ``noqa`` for it would itself be a finding (RUF100).
 
         A key may be the name of a type the annotations use (``str: int`` then ``b: str``):
         an annotation alone binds nothing in the class body, for Python and for mypy.
@@ -234,21 +253,7 @@ def _wrap(value: Expr, required: bool) -> Expr:
 
 
 def _class_field(key: str, value: Expr) -> list[str]:
-    """``key: value`` in a class body, split the way ruff splits it when it is too long.
-
-    A key pycodestyle finds ambiguous (``l``, ``O``, ``I``) is the spec's, not ours to
-    rename: its line says so to the linter.
-    """
-    lines = _class_field_lines(key, value)
-    if key in _AMBIGUOUS:
-        lines[0] += "  # noqa: E741"
-    return lines
-
-
-_AMBIGUOUS = frozenset({"l", "O", "I"})
-
-
-def _class_field_lines(key: str, value: Expr) -> list[str]:
+    """``key: value`` in a class body, split the way ruff splits it when it is too long."""
     line = f"    {key}: {flat(value)}"
     if fits(line) or not isinstance(value, Sub):
         return [line]

@@ -22,7 +22,6 @@ from rabbitry.codegen._render import (
     environment,
     header,
     import_block,
-    lint_pass,
 )
 from rabbitry.codegen._services import Clients, build_clients
 from rabbitry.codegen._strategies import render_strategies
@@ -56,6 +55,7 @@ _FIXED_NAMES = frozenset(
         "NotRequired",
         "Protocol",
         "Received",
+        "STRATEGIES",
         "Self",
         "Subscription",
         "TracebackType",
@@ -131,8 +131,11 @@ def render_package(spec: Spec, package: str) -> dict[str, str]:
             "doc": docstring(
                 [
                     f"Hypothesis strategies of valid messages of {spec_name}, for tests.",
-                    "One function per type of ``messages``: ``@given(strategies.start())``. "
-                    "Importing this module imports hypothesis; nothing else in the package does.",
+                    "One function per type of ``messages`` (``@given(strategies.start())``), "
+                    "and ``STRATEGIES``, each message's strategy by its name in the spec.",
+                    "Importing this module imports hypothesis, which rabbitry offers as an "
+                    "extra (``pip install 'rabbitry[test]'``); nothing else in the package "
+                    "imports it.",
                 ],
                 0,
             ),
@@ -141,12 +144,13 @@ def render_package(spec: Spec, package: str) -> dict[str, str]:
             ),
             "constants": strategies.constants,
             "blocks": strategies.blocks,
+            "table": strategies.table,
         },
     }
     files: dict[str, str] = {}
     for template in TEMPLATES:
         text = env.get_template(template).render(**common, **contexts[template])
-        files[template.removesuffix(".j2")] = lint_pass(text.rstrip("\n") + "\n")
+        files[template.removesuffix(".j2")] = text.rstrip("\n") + "\n"
     files["py.typed"] = ""
     return dict(sorted(files.items()))
 
@@ -177,7 +181,7 @@ def _package_context(
         {"CONTRACT", "ClientOptions", "Received", *services, *subscriptions, *deliveries, *types},
         key=dunder_all_key,
     )
-    runtime = [("rabbitry.messaging.client", ["ClientOptions"])]
+    runtime = [("rabbitry", ["ClientOptions"])]
     return {
         "doc": docstring(doc, 0),
         "imports": import_block([runtime, local]),
@@ -216,7 +220,7 @@ def _deliveries_context(spec_name: str, model: Model, clients: Clients) -> dict[
     doc = docstring(
         [
             f"Received messages of {spec_name}, typed: narrowing on ``type`` narrows ``body``.",
-            "``Received`` is the shape of ``rabbitry.messaging.client.Delivery``; each "
+            "``Received`` is the shape of ``rabbitry.Delivery``; each "
             "message has an alias of it (``StartDelivery``), each consumed queue the "
             "union of those it carries.",
         ],
@@ -244,10 +248,9 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
         ),
     ]
     runtime = [
-        ("rabbitry.broker.url", ["BrokerURL"] if services else []),
         (
-            "rabbitry.messaging.client",
-            (["Client", "ClientOptions"] if services else [])
+            "rabbitry",
+            (["BrokerURL", "Client", "ClientOptions"] if services else [])
             + (["Consumer", "Handler"] if consumes else [])
             + (["Subscription"] if subscriptions else []),
         ),
@@ -264,7 +267,7 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
     doc = docstring(
         [
             f"A client class per service of {spec_name}: publish, consume and subscribe, typed.",
-            "Each wraps a ``rabbitry.messaging.client.Client`` speaking the package's "
+            "Each wraps a ``rabbitry.Client`` speaking the package's "
             "contract (``.client``); use it with ``async with``.",
         ],
         0,

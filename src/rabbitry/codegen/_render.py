@@ -9,9 +9,7 @@ autoescaping is for HTML and is off: escaping is the filters' job.
 
 from __future__ import annotations
 
-import io
 import re
-import tokenize
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -32,7 +30,6 @@ __all__ = [
     "header",
     "import_block",
     "isort_key",
-    "lint_pass",
 ]
 
 #: The templates, one a generated module.
@@ -196,28 +193,3 @@ def import_block(sections: Sequence[Sequence[tuple[str, Iterable[str]]]]) -> str
         if lines:
             texts.append("\n".join(lines))
     return "\n\n".join(texts)
-
-
-def lint_pass(source: str) -> str:
-    """``  # noqa: E501`` on each line no layout can shorten (a long name or string of the spec).
-
-    Lines inside multi-line strings are never touched (they are docstrings,
-    wrapped already); a line is marked only where ruff's E501 would flag it:
-    wider than the limit, more than one word, not ending in a URL that starts
-    within the limit.
-    """
-    inside: set[int] = set()
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.STRING and token.start[0] != token.end[0]:
-            inside.update(range(token.start[0], token.end[0] + 1))
-    lines = source.split("\n")
-    for number, line in enumerate(lines, start=1):
-        if number in inside or width(line) <= LINE_LENGTH or "# noqa" in line:
-            continue
-        chunks = line.split()
-        if len(chunks) < 2:
-            continue
-        if "://" in chunks[-1] and width(line) - width(chunks[-1]) <= LINE_LENGTH:
-            continue
-        lines[number - 1] = f"{line}  # noqa: E501"
-    return "\n".join(lines)

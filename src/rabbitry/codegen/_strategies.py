@@ -71,6 +71,7 @@ HELPERS = frozenset(
         "time",
         "UTC",
         "CONTRACT",
+        "STRATEGIES",
         "_FORMATS",
         "_any",
         "_arrays",
@@ -108,6 +109,8 @@ class StrategiesModule:
     types: set[str] = field(default_factory=set)
     #: Def name → strategy function name.
     functions: dict[str, str] = field(default_factory=dict)
+    #: ``STRATEGIES = {message name: its function's strategy}``, laid out.
+    table: str = ""
 
 
 class _Renderer:
@@ -229,6 +232,15 @@ class _Renderer:
             lines.append(f"    {docstring(doc, 4)}")
             lines += layout(body, 4, "return ")
             self.out.blocks.append("\n".join(lines))
+        table = DictExpr(
+            tuple(
+                (Atom(py_str(message)), Call(self.out.functions[name]))
+                for message, name in sorted(self.model.messages.items())
+            )
+        )
+        self.out.table = "\n".join(
+            layout(table, 0, "STRATEGIES: Mapping[str, st.SearchStrategy[Any]] = ")
+        )
         return self.out
 
 
