@@ -5,7 +5,8 @@
 
 Messages are ``TypedDict``s (``Finished``, ``Start``, ``StartSuccess``, ``Stop``, ...);
 each service is a class wrapping a rabbitry client (``async with Server(url) as client:
-...``); ``strategies`` has hypothesis strategies of valid messages.
+...``); ``strategies`` has hypothesis strategies of valid messages; it alone needs
+hypothesis (``pip install 'rabbitry[test]'``).
 """
 
 from rabbitry import ClientOptions

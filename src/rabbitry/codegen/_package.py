@@ -169,7 +169,8 @@ def _package_context(
         f"Messages are ``TypedDict``s ({', '.join(shown)}{', ...' if len(names) > 4 else ''}); "
         "each service is a class wrapping a "
         f"rabbitry client (``async with {example}(url) as client: ...``); "
-        "``strategies`` has hypothesis strategies of valid messages.",
+        "``strategies`` has hypothesis strategies of valid messages; it alone needs "
+        "hypothesis (``pip install 'rabbitry[test]'``).",
     ]
     local = [
         ("._contract", ["CONTRACT"]),
