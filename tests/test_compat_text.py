@@ -4,12 +4,15 @@ counterexample citing the very fault its finding is about."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rabbitry.compat import Change, Direction, Finding, Mode, Verdict, compare_message
+from rabbitry.check import check, load_spec
+from rabbitry.compat import Change, Direction, Finding, Mode, Verdict, compare, compare_message
 from rabbitry.messaging.contract import MessageContract
+from specs import copy_flagship, edit
 
 B, U = Verdict.BREAKING, Verdict.UNKNOWN
 BACK, FORTH = Direction.BACKWARD, Direction.FORWARD
@@ -216,3 +219,81 @@ def test_every_counterexample_is_refused_where_its_finding_points() -> None:
         assert example is not None
         assert example.path is not None
         assert example.path == finding.path or finding.path.startswith(example.path), finding.line()
+
+
+# -- topology: the flagship changed one way, each finding's whole sentence ---------------------
+
+TOPOLOGY: list[tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]] = [
+    ("exchange-added",
+     [("  jobs.dead:    {type: fanout",
+       "  jobs.audit:   {type: fanout}\n  jobs.dead:    {type: fanout")],
+     [("compatible", "exchange jobs.audit", "added")]),
+    ("exchange-made-internal",
+     [("jobs.new:     {type: topic,", "jobs.new:     {type: topic, internal: true,")],
+     [("breaking", "exchange jobs.new", "made internal, but old publishers send Start to it")]),
+    ("queue-added", [("queues:\n", "queues:\n  audit: {}\n")],
+     [("compatible", "queue audit", "added")]),
+    ("unconsumed-queue-changed",
+     [("  jobs.dead-letters:\n", "  jobs.dead-letters:\n    max_length: 10\n")],
+     [("compatible", "queue jobs.dead-letters", "changed (no service consumes it)")]),
+    ("consumed-queue-changed",
+     [("  jobs.ready:\n    type: quorum\n",
+       "  jobs.ready:\n    type: quorum\n    max_length: 6\n")],
+     [("breaking", "queue jobs.ready",
+       "changed (argument x-max-length none → 6), but consumed by worker (Start): its consumers "
+       "declare or expect the old queue")]),
+    ("binding-added",
+     [("bindings:\n", 'bindings:\n  - {from: jobs.new, queue: jobs.dead-letters, key: "x.#"}\n')],
+     [("compatible", "binding jobs.new → queue jobs.dead-letters key 'x.#'", "added")]),
+    ("binding-removed", [("  - {from: jobs.dead,    queue: jobs.dead-letters}\n", "")],
+     [("compatible", "binding jobs.dead → queue jobs.dead-letters key ''",
+       "removed or changed; every consumer still receives what it expects")]),
+    ("policy-changed", [("    delivery_limit: 5\n", "    delivery_limit: 6\n")],
+     [("compatible", "policy jobs-ready",
+       "changed (in place); every consumer still receives what it expects")]),
+    ("service-added", [("services:\n", "services:\n  auditor: {publishes: []}\n")],
+     [("compatible", "service auditor", "added")]),
+    ("routing-key-changed",
+     [('routing_key: "job.{job_type}"', 'routing_key: "jobs.{job_type}"'),
+      ('key: "job.#"', 'key: "jobs.#"')],
+     [("breaking", "message Start",
+       "routing key 'job.{job_type}' → 'jobs.{job_type}' (old publishers still send it the old "
+       "way)"),
+      ("compatible", "binding jobs.new → queue jobs.ready key 'job.#'",
+       "removed or changed; every consumer still receives what it expects"),
+      ("compatible", "binding jobs.new → queue jobs.ready key 'jobs.#'", "added")]),
+    ("delivery-lost", [('key: "job.#"', 'key: "job.render"')],
+     [("breaking", "message Start",
+       "no longer reaches queue 'jobs.ready', where service 'worker' consumes it"),
+      ("compatible", "binding jobs.new → queue jobs.ready key 'job.render'", "added")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("edits", "expected"), [pytest.param(e, x, id=i) for i, e, x in TOPOLOGY])
+def test_each_kind_of_topology_change_is_said_old_to_new(
+    tmp_path: Path, edits: list[tuple[str, str]], expected: list[tuple[str, str, str]]
+) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = copy_flagship(tmp_path / "old"), copy_flagship(tmp_path / "new")
+    for before, after in edits:
+        edit(new, before, after)
+    report = check(new)
+    assert report.spec is not None
+    found = compare(load_spec(old), report.spec, Mode.FULL)
+    assert [(str(f.verdict), f.subject, f.why) for f in found] == expected
+    for finding in found:
+        assert "mappingproxy" not in finding.line()
+
+
+def test_a_topology_counterexample_says_old_then_new(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = copy_flagship(tmp_path / "old"), copy_flagship(tmp_path / "new")
+    edit(new, 'key: "job.#"', 'key: "job.render"')
+    report = check(new)
+    assert report.spec is not None
+    [lost] = [f for f in compare(load_spec(old), report.spec) if f.verdict is B]
+    assert lost.counterexample is not None
+    assert lost.counterexample.valid_under == "old"
+    assert lost.counterexample.error == "old routes it to jobs.ready; new to no queue"
