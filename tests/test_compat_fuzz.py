@@ -365,6 +365,11 @@ def test_random_pairs(
         reader = finding.direction.reader
         assert second[example.valid_under].is_valid(example.instance), finding.line()
         assert not second[reader].is_valid(example.instance), finding.line()
+        # It shows the finding's own fault: refused there (or at the object holding it).
+        assert example.path is not None, finding.line()
+        assert finding.path == example.path or finding.path.startswith(example.path + "/"), (
+            finding.line()
+        )
     for direction in Direction:
         if found and verdicts[direction] != {Verdict.COMPATIBLE}:
             continue  # breaking or unknown: nothing claimed
