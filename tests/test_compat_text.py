@@ -235,7 +235,8 @@ TOPOLOGY: list[tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]] = 
      [("compatible", "queue audit", "added")]),
     ("unconsumed-queue-changed",
      [("  jobs.dead-letters:\n", "  jobs.dead-letters:\n    max_length: 10\n")],
-     [("compatible", "queue jobs.dead-letters", "changed (no service consumes it)")]),
+     [("compatible", "queue jobs.dead-letters",
+       "changed (argument x-max-length none → 10); no service consumes it")]),
     ("consumed-queue-changed",
      [("  jobs.ready:\n    type: quorum\n",
        "  jobs.ready:\n    type: quorum\n    max_length: 6\n")],
@@ -250,7 +251,11 @@ TOPOLOGY: list[tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]] = 
        "removed or changed; every consumer still receives what it expects")]),
     ("policy-changed", [("    delivery_limit: 5\n", "    delivery_limit: 6\n")],
      [("compatible", "policy jobs-ready",
-       "changed (in place); every consumer still receives what it expects")]),
+       "changed in place (delivery-limit 5 → 6); every consumer still receives what it expects")]),
+    ("exchange-changed",
+     [('jobs.new:     {type: topic,', 'jobs.new:     {type: topic, durable: false,')],
+     [("compatible", "exchange jobs.new",
+       "changed (durable true → false); no consumer lost a message")]),
     ("service-added", [("services:\n", "services:\n  auditor: {publishes: []}\n")],
      [("compatible", "service auditor", "added")]),
     ("routing-key-changed",
@@ -297,3 +302,21 @@ def test_a_topology_counterexample_says_old_then_new(tmp_path: Path) -> None:
     assert lost.counterexample is not None
     assert lost.counterexample.valid_under == "old"
     assert lost.counterexample.error == "old routes it to jobs.ready; new to no queue"
+
+
+def test_a_topology_change_is_data_too(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = copy_flagship(tmp_path / "old"), copy_flagship(tmp_path / "new")
+    edit(new, "  jobs.ready:\n    type: quorum\n", "  jobs.ready:\n    type: classic\n")
+    report = check(new)
+    assert report.spec is not None
+    [changed] = [f for f in compare(load_spec(old), report.spec) if f.verdict is B]
+    assert changed.change == Change("settings", {"type": "quorum"}, {"type": "classic"})
+    assert changed.why.startswith("changed (type 'quorum' → 'classic'), but consumed by")
+    assert changed.as_json()["change"] == {
+        "aspect": "settings",
+        "of": None,
+        "old": {"type": "quorum"},
+        "new": {"type": "classic"},
+    }

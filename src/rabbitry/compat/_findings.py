@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -81,8 +82,11 @@ class Change:
     (``property``: ``required``/``optional``/``not allowed`` on each side, ``of``
     its name), values (``value``: ``allowed``/``not allowed``, ``of`` the values)
     or a place (``anything``, ``additionalProperties``) — and ``old``/``new`` its
-    value on each side, ``None`` where a side has no such constraint.  The
-    sentence is made here once, always old → new, whichever direction found it.
+    value on each side, ``None`` where a side has no such constraint.  Topology
+    findings use ``settings``: ``old``/``new`` map each setting that differs (a
+    queue's ``type``, ``argument x-max-length``; a message's ``routing key``) to
+    its value on each side.  The sentence is made here once, always old → new,
+    whichever direction found it.
     """
 
     aspect: str
@@ -92,6 +96,11 @@ class Change:
 
     def __str__(self) -> str:
         aspect, old, new = self.aspect, self.old, self.new
+        if aspect == "settings":
+            return "; ".join(
+                f"{name} {setting(old.get(name))} → {setting(new.get(name))}"
+                for name in dict.fromkeys([*old, *new])
+            )
         if aspect in _NOT_ANALYSED:
             return f"{aspect} {_verb(old, new)} (not analysed)"
         if aspect == "patternProperties":
@@ -138,6 +147,17 @@ class Fact:
         if direction is Direction.BACKWARD:
             return Change(self.aspect, self.writer, self.reader, self.of)
         return Change(self.aspect, self.reader, self.writer, self.of)
+
+
+def setting(value: Any) -> str:
+    """A setting's value as the spec's YAML would say it (``none`` when not set)."""
+    if value is None:
+        return "none"
+    if isinstance(value, str):  # a StrEnum too: its value, not its Python repr
+        return repr(str(value))
+    if isinstance(value, Mapping):
+        return show(dict(value))
+    return show(value)
 
 
 def _magnitude(value: Any) -> float | None:

@@ -26,12 +26,12 @@ from typing import Any
 
 from rabbitry import routing
 from rabbitry.check import reach
-from rabbitry.compat._findings import Counterexample, Finding, Verdict, show
+from rabbitry.compat._findings import Change, Counterexample, Finding, Verdict
 from rabbitry.compat._schema import Root, key
 from rabbitry.compat._synth import Synth
 from rabbitry.errors import RabbitryError
 from rabbitry.messaging.contract import Contract, MessageContract
-from rabbitry.spec import Binding, Message, Queue, Spec
+from rabbitry.spec import Binding, Message, Spec
 
 __all__ = ["topology_findings"]
 
@@ -101,18 +101,16 @@ class _Topology:
             self._message_route(old[name], new[name])
 
     def _message_route(self, old: Message, new: Message) -> None:
-        changes = [
-            f"{what} {before!r} → {after!r}"
-            for what, before, after in (
+        change = _settings(
+            [
                 ("exchange", old.exchange, new.exchange),
                 ("routing key", old.routing_key, new.routing_key),
-                ("headers", dict(old.headers), dict(new.headers)),
-            )
-            if before != after
-        ]
-        if not changes:
+                ("headers", dict(old.headers) or None, dict(new.headers) or None),
+            ]
+        )
+        if change is None:
             return
-        why = "; ".join(changes) + " (old publishers still send it the old way)"
+        why = f"{change} (old publishers still send it the old way)"
         mc_old = self.contracts["old"].messages[old.name]
         mc_new = self.contracts["new"].messages[new.name]
         evidence = None
@@ -125,7 +123,14 @@ class _Topology:
         verdict = Verdict.BREAKING if evidence is not None else Verdict.UNKNOWN
         if evidence is None:
             why += "; no message found that is sent differently"
-        self.add(verdict, f"message {old.name}", why, counterexample=evidence, message=old.name)
+        self.add(
+            verdict,
+            f"message {old.name}",
+            why,
+            counterexample=evidence,
+            message=old.name,
+            change=change,
+        )
 
     # -- consumers ------------------------------------------------------------------------------
 
@@ -160,15 +165,13 @@ class _Topology:
         if after is None:
             why = f"removed, but consumed by {'; '.join(users)}"
         else:
-            diffs = [
-                f"{name} {_setting(was)} → {_setting(now)}"
-                for name, was, now in _queue_settings(before, after)
-                if was != now
-            ]
+            change = _settings(_fields(before, after, "arguments", "argument "))
             why = (
-                f"changed ({'; '.join(diffs)}), but consumed by {'; '.join(users)}: "
+                f"changed ({change}), but consumed by {'; '.join(users)}: "
                 "its consumers declare or expect the old queue"
             )
+            self.add(Verdict.BREAKING, f"queue {queue}", why, change=change)
+            return
         self.add(Verdict.BREAKING, f"queue {queue}", why)
 
     def _delivery(self, service: str, queue: str, name: str) -> None:
@@ -239,9 +242,9 @@ class _Topology:
                 why = f"made internal, but old publishers send {published_to[name]} to it"
                 self.add(Verdict.BREAKING, f"exchange {name}", why)
             else:
-                self.add(
-                    Verdict.COMPATIBLE, f"exchange {name}", "changed; no consumer lost a message"
-                )
+                change = _settings(_fields(before, after, "arguments", "argument "))
+                why = f"changed ({change}); no consumer lost a message"
+                self.add(Verdict.COMPATIBLE, f"exchange {name}", why, change=change)
         consumed = {q for s in old.services.values() for q in s.consumes}
         for name in sorted(old.queues.keys() - new.queues.keys()):
             if name not in consumed:
@@ -252,7 +255,11 @@ class _Topology:
             if name not in consumed and _undocumented(old.queues[name]) != _undocumented(
                 new.queues[name]
             ):
-                self.add(Verdict.COMPATIBLE, f"queue {name}", "changed (no service consumes it)")
+                change = _settings(
+                    _fields(old.queues[name], new.queues[name], "arguments", "argument ")
+                )
+                why = f"changed ({change}); no service consumes it"
+                self.add(Verdict.COMPATIBLE, f"queue {name}", why, change=change)
         old_bindings = {_binding_key(b): b for b in old.bindings}
         new_bindings = {_binding_key(b): b for b in new.bindings}
         for ident in sorted(old_bindings.keys() - new_bindings.keys()):
@@ -284,29 +291,48 @@ class _Topology:
                 self.add(Verdict.COMPATIBLE, f"{kind} {name}", "added")
             for name in sorted(old.keys() & new.keys()):
                 if _undocumented(old[name]) != _undocumented(new[name]):
-                    why = "changed (in place); every consumer still receives what it expects"
-                    self.add(Verdict.COMPATIBLE, f"{kind} {name}", why)
+                    change = _settings(_fields(old[name], new[name], "definition", ""))
+                    why = (
+                        f"changed in place ({change}); "
+                        "every consumer still receives what it expects"
+                    )
+                    self.add(Verdict.COMPATIBLE, f"{kind} {name}", why, change=change)
 
 
-def _queue_settings(before: Queue, after: Queue) -> Iterator[tuple[str, Any, Any]]:
-    """Each setting of a queue as the old and the new spec declare it, arguments one by one."""
+def _fields(before: Any, after: Any, mapping: str, prefix: str) -> list[tuple[str, Any, Any]]:
+    """Each setting of a spec object on both sides, its ``mapping`` field key by key."""
+    found: list[tuple[str, Any, Any]] = []
     for f in dataclasses.fields(before):
-        if not f.compare or f.name in ("description", "arguments"):
+        if not f.compare or f.name in ("description", "locs", mapping):
             continue
-        yield f.name, getattr(before, f.name), getattr(after, f.name)
-    for name in sorted(before.arguments.keys() | after.arguments.keys()):
-        yield f"argument {name}", before.arguments.get(name), after.arguments.get(name)
+        found.append((f.name.replace("_", " "), getattr(before, f.name), getattr(after, f.name)))
+    was, now = getattr(before, mapping), getattr(after, mapping)
+    for name in sorted(was.keys() | now.keys()):
+        found.append((f"{prefix}{name}", was.get(name), now.get(name)))
+    return found
 
 
-def _setting(value: Any) -> str:
-    """A setting's value as the spec's YAML would say it (``none`` when not set)."""
-    if value is None:
-        return "none"
-    if isinstance(value, str):  # a StrEnum too: its value, not its Python repr
-        return repr(str(value))
+def _settings(pairs: list[tuple[str, Any, Any]]) -> Change | None:
+    """The settings that differ, as one change (``None``: none differs)."""
+    differ = [(name, was, now) for name, was, now in pairs if was != now]
+    if not differ:
+        return None
+    return Change(
+        "settings",
+        {name: _plain(was) for name, was, _ in differ},
+        {name: _plain(now) for name, _, now in differ},
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A spec value as JSON data (a mapping as a dict, a StrEnum as its string)."""
     if isinstance(value, Mapping):
-        return show(dict(value))
-    return show(value)
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def topology_findings(
