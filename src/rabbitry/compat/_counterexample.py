@@ -44,7 +44,7 @@ _AT_THE_OBJECT = frozenset({"additionalProperties", "required", "dependentRequir
 
 
 @dataclass(frozen=True)
-class Fault:
+class Complaint:
     """One complaint of the reader's validator: where, which keyword, and its words."""
 
     path: str
@@ -81,12 +81,12 @@ class Judge:
     def sides(self, direction: Direction) -> tuple[str, str]:
         return direction.writer, direction.reader
 
-    def faults(self, side: str, instance: Any) -> list[Fault]:
+    def faults(self, side: str, instance: Any) -> list[Complaint]:
         validator = self._validators[side]
         if validator.is_valid(instance):
             return []
         return [
-            Fault(_pointer(e.instance_path), _keyword(e), e.message)
+            Complaint(_pointer(e.instance_path), _keyword(e), e.message)
             for e in validator.iter_errors(instance)
         ]
 
@@ -158,7 +158,7 @@ class Judge:
             yield from islice(synth.values(root.schema, {at: [value]}), _PER_CANDIDATE)
 
 
-def shows(fault: Fault, suspect: Suspect) -> bool:
+def shows(fault: Complaint, suspect: Suspect) -> bool:
     """Whether ``fault`` is the one ``suspect`` is about: at its place, with its keyword."""
     if suspect.keyword in _AT_THE_OBJECT and fault.keyword in _AT_THE_OBJECT | {"false"}:
         parent = suspect.at[:-1] if suspect.keyword == "additionalProperties" else suspect.at
