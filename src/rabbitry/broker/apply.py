@@ -79,9 +79,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiormq.exceptions as amqp_errors
+from aiormq.abc import AbstractChannel, AbstractConnection
 
 from rabbitry.broker import migrate as migration
 from rabbitry.broker.amqp import broker_error, connect, reply_text
@@ -108,7 +108,9 @@ CHUNK = 100
 
 Progress = Callable[[int, int], None]
 #: One broker call: ``(channel, nowait)``.
-Step = Callable[[Any, bool], Awaitable[Any]]
+# A step's ``nowait`` is a bool, as aiormq reads it at run time; its type stubs offer only
+# ``Literal[True]`` and ``Literal[False]`` overloads, hence the ``call-overload`` ignores below.
+Step = Callable[[AbstractChannel, bool], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,9 @@ async def execute(
     connection = await connect(url, timeout=timeout) if widest else None
     try:
         pool = (
-            await _open_channels(connection, max(1, min(channels, widest)), run) if widest else []
+            await _open_channels(connection, max(1, min(channels, widest)), run)
+            if connection is not None
+            else []
         )
         for index, ops in enumerate(stages):
             if _ORDER[index] == (False, Kind.BINDING):
@@ -294,16 +298,16 @@ def _exchange_op(change: Change) -> _Op:
     steps: list[Step] = []
     if change.action is not Action.CREATE:
 
-        async def delete(ch: Any, nowait: bool) -> Any:
-            return await ch.exchange_delete(name, nowait=nowait)
+        async def delete(ch: AbstractChannel, nowait: bool) -> object:
+            return await ch.exchange_delete(name, nowait=nowait)  # type: ignore[call-overload]
 
         steps.append(delete)
     if change.action is not Action.DELETE:
         x = change.exchange
         assert x is not None, change
 
-        async def declare(ch: Any, nowait: bool) -> Any:
-            return await ch.exchange_declare(
+        async def declare(ch: AbstractChannel, nowait: bool) -> object:
+            return await ch.exchange_declare(  # type: ignore[call-overload]
                 x.name,
                 exchange_type=x.type,
                 durable=x.durable,
@@ -326,16 +330,16 @@ def _queue_op(change: Change, allow_data_loss: bool) -> _Op:
         # queues reject ``if_empty``/``if_unused`` with a connection error).
         guard = not allow_data_loss and _old_type(change) == "classic"
 
-        async def delete(ch: Any, nowait: bool) -> Any:
-            return await ch.queue_delete(name, if_unused=guard, if_empty=guard, nowait=nowait)
+        async def delete(ch: AbstractChannel, nowait: bool) -> object:
+            return await ch.queue_delete(name, if_unused=guard, if_empty=guard, nowait=nowait)  # type: ignore[call-overload]
 
         steps.append(delete)
     if change.action is not Action.DELETE:
         q = change.queue
         assert q is not None, change
 
-        async def declare(ch: Any, nowait: bool) -> Any:
-            return await ch.queue_declare(
+        async def declare(ch: AbstractChannel, nowait: bool) -> object:
+            return await ch.queue_declare(  # type: ignore[call-overload]
                 q.name,
                 durable=q.durable,
                 auto_delete=q.auto_delete,
@@ -362,8 +366,8 @@ def _binding_op(change: Change) -> _Op:
     if b.destination_type == "exchange":
         if change.action is Action.DELETE:
 
-            async def step(ch: Any, nowait: bool) -> Any:
-                return await ch.exchange_unbind(
+            async def step(ch: AbstractChannel, nowait: bool) -> object:
+                return await ch.exchange_unbind(  # type: ignore[call-overload]
                     b.destination,
                     b.source,
                     b.routing_key,
@@ -372,8 +376,8 @@ def _binding_op(change: Change) -> _Op:
                 )
         else:
 
-            async def step(ch: Any, nowait: bool) -> Any:
-                return await ch.exchange_bind(
+            async def step(ch: AbstractChannel, nowait: bool) -> object:
+                return await ch.exchange_bind(  # type: ignore[call-overload]
                     b.destination,
                     b.source,
                     b.routing_key,
@@ -382,13 +386,13 @@ def _binding_op(change: Change) -> _Op:
                 )
     elif change.action is Action.DELETE:
 
-        async def step(ch: Any, nowait: bool) -> Any:
+        async def step(ch: AbstractChannel, nowait: bool) -> object:
             # queue.unbind has no no-wait flag in AMQP 0-9-1: always a round trip.
             return await ch.queue_unbind(b.destination, b.source, b.routing_key, arguments=args)
     else:
 
-        async def step(ch: Any, nowait: bool) -> Any:
-            return await ch.queue_bind(
+        async def step(ch: AbstractChannel, nowait: bool) -> object:
+            return await ch.queue_bind(  # type: ignore[call-overload]
                 b.destination,
                 b.source,
                 b.routing_key,
@@ -418,21 +422,25 @@ class _Run:
             self.progress(self.done, self.total)
 
 
-async def _open_channels(connection: Any, n: int, run: _Run) -> list[Any]:
-    async def one() -> Any:
+async def _open_channels(
+    connection: AbstractConnection, n: int, run: _Run
+) -> list[AbstractChannel]:
+    async def one() -> AbstractChannel:
         try:
             return await connection.channel(publisher_confirms=False, timeout=run.timeout)
         except Exception as exc:
             raise broker_error(exc, run.url, "opening a channel") from None
 
     opened = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    channels: list[AbstractChannel] = []
     for result in opened:
         if isinstance(result, BaseException):
             raise result
-    return list(opened)
+        channels.append(result)
+    return channels
 
 
-async def _stage(pool: Sequence[Any], ops: Sequence[_Op], run: _Run) -> None:
+async def _stage(pool: Sequence[AbstractChannel], ops: Sequence[_Op], run: _Run) -> None:
     """Carry out ``ops`` on the channels of ``pool``; returns when all are done or one failed."""
     rounds = math.ceil(len(ops) / (len(pool) * CHUNK))  # chunks per channel, all alike
     size = math.ceil(len(ops) / (len(pool) * rounds))
@@ -443,7 +451,7 @@ async def _stage(pool: Sequence[Any], ops: Sequence[_Op], run: _Run) -> None:
         raise run.errors[0]
 
 
-async def _work(channel: Any, chunks: deque[Sequence[_Op]], run: _Run) -> None:
+async def _work(channel: AbstractChannel, chunks: deque[Sequence[_Op]], run: _Run) -> None:
     """Take chunks until there are none left or a channel has failed."""
     while chunks and not run.errors:
         chunk = chunks.popleft()
@@ -461,7 +469,7 @@ async def _work(channel: Any, chunks: deque[Sequence[_Op]], run: _Run) -> None:
             return
 
 
-async def _send(channel: Any, chunk: Sequence[_Op], sent: list[_Op]) -> None:
+async def _send(channel: AbstractChannel, chunk: Sequence[_Op], sent: list[_Op]) -> None:
     """Every call of ``chunk`` with ``nowait`` but the last, whose reply flushes them all.
 
     aiormq gets no timeout of its own: with one it puts the frame on the
@@ -481,7 +489,7 @@ _NAMED = re.compile(r"\b(queue|exchange)(?: name)? '(.*?)'(?= in vhost | contain
 
 
 async def _explain(
-    exc: BaseException, channel: Any, sent: Sequence[_Op], url: BrokerURL
+    exc: BaseException, channel: AbstractChannel, sent: Sequence[_Op], url: BrokerURL
 ) -> BaseException:
     """``exc`` as a ``BrokerError`` naming the change it came from.
 
@@ -501,7 +509,7 @@ async def _explain(
     return broker_error(exc, url, culprit.what if culprit else _describe(sent))
 
 
-async def _close_reason(channel: Any) -> BaseException | None:
+async def _close_reason(channel: AbstractChannel) -> BaseException | None:
     """Why ``channel`` was closed by the broker (a call after the close only says "closed")."""
     observer = channel.closing
     done, _ = await asyncio.wait({observer}, timeout=1.0)
