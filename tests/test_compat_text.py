@@ -320,3 +320,17 @@ def test_a_topology_change_is_data_too(tmp_path: Path) -> None:
         "old": {"type": "quorum"},
         "new": {"type": "classic"},
     }
+
+
+def test_a_property_newly_required_cites_its_own_absence_not_a_nested_one() -> None:
+    # Found by the fuzz: a is required now at the top and inside c; a message without a
+    # anywhere was cited with c's complaint ("/c: a is required") for the finding at /a.
+    integer = {"type": "integer"}
+    old = obj({"a": integer, "b": integer, "c": obj({}, closed=False)}, "c", closed=False)
+    new = obj({"a": integer, "b": integer, "c": obj({"a": integer}, "a", closed=False)}, "a")
+    found = compare_message(contract(old), contract(new), Mode.BACKWARD)
+    [top] = [f for f in found if f.path == "/a"]
+    assert top.why == "property 'a': optional → required"
+    assert top.counterexample is not None
+    assert (top.counterexample.path, top.counterexample.keyword) == ("", "required")
+    assert top.counterexample.error == 'new says /: "a" is a required property'

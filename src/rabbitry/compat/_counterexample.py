@@ -39,8 +39,15 @@ _ANY_KEYWORD = frozenset(
     {"values", "false", "anyOf", "oneOf", "not", "if", "contains", "patternProperties"}
     | {"dependentSchemas", "unevaluatedProperties", "unevaluatedItems", "$dynamicRef"}
 )
-#: Keywords that the validator reports at the object, for a suspect at its property.
-_AT_THE_OBJECT = frozenset({"additionalProperties", "required", "dependentRequired"})
+
+
+#: jsonschema-rs error kinds whose name is not their keyword's.
+_KINDS = {
+    "FalseSchema": "false",
+    "Constant": "const",
+    "OneOfNotValid": "oneOf",
+    "OneOfMultipleValid": "oneOf",
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,9 @@ class Complaint:
     path: str
     keyword: str
     message: str
+    #: The properties it is about: the one missing (``required``), those unexpected
+    #: (``additionalProperties``); read from the error's kind, not from its words.
+    names: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.path or '/'}: {self.message}"
@@ -86,7 +96,7 @@ class Judge:
         if validator.is_valid(instance):
             return []
         return [
-            Complaint(_pointer(e.instance_path), _keyword(e), e.message)
+            Complaint(_pointer(e.instance_path), _keyword(e), e.message, _names(e))
             for e in validator.iter_errors(instance)
         ]
 
@@ -159,11 +169,26 @@ class Judge:
 
 
 def shows(fault: Complaint, suspect: Suspect) -> bool:
-    """Whether ``fault`` is the one ``suspect`` is about: at its place, with its keyword."""
-    if suspect.keyword in _AT_THE_OBJECT and fault.keyword in _AT_THE_OBJECT | {"false"}:
-        parent = suspect.at[:-1] if suspect.keyword == "additionalProperties" else suspect.at
-        if fault.path == _pointer(parent) or _within(fault.path, suspect.at):
-            return True
+    """Whether ``fault`` is the one ``suspect`` is about: at its place, with its keyword
+    (and, for a property required or not allowed, about that property)."""
+    if suspect.keyword == "required":
+        return (
+            fault.keyword == "required"
+            and fault.path == _pointer(suspect.at)
+            and suspect.reported[-1:] == fault.names
+        )
+    if suspect.keyword == "additionalProperties":
+        if fault.keyword == "false":
+            return fault.path == _pointer(suspect.at)
+        return (
+            fault.keyword == "additionalProperties"
+            and fault.path == _pointer(suspect.at[:-1])
+            and suspect.at[-1] in fault.names
+        )
+    if suspect.keyword == "dependentRequired":
+        return fault.keyword in ("dependentRequired", "required") and fault.path == _pointer(
+            suspect.at
+        )
     if not _within(fault.path, suspect.at):
         return False
     if suspect.keyword in _ANY_KEYWORD:
@@ -175,13 +200,20 @@ def shows(fault: Complaint, suspect: Suspect) -> bool:
     )
 
 
+def _names(error: Any) -> tuple[str, ...]:
+    kind = error.kind
+    if type(kind).__name__ == "Required":
+        return (str(kind.property),)
+    if type(kind).__name__ == "AdditionalProperties":
+        return tuple(str(name) for name in kind.unexpected)
+    return ()
+
+
 def _keyword(error: Any) -> str:
-    """The schema keyword a jsonschema-rs error is about (``false`` for a false schema)."""
+    """The schema keyword a jsonschema-rs error is about, from its kind (``false`` for a
+    false schema; a ``dependentRequired`` violation is a ``required`` one)."""
     kind = type(error.kind).__name__
-    if kind == "FalseSchema":
-        return "false"
-    path = [p for p in error.schema_path if isinstance(p, str)]
-    return path[-1] if path else kind[:1].lower() + kind[1:]
+    return _KINDS.get(kind, kind[:1].lower() + kind[1:])
 
 
 def _pointer(parts: Sequence[str | int]) -> str:
