@@ -189,10 +189,11 @@ def shows(fault: Complaint, suspect: Suspect) -> bool:
         return fault.keyword in ("dependentRequired", "required") and fault.path == _pointer(
             suspect.at
         )
-    if not _within(fault.path, suspect.at):
-        return False
     if suspect.keyword in _ANY_KEYWORD:
-        return True
+        return _within(fault.path, suspect.at)
+    # A keyword of the value itself (a bound, a length, type, enum): complained about there.
+    if fault.path != _pointer(suspect.at):
+        return False
     return fault.keyword == suspect.keyword or {fault.keyword, suspect.keyword} in (
         {"enum", "const"},
         {"minimum", "exclusiveMinimum"},
