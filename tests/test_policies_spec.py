@@ -269,7 +269,7 @@ def test_keys_removed_by_a_later_rabbitmq(tmp_path: Path) -> None:
     report, _ = spec_with(tmp_path, policy)
     assert policy_codes(report) == set()
     report, text = spec_with(tmp_path, policy, top='rabbitmq: "4.0"')
-    found = only(report, Code.POLICY_VERSION)
+    found = only(report, Code.RABBITMQ_REFUSED)  # spec.rabbitmq4's table
     assert (found.location.line, found.location.column) == position_of(text, "ha-mode")
 
 

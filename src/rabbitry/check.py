@@ -18,6 +18,7 @@ from rabbitry.spec import Code, Diagnostic, Message, Severity, Spec, read
 from rabbitry.spec._domains import Domain
 from rabbitry.spec.checks import run_hints
 from rabbitry.spec.model import Location, placeholders
+from rabbitry.spec.rabbitmq4 import check_rabbitmq4
 
 __all__ = ["Report", "check", "load_spec"]
 
@@ -46,6 +47,8 @@ def check(path: Path | str) -> Report:
     spec, problems = read(path)
     if spec is not None and spec.complete and not any(d.code in _BLOCKERS for d in problems):
         problems = [*problems, *check_routing(spec)]
+    if spec is not None:
+        problems = [*problems, *check_rabbitmq4(spec)]
     hints = run_hints(spec) if spec is not None else []
     return Report(spec, tuple(sorted(set(problems))), tuple(sorted(set(hints))))
 

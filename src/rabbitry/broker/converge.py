@@ -8,7 +8,14 @@ from dataclasses import dataclass, replace
 from rabbitry.broker import policies
 from rabbitry.broker.apply import ApplyResult, execute
 from rabbitry.broker.live import LiveState, read_live
-from rabbitry.broker.plan import Action, Change, Kind, Plan, diff
+from rabbitry.broker.plan import (
+    Action,
+    Change,
+    Kind,
+    Plan,
+    diff,
+    refuse_what_the_broker_refuses,
+)
 from rabbitry.broker.state import BindingState, desired
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import ManagementError, Option, Phrase
@@ -32,6 +39,9 @@ class Converged:
 async def plan(spec: Spec, url: BrokerURL, *, prune: bool = False, timeout: float) -> Planned:
     """What apply would change in ``url``'s vhost; changes nothing."""
     live = await read_live(url, spec, timeout=timeout)
+    # What the broker's version refuses (spec.rabbitmq4) stops plan, and so apply,
+    # before anything is changed.
+    refuse_what_the_broker_refuses(spec, live)
     if prune and not live.can_prune:
         raise ManagementError(
             Phrase.of(

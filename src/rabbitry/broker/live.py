@@ -29,7 +29,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from rabbitry.broker import inequivalent
 from rabbitry.broker._aiormq import queue_counts
 from rabbitry.broker.amqp import broker_error, connect, reply_text
-from rabbitry.broker.management import read_queue_counts, read_vhost
+from rabbitry.broker.management import read_queue_counts, read_version, read_vhost
 from rabbitry.broker.state import (
     ExchangeState,
     QueueState,
@@ -48,6 +48,7 @@ from rabbitry.errors import (
     phrase_of,
 )
 from rabbitry.spec import Spec
+from rabbitry.spec.rabbitmq4 import Version, parse_version
 
 __all__ = ["AMQP", "MANAGEMENT", "BlindSpot", "LiveState", "read_live"]
 
@@ -107,6 +108,15 @@ class LiveState:
     #: Why the management API was not used, when it was not (for people; a ``Phrase``
     #: so that the command line names the settings it mentions as its flags).
     fallback: Phrase | None = None
+    #: The RabbitMQ version the broker says it runs (``"3.10.8"``): the management API's
+    #: ``/api/overview``, or over AMQP the connection's server properties; ``None``
+    #: when it could not be read.  ``plan`` judges ``spec.rabbitmq4``'s table with it.
+    version: str | None = None
+
+    @property
+    def release(self) -> Version | None:
+        """``version`` as ``(major, minor)``."""
+        return parse_version(self.version)
 
     @property
     def fallback_reason(self) -> str | None:
@@ -168,7 +178,8 @@ async def read_live(
             ) from None
         why = Phrase.of("the management API could not be used: ", phrase_of(exc))
     else:
-        return await _verify_counts(url, spec, topology, timeout)
+        live = await _verify_counts(url, spec, topology, timeout)
+        return replace(live, version=await _management_version(url, timeout))
     return await _read_amqp(url, spec, timeout, why)  # outside `except`: no chained context
 
 
@@ -229,6 +240,15 @@ async def _verify_counts(
             consumers=_larger(queue.consumers, consumers),
         )
     return LiveState(replace(topology, queues=queues), MANAGEMENT)
+
+
+async def _management_version(url: BrokerURL, timeout: float) -> str | None:
+    """The broker's version from the API; unknown (``None``) if it cannot be read now:
+    the version only makes plan stricter, never less so."""
+    try:
+        return await read_version(url, timeout=timeout)
+    except BrokerError:
+        return None
 
 
 async def _reported_counts(
@@ -299,6 +319,7 @@ async def _read_amqp(url: BrokerURL, spec: Spec, timeout: float, why: Phrase) ->
         AMQP,
         tuple(spots),
         fallback=why,
+        version=probe.version,
     )
 
 
@@ -353,6 +374,8 @@ class _Probe:
     queues: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     #: Objects that exist with other properties than asked: as the broker has them.
     differing: dict[str, ExchangeState | QueueState] = field(default_factory=dict)
+    #: The version the broker gave in its server properties (``None``: not connected).
+    version: str | None = None
 
 
 _Job = tuple[str, str, ExchangeState | QueueState | None]
@@ -382,6 +405,7 @@ async def _probe(
     if not jobs:
         return found
     connection = await connect(url, timeout=timeout)
+    found.version = _server_version(connection)
     todo = iter(jobs)  # shared by every prober: each job is taken once
     try:
         async with asyncio.TaskGroup() as group:
@@ -434,6 +458,14 @@ async def _prober(
             channel = None
         except (TimeoutError, Exception) as exc:
             raise broker_error(exc, url, f"declare of {kind} {name!r}") from None
+
+
+def _server_version(connection: AbstractConnection) -> str | None:
+    """The ``version`` of the broker's server properties (Connection.Start)."""
+    value = (connection.server_properties or {}).get("version")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
 
 
 async def _channel(connection: AbstractConnection, timeout: float) -> AbstractChannel:

@@ -54,6 +54,7 @@ __all__ = [
     "queue_from_row",
     "read_queue_counts",
     "read_rows",
+    "read_version",
     "read_vhost",
     "send",
 ]
@@ -143,6 +144,28 @@ async def read_rows(
             return await _get(client, url, path, query or {})
     except TimeoutError:
         raise _timeout(url) from None
+
+
+async def read_version(url: BrokerURL, *, timeout: float) -> str | None:
+    """The RabbitMQ version the API's node runs (``/api/overview``'s ``rabbitmq_version``,
+    which any management user may read); ``None`` when the answer has none."""
+    try:
+        async with _client(url, timeout) as client:
+            response = await client.get("/api/overview", params={"columns": "rabbitmq_version"})
+    except httpx.ConnectTimeout as exc:
+        raise _unreachable(url, exc) from None
+    except (TimeoutError, httpx.TimeoutException):
+        raise _timeout(url) from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(url, exc) from None
+    if response.status_code != 200:
+        raise _status_error(url, response)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    version = body.get("rabbitmq_version") if isinstance(body, dict) else None
+    return version if isinstance(version, str) else None
 
 
 @contextlib.asynccontextmanager

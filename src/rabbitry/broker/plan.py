@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from rabbitry.broker.live import LiveState
 from rabbitry.broker.migrate import temporary_queue
 from rabbitry.broker.settings import effective_settings
 from rabbitry.broker.state import (
@@ -26,9 +27,11 @@ from rabbitry.broker.state import (
     Topology,
     is_reserved_exchange,
 )
+from rabbitry.errors import SpecError
 from rabbitry.spec import Binding as SpecBinding
-from rabbitry.spec import Policy, Spec
+from rabbitry.spec import Diagnostic, Policy, Severity, Spec
 from rabbitry.spec.policies import Setting
+from rabbitry.spec.rabbitmq4 import findings, judge
 
 __all__ = [
     "POLICY_KINDS",
@@ -40,6 +43,8 @@ __all__ = [
     "Settings",
     "count_of",
     "diff",
+    "refuse_what_the_broker_refuses",
+    "version_findings",
 ]
 
 
@@ -457,3 +462,33 @@ def _after(
 ) -> dict[str, Policy]:
     kept = {} if prune or have is None else {n: p for n, p in have.items() if n not in (want or {})}
     return {n: p.as_policy() for n, p in {**kept, **(want or {})}.items()}
+
+
+# ------------------------------------------------------------ the broker's version
+
+
+def version_findings(spec: Spec, live: LiveState) -> tuple[Diagnostic, ...]:
+    """``spec.rabbitmq4``'s table judged against the broker ``live`` was read from:
+    an error for what its version refuses, a warning for the rest.
+
+    A broker whose version could not be read is judged as ``check`` judges the
+    spec: against ``rabbitmq:`` (whose refusals ``load_spec`` has already raised).
+    """
+    release = live.release
+    if release is None:
+        return tuple(judge(found, spec.rabbitmq) for found in findings(spec))
+    return tuple(judge(found, release, running=live.version) for found in findings(spec))
+
+
+def refuse_what_the_broker_refuses(spec: Spec, live: LiveState) -> tuple[Diagnostic, ...]:
+    """The warnings of ``version_findings``; ``SpecError`` with its errors if there are any.
+
+    Raised before anything is changed: apply would otherwise stop half-way at the
+    broker's own refusal (a 406 that closes the channel, a 541 that closes the
+    connection, a 400 for a policy).
+    """
+    found = version_findings(spec, live)
+    refused = [d for d in found if d.severity is Severity.ERROR]
+    if refused:
+        raise SpecError(refused)
+    return found

@@ -14,6 +14,7 @@ import click
 
 from rabbitry.broker import converge
 from rabbitry.broker.live import BlindSpot
+from rabbitry.broker.plan import version_findings
 from rabbitry.broker.report import plan_lines, settings_json, settings_lines, summary
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.check import load_spec
@@ -28,6 +29,8 @@ from rabbitry.cli._options import (
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
+
+    from rabbitry.spec import Spec
 
 __all__ = ["apply_command", "plan_command"]
 
@@ -63,6 +66,7 @@ def plan_command(
     model = load_spec(which_spec(spec, spec_option))
     target = parse_url(url, management=management_url)
     planned = asyncio.run(converge.plan(model, target, prune=prune, timeout=timeout))
+    _say_version_findings(model, planned)
     unverified = planned.live.unverified(model)
     if output_format == "json":
         click.echo(json.dumps(_plan_json(target, planned, unverified), indent=2))
@@ -123,6 +127,7 @@ def apply_command(
                 progress=progress,
             )
         )
+    _say_version_findings(model, done.planned)
     unverified = done.planned.live.unverified(model)
     if output_format == "json":
         data = _plan_json(target, done.planned, unverified)
@@ -168,6 +173,8 @@ def _print_plan(
     where = f"vhost {target.vhost!r} at {target.endpoint}"
     how = _SOURCES.get(live.source, live.source)
     click.echo(f"{'Applied to' if applied else 'Plan for'} {where} (read through {how}):")
+    if live.version is not None:
+        click.echo(f"  broker: RabbitMQ {live.version}")
     if live.fallback is not None:
         click.echo(click.style(f"  note: {said(live.fallback)}", fg="yellow"))
     for spot in live.blind_spots:
@@ -198,6 +205,13 @@ def _print_plan(
         click.echo(summary(plan))
 
 
+def _say_version_findings(model: Spec, planned: converge.Planned) -> None:
+    """What the broker's version ignores or changes (spec.rabbitmq4; what it refuses
+    has already stopped plan), on stderr as ``check`` words it."""
+    for finding in version_findings(model, planned.live):
+        click.echo(finding.render(), err=True)
+
+
 def _plan_json(
     target: BrokerURL, planned: converge.Planned, unverified: tuple[BlindSpot, ...]
 ) -> dict[str, Any]:
@@ -205,6 +219,7 @@ def _plan_json(
         "broker": target.masked,
         "vhost": target.vhost,
         "source": planned.live.source,
+        "rabbitmq_version": planned.live.version,
         "fallback_reason": said(planned.live.fallback) if planned.live.fallback else None,
         "blind_spots": [
             {"code": spot.value, "text": spot.describe()} for spot in planned.live.blind_spots

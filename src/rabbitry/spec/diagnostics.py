@@ -80,6 +80,9 @@ class Code(StrEnum):
     POLICY_SHADOWED = "policy-shadowed"
     POLICY_OVERRIDE = "policy-override"
     POLICY_SETTABLE = "policy-settable"
+    # RabbitMQ 4 (spec.rabbitmq4)
+    RABBITMQ_4 = "rabbitmq-4"
+    RABBITMQ_REFUSED = "rabbitmq-refused"
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,12 @@ CODES: dict[Code, CodeInfo] = {
     Code.POLICY_OVERRIDE: CodeInfo(_W, "an x-argument that a policy also sets"),
     Code.POLICY_SETTABLE: CodeInfo(
         _I, "an x-argument a policy could set, so that it can change in place"
+    ),
+    Code.RABBITMQ_4: CodeInfo(
+        _W, "a setting RabbitMQ 3.12 or 4.x ignores, changes or refuses (the version is named)"
+    ),
+    Code.RABBITMQ_REFUSED: CodeInfo(
+        _E, "a setting the RabbitMQ the spec targets (`rabbitmq:`), or plan's broker, refuses"
     ),
 }
 

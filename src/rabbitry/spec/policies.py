@@ -65,7 +65,8 @@ class PolicyKey:
     ``value`` is the domain its value must fit (type, range, choices), shared with
     the queue argument of the same meaning where there is one; ``queue_types`` and
     ``exchanges`` say what it takes effect on; ``operator`` whether an operator
-    policy may set it; ``until`` the first RabbitMQ version that no longer has it.
+    policy may set it.  What later RabbitMQ versions do with a key (4.0 refuses ha-*,
+    ignores max-in-memory-*) is ``spec.rabbitmq4``'s table.
     """
 
     name: str
@@ -73,7 +74,6 @@ class PolicyKey:
     queue_types: frozenset[QueueType] = _ALL
     exchanges: bool = False
     operator: bool = False
-    until: tuple[int, int] | None = None
     summary: str = ""
 
     @property
@@ -104,7 +104,6 @@ def _raw(
     maximum: int | None = None,
     choices: tuple[str, ...] = (),
     operator: bool = False,
-    until: tuple[int, int] | None = None,
     summary: str = "",
 ) -> PolicyKey:
     value = ArgSpec(
@@ -116,7 +115,7 @@ def _raw(
         choices=choices,
         queue_types=queue_types,
     )
-    return PolicyKey(name, value, queue_types, operator=operator, until=until, summary=summary)
+    return PolicyKey(name, value, queue_types, operator=operator, summary=summary)
 
 
 _CLASSIC = frozenset({QueueType.CLASSIC})
@@ -145,14 +144,14 @@ POLICY_KEYS: Mapping[str, PolicyKey] = MappingProxyType(
             _from_queue("x-queue-leader-locator"),
             _from_queue("x-queue-master-locator"),
             _raw("queue-version", int, _CLASSIC, minimum=1, maximum=2),
-            _raw("max-in-memory-length", int, _QUORUM, minimum=0, operator=True, until=(4, 0)),
-            _raw("max-in-memory-bytes", int, _QUORUM, minimum=0, operator=True, until=(4, 0)),
-            _raw("ha-mode", str, _CLASSIC, choices=("all", "exactly", "nodes"), until=(4, 0)),
-            _raw("ha-params", object, _CLASSIC, until=(4, 0)),
-            _raw("ha-sync-mode", str, _CLASSIC, choices=("manual", "automatic"), until=(4, 0)),
-            _raw("ha-sync-batch-size", int, _CLASSIC, minimum=1, until=(4, 0)),
-            _raw("ha-promote-on-shutdown", str, _CLASSIC, until=(4, 0)),
-            _raw("ha-promote-on-failure", str, _CLASSIC, until=(4, 0)),
+            _raw("max-in-memory-length", int, _QUORUM, minimum=0, operator=True),
+            _raw("max-in-memory-bytes", int, _QUORUM, minimum=0, operator=True),
+            _raw("ha-mode", str, _CLASSIC, choices=("all", "exactly", "nodes")),
+            _raw("ha-params", object, _CLASSIC),
+            _raw("ha-sync-mode", str, _CLASSIC, choices=("manual", "automatic")),
+            _raw("ha-sync-batch-size", int, _CLASSIC, minimum=1),
+            _raw("ha-promote-on-shutdown", str, _CLASSIC),
+            _raw("ha-promote-on-failure", str, _CLASSIC),
             _raw(
                 "federation-upstream",
                 str,

@@ -141,16 +141,7 @@ def check_policy_versions(spec: Spec) -> Iterator[Diagnostic]:
                     f"{_what(policy)}: {needs}; the spec targets {_version(stated)}",
                     "use `apply_to: queues`, or raise `rabbitmq:` if every broker is 3.12+",
                 )
-        for key in policy.definition:
-            known = POLICY_KEYS.get(key)
-            if known is not None and known.until is not None and version >= known.until:
-                yield Diagnostic(
-                    _key_loc(policy, key),
-                    Code.POLICY_VERSION,
-                    f"{_what(policy)}: RabbitMQ {_version(known.until)} removed {key}; "
-                    f"the spec targets {_version(version)}",
-                    "remove it",
-                )
+        # Keys a newer RabbitMQ ignores or refuses (ha-*, queue-mode, ...): spec.rabbitmq4.
 
 
 def check_policy_references(spec: Spec) -> Iterator[Diagnostic]:
