@@ -16,6 +16,12 @@ asks for them alone, for when they matter (``live.read_live``).
 
 httpx's exceptions and the API's error statuses are mapped here, once, into
 rabbitry's tree; messages name the API's ``host:port``, never the password.
+
+Over HTTPS (the default for an ``amqps://`` broker: ``https://HOST:15671``)
+the client trusts what the AMQP connection trusts and shows the same client
+certificate: the URL's ``cafile``, ``certfile``/``keyfile`` and
+``no_verify_ssl``, as one SSL context (``BrokerURL.ssl_context``).  A
+certificate that does not verify is said as for AMQP (``broker.tls.explain``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -37,6 +44,7 @@ from rabbitry.broker.state import (
     Topology,
     normalise_arguments,
 )
+from rabbitry.broker.tls import explain, verification_failure
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
     AccessRefused,
@@ -170,14 +178,30 @@ async def read_version(url: BrokerURL, *, timeout: float) -> str | None:
 
 @contextlib.asynccontextmanager
 async def _client(url: BrokerURL, timeout: float) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client for ``url``, the whole use bounded by ``timeout``."""
+    """An API client for ``url``, the whole use bounded by ``timeout``.
+
+    Over HTTPS it verifies with the AMQP URL's CA and shows its client certificate.
+    """
     try:
+        base = _base(url.management)
+        verify: ssl.SSLContext | bool = True
+        if urlsplit(base).scheme == "https":
+            verify = url.ssl_context()
         client = httpx.AsyncClient(
-            base_url=_base(url.management),
+            base_url=base,
             auth=httpx.BasicAuth(url.username, url.password),
             timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT)),
             headers={"accept": "application/json"},
+            verify=verify,
         )
+    except (OSError, ssl.SSLError) as exc:
+        raise ManagementError(
+            Phrase.of(
+                f"{_where(url)}: the certificate files in ",
+                Option.URL,
+                f" no longer load ({' '.join(str(exc).split())}); fix them",
+            )
+        ) from None
     except (httpx.InvalidURL, ValueError):
         raise ManagementError(
             Phrase.of(
@@ -383,6 +407,11 @@ def _error_body(response: httpx.Response) -> tuple[str, str]:
 
 
 def _unreachable(url: BrokerURL, exc: httpx.HTTPError) -> ManagementError:
+    failure = verification_failure(exc)
+    if failure is not None:
+        return ManagementError(
+            explain(failure, _where(url), urlsplit(url.management).hostname or "")
+        )
     detail = " ".join(str(exc).split()) or type(exc).__name__
     return ManagementError(
         Phrase.of(
