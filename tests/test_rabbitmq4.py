@@ -13,11 +13,15 @@ import asyncio
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pamqp import commands as pamqp_commands
 
+from amqp import channel_on
 from broker import Vhost
 from rabbitry.broker import converge
 from rabbitry.broker.live import AMQP, MANAGEMENT, LiveState, read_live
@@ -114,12 +118,14 @@ def written(draw: st.DrawFn, rule: Rule, target: str) -> Written:
         key = draw(st.sampled_from(trigger.keys))
         options = trigger.values or VALUES.get(key) or [draw(st.integers(0, 10**6))]
         value = draw(st.sampled_from(list(options)))
-        known = POLICY_KEYS[key]
-        if known.sugar and draw(st.booleans()):
-            body, marker = f"{known.sugar}: {_yaml(value)}", known.sugar
+        policy_key = POLICY_KEYS[key]
+        sugar = policy_key.sugar
+        if sugar and draw(st.booleans()):
+            body, marker = f"{sugar}: {_yaml(value)}", sugar
         else:
             body, marker = f"definition: {{{key}: {_yaml(value)}}}", key
-        section = "operator_policies" if known.operator and draw(st.booleans()) else "policies"
+        operator = policy_key.operator and draw(st.booleans())
+        section = "operator_policies" if operator else "policies"
         policies = f"{section}:\n  p: {{queues: [q], {body}}}"
         spelling = key if trigger.values is None else f"{key}: {value!r}"
         return Written(rule, target, "{dead_letter: dead}", policies, marker, spelling)
@@ -360,3 +366,55 @@ def test_plan_prints_the_version_and_the_warnings(
         ["plan", str(path), "--url", vhost.amqp_url, "--format", "json"], capsys
     )
     assert '"rabbitmq_version": "3.10.8"' in out
+
+
+# ------------------------------------------- the 3.10 half of each row, pinned on the broker
+
+
+def test_the_3_10_broker_accepts_what_4x_refuses(vhost: Vhost, tmp_path: Path) -> None:
+    """Before the versions the table names, the broker takes each of them: a transient
+    non-exclusive queue, x-queue-mode, x-queue-version 1, an ha-mode policy."""
+    spec = load_spec(_every_rule_spec(tmp_path))
+    url = parse_url(vhost.amqp_url)
+    asyncio.run(converge.apply(spec, url, timeout=10))
+    queue = next(q for q in vhost.queues() if q["name"] == "q")
+    assert queue["durable"] is False
+    assert queue["exclusive"] is False
+    assert queue["arguments"]["x-queue-mode"] == "lazy"
+    assert queue["arguments"]["x-queue-version"] == 1
+    policies = vhost.api.get_json(f"/api/policies/{quote(vhost.name, safe='')}")
+    assert [p["definition"] for p in policies] == [{"ha-mode": "all"}]
+    again = asyncio.run(converge.plan(spec, url, timeout=10))
+    assert again.plan.empty
+
+
+def test_a_quorum_queue_without_a_delivery_limit_redelivers_past_20_on_3_10(
+    vhost: Vhost,
+) -> None:
+    """The row's "unlimited before 4.0": 25 requeues, and the message is still there."""
+
+    async def go() -> list[int]:
+        seen: list[int] = []
+        async with channel_on(vhost) as channel:
+            await channel.queue_declare("qq", durable=True, arguments={"x-queue-type": "quorum"})
+            await channel.basic_publish(b"{}", routing_key="qq")
+            for _ in range(26):
+                got = await _get(channel, "qq")
+                headers = got.header.properties.headers or {}
+                seen.append(int(headers.get("x-delivery-count", 0)))
+                await channel.basic_nack(got.delivery_tag, requeue=True)
+        return seen
+
+    seen = asyncio.run(go())
+    assert len(seen) == 26
+    assert seen[-1] >= 25  # delivered 26 times; a 4.0 broker would have dropped it after 20
+
+
+async def _get(channel: Any, queue: str, timeout: float = 5.0) -> Any:
+    """One message from ``queue`` (basic.get, retried while the queue is momentarily empty)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            got = await channel.basic_get(queue)
+            if isinstance(got.delivery, pamqp_commands.Basic.GetOk):
+                return got
+            await asyncio.sleep(0.01)
