@@ -196,6 +196,7 @@ def test_every_row_is_found_with_its_version_and_an_error_where_the_target_refus
     "queue",
     [
         "{arguments: {x-queue-version: 2}}",
+        "{arguments: {x-queue-version: true}}",
         "{durable: false, exclusive: true}",
         "{type: quorum, dead_letter: dead}",
         "{type: quorum, dead_letter: ''}",
@@ -324,6 +325,7 @@ def test_a_4_3_broker_refuses_with_a_located_message(tmp_path: Path) -> None:
     assert any(
         "queue 'q': x-queue-version: 1: RabbitMQ 4.3 refuses it: the declare fails with 406" in r
         and "the broker runs RabbitMQ 4.3.0" in r
+        and '`rabbitmq: "4.3"` makes check say so too' in r
         for r in rendered
     ), rendered
     assert all(r.startswith(str(tmp_path / "topology.yaml")) for r in rendered)

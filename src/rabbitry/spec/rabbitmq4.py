@@ -417,11 +417,13 @@ def judge(found: Found, version: Version | None, *, running: str | None = None) 
             if running is not None
             else f'the spec targets RabbitMQ {shown(version)} (`rabbitmq: "{shown(version)}"`)'
         )
+        # Judged against the live broker, check (without `rabbitmq:`) only warned of it.
+        also = f'; `rabbitmq: "{shown(version)}"` makes check say so too' if running else ""
         return Diagnostic(
             found.location,
             Code.RABBITMQ_REFUSED,
             f"{what}: RabbitMQ {shown(refusal.version)} {refusal.does}; {against}",
-            rule.remedy,
+            rule.remedy + also,
         )
     return Diagnostic(
         found.location,
