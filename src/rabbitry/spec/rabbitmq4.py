@@ -137,8 +137,9 @@ _MIGRATE = (
 
 #: The table.  A refusal at declare time closes the channel (406) or, for a
 #: deprecated feature that is denied, the whole connection (541 INTERNAL_ERROR:
-#: ``{protocol_error, internal_error, ...}`` is a hard error); a policy the
-#: broker refuses is a 400 from the management API.
+#: ``{protocol_error, internal_error, ...}``, a hard error by
+#: ``deps/rabbit_common/src/rabbit_framing_amqp_0_9_1.erl`` at v4.3.0); a policy
+#: the broker refuses is a 400 from the management API.
 RULES: tuple[Rule, ...] = (
     Rule(
         "x-queue-mode",
