@@ -7,7 +7,7 @@ Each wraps a ``rabbitry.Client`` speaking the package's contract (``.client``); 
 with ``async with``.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self, Unpack, cast
 
@@ -94,7 +94,9 @@ class Server:
     """
 
     def __init__(
-        self, url: str | BrokerURL | None = None, **options: Unpack[ClientOptions]
+        self,
+        url: str | Sequence[str] | BrokerURL | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         self.client = Client(CONTRACT, url, service="server", **options)
 
@@ -171,7 +173,9 @@ class Worker:
     """
 
     def __init__(
-        self, url: str | BrokerURL | None = None, **options: Unpack[ClientOptions]
+        self,
+        url: str | Sequence[str] | BrokerURL | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         self.client = Client(CONTRACT, url, service="worker", **options)
 

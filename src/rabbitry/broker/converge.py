@@ -1,4 +1,9 @@
-"""Plan and apply, end to end: read the vhost, diff it with the spec, carry out the diff."""
+"""Plan and apply, end to end: read the vhost, diff it with the spec, carry out the diff.
+
+Given several URLs (``Endpoints``: the nodes of one broker), both use the first
+node that answers, preferring one whose management API answers too
+(``endpoints.first_answering``); ``Planned.url`` says which.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from rabbitry.broker import policies
 from rabbitry.broker.apply import ApplyResult, execute
+from rabbitry.broker.endpoints import Endpoints, first_answering
 from rabbitry.broker.live import LiveState, read_live
 from rabbitry.broker.plan import (
     Action,
@@ -28,6 +34,8 @@ __all__ = ["Converged", "Planned", "apply", "plan"]
 class Planned:
     live: LiveState
     plan: Plan
+    #: The broker read (of several URLs, the one used).
+    url: BrokerURL
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,12 @@ class Converged:
     result: ApplyResult
 
 
-async def plan(spec: Spec, url: BrokerURL, *, prune: bool = False, timeout: float) -> Planned:
+async def plan(
+    spec: Spec, url: BrokerURL | Endpoints, *, prune: bool = False, timeout: float
+) -> Planned:
     """What apply would change in ``url``'s vhost; changes nothing."""
+    if isinstance(url, Endpoints):
+        url = await first_answering(url, timeout=timeout, management=True)
     live = await read_live(url, spec, timeout=timeout)
     # What the broker's version refuses (spec.rabbitmq4) stops plan, and so apply,
     # before anything is changed.
@@ -52,12 +64,12 @@ async def plan(spec: Spec, url: BrokerURL, *, prune: bool = False, timeout: floa
                 Option.MANAGEMENT_URL,
             )
         )
-    return Planned(live, diff(desired(spec), live.topology, spec, prune=prune))
+    return Planned(live, diff(desired(spec), live.topology, spec, prune=prune), url)
 
 
 async def apply(
     spec: Spec,
-    url: BrokerURL,
+    url: BrokerURL | Endpoints,
     *,
     prune: bool = False,
     allow_data_loss: bool = False,
@@ -70,6 +82,7 @@ async def apply(
     ``migrate``: replace queues with their messages and bindings kept (``broker.migrate``).
     """
     planned = await plan(spec, url, prune=prune, timeout=timeout)
+    url = planned.url
     if (spec.policies or spec.operator_policies) and not planned.live.topology.sees_policies:
         # Nothing is changed: a half-applied spec without its policies (dead-letter
         # exchanges, limits) would run with settings nobody asked for.

@@ -16,10 +16,11 @@ from rabbitry.broker import converge
 from rabbitry.broker.live import BlindSpot
 from rabbitry.broker.plan import version_findings
 from rabbitry.broker.report import plan_lines, settings_json, settings_lines, summary
-from rabbitry.broker.url import BrokerURL, parse_url
+from rabbitry.broker.url import BrokerURL
 from rabbitry.check import load_spec
 from rabbitry.cli._options import (
     broker_options,
+    endpoints,
     format_option,
     plural,
     said,
@@ -51,7 +52,7 @@ def plan_command(
     *,
     spec: Path | None,
     spec_option: Path | None,
-    url: str | None,
+    url: tuple[str, ...],
     management_url: str | None,
     timeout: float,
     prune: bool,
@@ -64,8 +65,9 @@ def plan_command(
     not be seen (read over AMQP, bindings and policies are not visible).
     """
     model = load_spec(which_spec(spec, spec_option))
-    target = parse_url(url, management=management_url)
-    planned = asyncio.run(converge.plan(model, target, prune=prune, timeout=timeout))
+    brokers = endpoints(url, management_url)
+    planned = asyncio.run(converge.plan(model, brokers, prune=prune, timeout=timeout))
+    target = planned.url
     _say_version_findings(model, planned)
     unverified = planned.live.unverified(model)
     if output_format == "json":
@@ -100,7 +102,7 @@ def apply_command(
     *,
     spec: Path | None,
     spec_option: Path | None,
-    url: str | None,
+    url: tuple[str, ...],
     management_url: str | None,
     timeout: float,
     prune: bool,
@@ -114,12 +116,12 @@ def apply_command(
     consumers is never deleted or replaced without --allow-data-loss.
     """
     model = load_spec(which_spec(spec, spec_option))
-    target = parse_url(url, management=management_url)
+    brokers = endpoints(url, management_url)
     with _progress(enabled=output_format == "text") as progress:
         done = asyncio.run(
             converge.apply(
                 model,
-                target,
+                brokers,
                 prune=prune,
                 allow_data_loss=allow_data_loss,
                 migrate=migrate,
@@ -127,6 +129,7 @@ def apply_command(
                 progress=progress,
             )
         )
+    target = done.planned.url
     _say_version_findings(model, done.planned)
     unverified = done.planned.live.unverified(model)
     if output_format == "json":

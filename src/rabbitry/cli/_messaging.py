@@ -14,12 +14,13 @@ from typing import Any
 
 import click
 
-from rabbitry.broker.url import parse_url
+from rabbitry.broker.endpoints import first_answering
 from rabbitry.check import load_spec
 from rabbitry.cli._options import (
     FLAGS,
     broker_options,
     connection_options,
+    endpoints,
     plural,
     spec_options,
     which_spec,
@@ -57,7 +58,7 @@ def publish_command(
     message: str,
     payload_text: str,
     spec_option: Path | None,
-    url: str | None,
+    url: tuple[str, ...],
     timeout: float,
 ) -> None:
     """Validate MESSAGE's JSON against its schema, then publish it with confirms.
@@ -71,9 +72,10 @@ def publish_command(
     target.validate(payload)  # before connecting: an invalid message never needs a broker
     if not isinstance(payload, dict):
         raise UsageError(f"{message} must be a JSON object")
+    brokers = endpoints(url)
 
     async def send() -> None:
-        async with Client(contract, parse_url(url), connect_timeout=timeout, timeout=timeout) as c:
+        async with Client(contract, brokers, connect_timeout=timeout, timeout=timeout) as c:
             await c.publish(message, payload, timeout=timeout)
 
     asyncio.run(send())
@@ -116,7 +118,7 @@ def tail_command(
     *,
     queue: str,
     spec_option: Path | None,
-    url: str | None,
+    url: tuple[str, ...],
     management_url: str | None,
     timeout: float,
     count: int | None,
@@ -154,7 +156,8 @@ def tail_command(
             "see them with `rabbitmqctl list_queues name exclusive consumers` or the "
             "management UI's Queues page, and what reaches them with `rabbitry route`"
         )
-    target = parse_url(url, management=management_url)
+    brokers = endpoints(url, management_url)
+    target = asyncio.run(first_answering(brokers, timeout=timeout, management=True))
     spec_type = spec.queues[queue].type.value
     facts = asyncio.run(read_facts(target, queue, spec_type, timeout=timeout))
     if drift := facts.drift():

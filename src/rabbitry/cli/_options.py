@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from rabbitry.broker.amqp import DEFAULT_TIMEOUT
+from rabbitry.broker.endpoints import Endpoints, parse_urls, split_urls
 from rabbitry.broker.plan import count_of as plural
 from rabbitry.broker.url import DEFAULT_URL
 from rabbitry.errors import Option, Phrase, phrase_of
@@ -18,6 +19,7 @@ __all__ = [
     "FLAGS",
     "broker_options",
     "connection_options",
+    "endpoints",
     "format_option",
     "plural",
     "said",
@@ -72,9 +74,21 @@ def connection_options(func: F) -> F:
     return click.option(
         "--url",
         metavar="URL",
-        default=None,
-        help=f"The broker; its path is the vhost [default: $RABBITRY_URL, then {DEFAULT_URL}].",
+        multiple=True,
+        help=(
+            "The broker; its path is the vhost. Give it several times (or several URLs "
+            "separated by commas) for the nodes of one broker, all with the same vhost: "
+            "the first that answers is used "
+            f"[default: $RABBITRY_URL, which may hold several, then {DEFAULT_URL}]."
+        ),
     )(func)
+
+
+def endpoints(url: tuple[str, ...], management_url: str | None = None) -> Endpoints:
+    """The broker URLs ``--url`` gave (each possibly a comma-separated list), else
+    ``$RABBITRY_URL``'s, else the default; ``--management-url`` applies to every one."""
+    texts = [one for text in url for one in split_urls(text)]
+    return parse_urls(texts or None, management=management_url)
 
 
 def broker_options(func: F) -> F:

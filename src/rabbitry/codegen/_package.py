@@ -57,6 +57,7 @@ _FIXED_NAMES = frozenset(
         "Received",
         "STRATEGIES",
         "Self",
+        "Sequence",
         "Subscription",
         "TracebackType",
         "TypeAlias",
@@ -238,7 +239,8 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
         (
             "collections.abc",
             (["AsyncIterator"] if subscriptions else [])
-            + (["Awaitable", "Callable"] if consumes else []),
+            + (["Awaitable", "Callable"] if consumes else [])
+            + (["Sequence"] if services else []),
         ),
         ("types", ["TracebackType"] if services or subscriptions else []),
         (

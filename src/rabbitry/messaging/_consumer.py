@@ -73,6 +73,7 @@ from pamqp.common import FieldArray
 
 from rabbitry.broker._aiormq import consumer_tag, delivered, frame_channel
 from rabbitry.broker.amqp import broker_error
+from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
     BrokerError,
     Fault,
@@ -250,6 +251,11 @@ class Inbox:
 
     priority = 1
 
+    @property
+    def _url(self) -> BrokerURL:
+        """The node in use now: errors name it, and it changes when the client moves."""
+        return self._supervisor.url
+
     def __init__(
         self,
         supervisor: Supervisor,
@@ -262,7 +268,6 @@ class Inbox:
     ) -> None:
         self._supervisor = supervisor
         self._publisher = publisher
-        self._url = supervisor.url
         self._timeout = supervisor.timeout
         self.contract = queue
         self._accepts = dict(accepts)

@@ -61,6 +61,7 @@ from pamqp import commands as spec
 from rabbitry.broker import _frames
 from rabbitry.broker._aiormq import frame_channel
 from rabbitry.broker.amqp import broker_error
+from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
     BrokerError,
     ConnectionFailed,
@@ -303,9 +304,13 @@ class _Line:
 
 
 class Publisher:
+    @property
+    def _url(self) -> BrokerURL:
+        """The node in use now: errors name it, and it changes when the client moves."""
+        return self._supervisor.url
+
     def __init__(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
-        self._url = supervisor.url
         self._timeout = supervisor.timeout
         self._queue: deque[Outgoing] = deque()
         self._wakeup = asyncio.Event()

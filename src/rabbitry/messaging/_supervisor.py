@@ -2,10 +2,15 @@
 
 aiormq has no reconnection of its own.  The supervisor
 
-- connects with capped exponential backoff and jitter (``BACKOFF_*``: at
-  most 5 s between attempts), each attempt bounded by ``timeout``; refused
-  credentials or a missing vhost end the wait at once (retrying cannot fix
-  them).  At start it gives up after ``connect_timeout`` (a wrong URL or a
+- connects to the first of its URLs that answers (``broker.endpoints``:
+  several URLs are the nodes of one broker), trying them in rounds with
+  capped exponential backoff and jitter between rounds (``BACKOFF_*``: at
+  most 5 s), each attempt bounded by ``timeout``: a dead node costs one
+  refused attempt, not a backoff.  After a loss a round starts with the URL
+  after the lost one, which comes last; ``url`` is the one in use.  Refused
+  credentials or a missing vhost on one URL send it to the next; when every
+  URL of a round fails that way, the wait ends at once (retrying cannot fix
+  them), naming each.  At start it gives up after ``connect_timeout`` (a wrong URL or a
   broker that is not there should say so, not hang).  After a loss it tries
   **for ever** by default (``reconnect_timeout=None``), saying so at WARNING
   every ``OUTAGE_REPORT_EVERY`` seconds with the outage's length, because
@@ -51,8 +56,9 @@ from aiormq.abc import AbstractConnection
 from pamqp import commands as spec
 
 from rabbitry.broker.amqp import broker_error, is_permanent
+from rabbitry.broker.endpoints import Endpoints, none_answered
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, Phrase, phrase_of
+from rabbitry.errors import BrokerError, BrokerTimeout, ConnectionFailed, Phrase
 
 __all__ = ["OUTAGE_REPORT_EVERY", "Attachment", "Supervisor", "backoff"]
 
@@ -122,7 +128,7 @@ class Attachment(Protocol):
 class Supervisor:
     def __init__(
         self,
-        url: BrokerURL,
+        endpoints: Endpoints,
         *,
         name: str,
         heartbeat: int,
@@ -130,7 +136,10 @@ class Supervisor:
         reconnect_timeout: float | None,
         timeout: float,
     ) -> None:
-        self.url = url
+        self.endpoints = endpoints
+        #: The URL in use (or tried first, before the first connection): it changes when
+        #: the connection moves to another node.
+        self.url = endpoints.first
         self.timeout = timeout
         self._heartbeat = heartbeat
         self._name = name
@@ -247,99 +256,132 @@ class Supervisor:
 
     # -- connecting --------------------------------------------------------
 
-    def _amqp_url(self) -> str:
+    def _amqp_url(self, url: BrokerURL) -> str:
         query = f"heartbeat={self._heartbeat}&name={quote(self._name, safe='')}"
-        return f"{self.url.amqp}?{query}"
+        amqp = url.amqp
+        return f"{amqp}{'&' if '?' in amqp else '?'}{query}"
 
-    async def _open(self, limit: float) -> AbstractConnection:
+    async def _open(self, url: BrokerURL, limit: float) -> AbstractConnection:
         """One attempt: an open connection that reports being blocked, within ``limit``."""
-        connection = _BlockAwareConnection(self._amqp_url())
+        connection = _BlockAwareConnection(self._amqp_url(url))
         connection.on_blocked = lambda reason: self._on_blocked(connection, reason)
         connection.on_unblocked = lambda: self._on_unblocked(connection)
         await asyncio.wait_for(connection.connect(), limit)
         return connection
 
-    async def _connect(self, limit: float | None, *, lost_at: float | None = None) -> None:
+    async def _connect(
+        self, limit: float | None, *, lost_at: float | None = None, lost: BrokerURL | None = None
+    ) -> None:
         """Connect and restore, retrying until ``limit`` seconds (``None``: for ever).
 
-        ``lost_at`` (loop time) is when the connection was lost: a reconnect
-        reports the outage's length, not the time spent in this call.
+        ``lost_at`` (loop time) is when the connection to ``lost`` was lost: a
+        reconnect reports the outage's length, not the time spent in this call,
+        and tries the URLs after ``lost`` first.
         """
         loop = asyncio.get_running_loop()
         began = loop.time() if lost_at is None else lost_at
         deadline = None if limit is None else loop.time() + limit
         report_at = began + OUTAGE_REPORT_EVERY
-        attempt = 0
-        last: BrokerError | None = None
-        what = f"connecting to vhost {self.url.vhost!r}"
-        node = self.url.endpoint
+        order = self.endpoints.urls if lost is None else self.endpoints.after(lost)
+        attempt = rounds = 0
+        failures: dict[BrokerURL, BrokerError] = {}  # each URL's last failure
         while True:
-            remaining = None if deadline is None else deadline - loop.time()
-            if self._closed or (remaining is not None and remaining <= 0):
-                raise ConnectionFailed(
-                    Phrase.of(
-                        f"gave up after {limit:g} s and {attempt} attempt(s) to connect: ",
-                        phrase_of(last),
+            permanent = 0
+            for url in order:
+                remaining = None if deadline is None else deadline - loop.time()
+                if self._closed or (remaining is not None and remaining <= 0):
+                    raise self._no_connection(limit, attempt, order, failures)
+                attempt += 1
+                node = url.endpoint
+                try:
+                    connection = await self._open(
+                        url, self.timeout if remaining is None else min(self.timeout, remaining)
                     )
-                    if last
-                    else f"RabbitMQ at {node}: no connection within {limit:g} s"
-                )
-            attempt += 1
-            try:
-                connection = await self._open(
-                    self.timeout if remaining is None else min(self.timeout, remaining)
-                )
-            except Exception as exc:
-                last = broker_error(exc, self.url, what)
-                if is_permanent(exc):
-                    raise last from None
-                log.debug(
-                    "no connection to %s (attempt %d): %s; retrying",
-                    node,
-                    attempt,
-                    last,
-                    extra={"node": node, "attempt": attempt, "reason": str(last)},
-                )
-            else:
+                except Exception as exc:
+                    failures[url] = broker_error(exc, url, f"connecting to vhost {url.vhost!r}")
+                    permanent += is_permanent(exc)
+                    log.debug(
+                        "no connection to %s (attempt %d): %s; %s",
+                        node,
+                        attempt,
+                        failures[url],
+                        "trying the next URL" if len(order) > 1 else "retrying",
+                        extra={"node": node, "attempt": attempt, "reason": str(failures[url])},
+                    )
+                    continue
+                self.url = url
                 try:
                     await self._restore(connection)
                 except Exception as exc:
-                    last = broker_error(exc, self.url, "restoring consumers and queues")
+                    failures[url] = broker_error(exc, url, "restoring consumers and queues")
                     log.warning(
                         "%s; reconnecting",
-                        last,
-                        extra={"node": node, "attempt": attempt, "reason": str(last)},
+                        failures[url],
+                        extra={"node": node, "attempt": attempt, "reason": str(failures[url])},
                     )
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(connection.close(), 1.0)
-                else:
-                    took = loop.time() - began
-                    log.info(
-                        "connected%s to %s (vhost %r) after %.1f s and %d attempt(s)",
-                        "" if lost_at is None else " again",
-                        node,
-                        self.url.vhost,
-                        took,
-                        attempt,
-                        extra={"node": node, "attempt": attempt},
-                    )
-                    return
+                    continue
+                moved = "" if lost is None or lost == url else f", moved from {lost.endpoint}"
+                log.info(
+                    "connected%s to %s (vhost %r) after %.1f s and %d attempt(s)%s",
+                    "" if lost_at is None else " again",
+                    node,
+                    url.vhost,
+                    loop.time() - began,
+                    attempt,
+                    moved,
+                    extra={"node": node, "attempt": attempt},
+                )
+                return
+            rounds += 1
+            if permanent == len(order):
+                # Every URL refused for a reason retrying cannot fix: say so now, naming each.
+                one = order[0]
+                if len(order) == 1:
+                    raise failures[one]
+                raise ConnectionFailed(none_answered([(url, failures[url]) for url in order]))
             now = loop.time()
             if now >= report_at:
                 report_at = now + OUTAGE_REPORT_EVERY
+                where = ", ".join(url.endpoint for url in order)
+                why = none_answered([(url, failures[url]) for url in order if url in failures])
                 log.warning(
                     "no connection to %s for %.0f s, %d attempts; still trying %s: %s",
-                    node,
+                    where,
                     now - began,
                     attempt,
                     "for ever" if deadline is None else f"for up to {limit:g} s",
-                    last,
-                    extra={"node": node, "attempt": attempt, "reason": str(last)},
+                    why,
+                    extra={"node": where, "attempt": attempt, "reason": str(why)},
                 )
-            pause = backoff(attempt - 1)
+            pause = backoff(rounds - 1)
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - now))
             await asyncio.sleep(pause)
+
+    def _no_connection(
+        self,
+        limit: float | None,
+        attempt: int,
+        order: tuple[BrokerURL, ...],
+        failures: dict[BrokerURL, BrokerError],
+    ) -> ConnectionFailed:
+        """Why the wait for a connection ended without one (its deadline, or ``close()``)."""
+        seen = [(url, failures[url]) for url in order if url in failures]
+        if limit is None:
+            return ConnectionFailed(
+                f"the client of {self.url.endpoint} was closed while connecting"
+            )
+        if not seen:
+            where = ", ".join(url.endpoint for url in order)
+            return ConnectionFailed(f"RabbitMQ at {where}: no connection within {limit:g} s")
+        return ConnectionFailed(
+            Phrase.of(
+                f"gave up after {limit:g} s and {attempt} attempt(s) to connect: ",
+                none_answered(seen),
+            )
+        )
 
     async def _restore(self, connection: AbstractConnection) -> None:
         async with self._lock:
@@ -410,7 +452,6 @@ class Supervisor:
 
     async def _keep_connected(self) -> None:
         loop = asyncio.get_running_loop()
-        node = self.url.endpoint
         while not self._closed:
             connection = self._connection
             if connection is None:  # closed meanwhile
@@ -419,7 +460,8 @@ class Supervisor:
             await asyncio.wait([closing])
             if self._closed:
                 return
-            lost_at = loop.time()
+            lost_at, lost = loop.time(), self.url
+            node = lost.endpoint
             self._ready.clear()
             self._blocked = None  # that connection's state; a new one starts unblocked
             reason = _why_closed(closing)
@@ -434,7 +476,7 @@ class Supervisor:
             )
             for attachment in list(self._attachments):
                 attachment.detach(None)
-            await self._connect(self._reconnect_timeout, lost_at=lost_at)
+            await self._connect(self._reconnect_timeout, lost_at=lost_at, lost=lost)
 
     def _give_up(self, failure: BrokerError) -> None:
         """End the client: every waiter, attachment and ``wait()`` gets ``failure``."""

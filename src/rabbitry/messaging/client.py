@@ -24,7 +24,8 @@ from types import TracebackType
 from typing import Any, Self, TypedDict
 
 from rabbitry.broker import _frames
-from rabbitry.broker.url import BrokerURL, parse_url
+from rabbitry.broker.endpoints import Endpoints, URLs, parse_urls
+from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import InvalidArgument, InvalidState, UnknownName
 from rabbitry.messaging._consumer import DEFAULT_HANDLER_TIMEOUT, Consumer, Handler
 from rabbitry.messaging._delivery import Delivery
@@ -80,12 +81,20 @@ class Client:
     its channel (RabbitMQ sends no cancel to a consumer of a quorum queue that
     is deleted and declared again at once: see ``_reattach``) and how often a
     subscription binds its queue again.
+
+    ``url`` is one URL or several (a sequence, or one string with commas between
+    them; ``None``: ``$RABBITRY_URL``, then the local default): the nodes of one
+    broker, all with the same vhost (``InvalidArgument`` otherwise), each with its
+    own credentials.  The client connects to the first that answers; when the
+    connection is lost it tries the URLs after the lost one first, that one last,
+    and stays where it lands.  ``node`` says which node it is on; the log says
+    ``connected to HOST:PORT`` (field ``node``) each time.
     """
 
     def __init__(
         self,
         contract: Contract,
-        url: str | BrokerURL | None = None,
+        url: URLs = None,
         *,
         service: str | None = None,
         connect_timeout: float = 30.0,
@@ -99,7 +108,8 @@ class Client:
         handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
     ) -> None:
         self.contract = contract
-        self.url = url if isinstance(url, BrokerURL) else parse_url(url)
+        #: Every URL the client may use, in the order it tries them.
+        self.urls: Endpoints = parse_urls(url)
         if service is not None and service not in contract.services:
             raise UnknownName("service", service, list(contract.services))
         if prefetch < 1:
@@ -131,13 +141,26 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client {self.service or '(any service)'} at {self.url.masked}>"
 
+    @property
+    def url(self) -> BrokerURL:
+        """The URL of the node in use (before the client is opened: the first it will try)."""
+        return self.urls.first if self._supervisor is None else self._supervisor.url
+
+    @property
+    def node(self) -> str | None:
+        """``host:port`` of the node the client is connected to; ``None`` while it is not."""
+        supervisor = self._supervisor
+        return (
+            supervisor.url.endpoint if supervisor is not None and supervisor.is_connected else None
+        )
+
     # -- life cycle --------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._supervisor is not None:
             raise InvalidState("this client is already open")
         supervisor = Supervisor(
-            self.url,
+            self.urls,
             name=f"rabbitry {self.service}" if self.service else "rabbitry",
             heartbeat=self._heartbeat,
             connect_timeout=self._connect_timeout,
