@@ -12,6 +12,7 @@ the runtime fills the key and headers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import tempfile
 import uuid
@@ -31,7 +32,8 @@ from pamqp.commands import Basic
 
 from broker import Vhost
 from rabbitry._values import MAX_COMBINATIONS, value_routes
-from rabbitry.check import Report, check
+from rabbitry.check import Report, check, load_spec
+from rabbitry.errors import ContractViolation
 from rabbitry.messaging.contract import Contract, contract_data
 from rabbitry.spec import Code, Location, Spec
 from rabbitry.spec._domains import field_domain
@@ -354,8 +356,26 @@ def test_a_value_publish_refuses_is_named(tmp_path: Path) -> None:
     found = only(check(path), Code.UNSENDABLE_VALUE)
     assert found.message == (
         "message 'M': f may be \"b.c\", which publish refuses: "
-        "a value filling a routing-key word or header may not hold '.'"
+        "a value filling a routing-key word may not hold '.'"
     )
+
+
+def test_a_header_value_may_hold_a_dot(tmp_path: Path) -> None:
+    # The broker compares a header value whole: "eu.west" is sent and routed as it is.
+    path = spec_with(
+        tmp_path,
+        "headers",
+        [{"queue": "q1", "match": "all", "headers": {"region": "eu.west"}}],
+        {"type": "string", "enum": ["eu.west"]},
+        headers={"region": "{f}"},
+    )
+    assert check(path).errors == ()
+    contract = Contract.from_spec(load_spec(path)).message("M")
+    assert contract.headers_for({"f": "eu.west"}) == {"region": "eu.west"}
+    # The same value filling a routing-key word is refused: it would be two words.
+    keyed = dataclasses.replace(contract, routing_key="{f}")
+    with pytest.raises(ContractViolation, match=r"may not hold '\.'"):
+        keyed.routing_key_for({"f": "eu.west"})
 
 
 def test_the_flagship_still_passes_strict() -> None:

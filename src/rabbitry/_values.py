@@ -37,7 +37,7 @@ MAX_COMBINATIONS = 256
 class Refusal(Enum):
     """Why the runtime refuses to send a value the schema allows."""
 
-    #: The text fills one routing-key word (headers are filled the same way): no ``.``.
+    #: The text fills one routing-key word: no ``.`` (a header value may hold one).
     DOT = "dot"
     #: Only a string or an integer fills a template (not ``1.0``, ``true``, ``null``, ...).
     NOT_A_WORD = "not-a-word"
@@ -76,10 +76,16 @@ def value_routes(spec: Spec, message: Message) -> ValueRoutes | None:
     domains = [d for f in message.params if (d := field_domain(store, file, f)) is not None]
     if not domains:
         return None
+    in_key = set(placeholders(message.routing_key))
     refused = tuple(
-        (d.field, v, why) for d in domains for v in d.values if (why := refusal(v)) is not None
+        (d.field, v, why)
+        for d in domains
+        for v in d.values
+        if (why := refusal(v, in_key=d.field in in_key)) is not None
     )
-    sendable = [[v for v in d.values if refusal(v) is None] for d in domains]
+    sendable = [
+        [v for v in d.values if refusal(v, in_key=d.field in in_key) is None] for d in domains
+    ]
     combinations = 1
     for values in sendable:
         combinations *= len(values)
@@ -98,11 +104,14 @@ def value_routes(spec: Spec, message: Message) -> ValueRoutes | None:
     return ValueRoutes(message.name, tuple(domains), tuple(outcomes), refused)
 
 
-def refusal(value: Any) -> Refusal | None:
-    """Why the runtime refuses to fill a template with ``value``; ``None`` if it does not."""
+def refusal(value: Any, *, in_key: bool) -> Refusal | None:
+    """Why the runtime refuses to fill a template with ``value``; ``None`` if it does not.
+
+    ``in_key``: the field fills a routing-key word (it may fill headers too).
+    """
     if isinstance(value, bool) or not isinstance(value, str | int):
         return Refusal.NOT_A_WORD
-    return Refusal.DOT if "." in str(value) else None
+    return Refusal.DOT if in_key and "." in str(value) else None
 
 
 def wire_text(value: str | int) -> str:

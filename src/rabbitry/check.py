@@ -185,7 +185,7 @@ def _refusals(message: Message, routes: ValueRoutes) -> Iterator[Diagnostic]:
 
 
 _REFUSALS = {
-    Refusal.DOT: "a value filling a routing-key word or header may not hold '.'",
+    Refusal.DOT: "a value filling a routing-key word may not hold '.'",
     Refusal.NOT_A_WORD: "only a string or an integer fills a routing key or header",
 }
 

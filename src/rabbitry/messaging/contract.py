@@ -30,18 +30,23 @@ __all__ = ["Contract", "MessageContract", "QueueContract", "RuntimeBinding"]
 FORMAT = 2  # 2: queues carry their effective dead-letter exchange and key
 
 
-def _fill(template: str, payload: Mapping[str, Any], message: str) -> str:
-    """``template`` with each ``{field}`` replaced by the payload's value: one routing-key word."""
+def _fill(template: str, payload: Mapping[str, Any], message: str, *, word: bool = True) -> str:
+    """``template`` with each ``{field}`` replaced by the payload's value.
+
+    In a routing key (``word``) a value fills one word, so it may not hold a
+    ``.``; a header value is compared whole by the broker and may.
+    """
+    what = "the routing key" if word else "a header"
 
     def value(match: re.Match[str]) -> str:
         field = match.group(1)
         raw = payload.get(field)
         if isinstance(raw, bool) or not isinstance(raw, str | int):
             raise ContractViolation(
-                message, [Fault(f"/{field}", f"needed for the routing key, got {raw!r}")]
+                message, [Fault(f"/{field}", f"needed for {what}, got {raw!r}")]
             )
         text = str(raw)
-        if "." in text:
+        if word and "." in text:
             raise ContractViolation(
                 message,
                 [Fault(f"/{field}", f"{text!r} fills one routing-key word and may not hold '.'")],
@@ -97,7 +102,7 @@ class MessageContract:
 
     def headers_for(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            name: _fill(value, payload, self.name) if isinstance(value, str) else value
+            name: _fill(value, payload, self.name, word=False) if isinstance(value, str) else value
             for name, value in self.headers.items()
         }
 
