@@ -12,7 +12,8 @@ and may move::
   with its ``Condition``\\s;
 - the contract and the client: ``Contract``, ``MessageContract``, ``Client``,
   ``ClientOptions``, ``Consumer``, ``Handler``, ``Delivery``, ``Subscription``;
-- the broker: ``BrokerURL`` (``parse_url``), ``plan`` → ``Planned``,
+- the broker: ``BrokerURL`` (``parse_url``), ``Endpoints`` (several URLs of one
+  broker: ``parse_urls``), ``plan`` → ``Planned``,
   ``apply`` → ``Converged``;
 - every error rabbitry raises, from ``RabbitryError`` down (``rabbitry.errors``
   draws the tree).
@@ -60,6 +61,7 @@ from rabbitry.spec import Spec
 
 if TYPE_CHECKING:
     from rabbitry.broker.converge import Converged, Planned, apply, plan
+    from rabbitry.broker.endpoints import Endpoints, parse_urls
     from rabbitry.broker.plan import Change, Plan
     from rabbitry.broker.url import BrokerURL, parse_url
     from rabbitry.messaging.client import (
@@ -90,6 +92,7 @@ __all__ = [
     "DataLossRefused",
     "Delivery",
     "Destination",
+    "Endpoints",
     "Fault",
     "Handler",
     "InvalidArgument",
@@ -120,6 +123,7 @@ __all__ = [
     "check",
     "load_spec",
     "parse_url",
+    "parse_urls",
     "plan",
     "route",
     "route_message",
@@ -139,6 +143,7 @@ _LAZY: dict[str, str] = {
     "Converged": "rabbitry.broker.converge",
     "Delivery": "rabbitry.messaging.client",
     "Destination": "rabbitry.routing",
+    "Endpoints": "rabbitry.broker.endpoints",
     "Handler": "rabbitry.messaging.client",
     "MessageContract": "rabbitry.messaging.contract",
     "Plan": "rabbitry.broker.plan",
@@ -146,6 +151,7 @@ _LAZY: dict[str, str] = {
     "Subscription": "rabbitry.messaging.client",
     "apply": "rabbitry.broker.converge",
     "parse_url": "rabbitry.broker.url",
+    "parse_urls": "rabbitry.broker.endpoints",
     "plan": "rabbitry.broker.converge",
     "route": "rabbitry.routing",
     "route_message": "rabbitry.routing",
