@@ -228,6 +228,15 @@ def test_the_management_default_follows_the_scheme() -> None:
     assert given.management == "https://api.example:443"
 
 
+def test_an_ipv6_host_keeps_its_brackets() -> None:
+    url = parse_url("amqps://u:p@[::1]:5999/v?heartbeat=3")
+    assert url.host == "::1"
+    assert url.amqp == "amqps://u:p@[::1]:5999/v?heartbeat=3"
+    assert str(url) == "amqps://u:***@[::1]:5999/v?heartbeat=3"
+    assert url.management == "https://[::1]:15671"
+    assert parse_url(url.amqp) == url
+
+
 def test_the_url_heartbeat_wins_over_the_clients_default() -> None:
     assert "heartbeat=7" in parse_url("amqp://h/?heartbeat=7").for_aiormq(heartbeat=5)
     assert "heartbeat=5" not in parse_url("amqp://h/?heartbeat=7").for_aiormq(heartbeat=5)

@@ -91,7 +91,12 @@ class BrokerURL:
         return self._address(auth) + self._query()
 
     def _address(self, auth: str) -> str:
-        return f"{self.scheme}://{auth}{self.host}:{self.port}/{quote(self.vhost, safe='')}"
+        return f"{self.scheme}://{auth}{self._netloc_host}:{self.port}/{quote(self.vhost, safe='')}"
+
+    @property
+    def _netloc_host(self) -> str:
+        """The host as a URL writes it: an IPv6 address in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     def _query(self, **extra: object) -> str:
         values: dict[str, object] = {
@@ -116,7 +121,7 @@ class BrokerURL:
         if self.management_override:
             return self.management_override.rstrip("/")
         scheme = "https" if self.scheme == "amqps" else "http"
-        return f"{scheme}://{self.host}:{MANAGEMENT_PORTS[self.scheme]}"
+        return f"{scheme}://{self._netloc_host}:{MANAGEMENT_PORTS[self.scheme]}"
 
     def __str__(self) -> str:
         return self.masked
