@@ -162,11 +162,11 @@ def _template_regex(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
 
 def _fill(template: str, value: ArgValue) -> dict[str, str] | None:
     """The placeholder values that make ``template`` equal ``value``, or None."""
-    regex, names = _template_regex(template)
     if not isinstance(value, str):
-        # Only a whole-value placeholder can stand for a number, a bool, ...
-        whole = len(names) == 1 and template == "{" + names[0] + "}"
-        return {names[0]: _show(value)} if whole else None
+        # A filled template is always sent as a string (``messaging.contract``), and the
+        # broker never finds a string equal to a number, a bool or a table.
+        return None
+    regex, names = _template_regex(template)
     found = regex.fullmatch(value)
     if found is None:
         return None
