@@ -260,6 +260,8 @@ def _check_files(where: str, tls: TLS) -> None:
                 f"{where}: cafile {tls.cafile!r} does not load ({_reason(exc)}); it must hold "
                 "the CA certificate(s) in PEM (-----BEGIN CERTIFICATE-----)"
             ) from None
+    if tls.certfile is None:
+        return  # nothing more to load (building a context costs ~35 ms: not for plain URLs)
     try:
         client_context(tls)
     except (OSError, ssl.SSLError) as exc:
