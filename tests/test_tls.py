@@ -250,10 +250,14 @@ def test_the_management_context_is_the_one_aiormq_makes(certs: Certificates, ver
         f"amqps://h/?cafile={certs.ca}&certfile={certs.client_cert}"
         f"&keyfile={certs.client_key}&no_verify_ssl={verify}"
     )
-    connection = aiormq.Connection(url.amqp)
-    theirs = SSLContextProvider(
-        ssl_context=None, ssl_certs=connection.ssl_certs, loop=asyncio.new_event_loop()
-    )._create_context()
+    loop = asyncio.new_event_loop()  # aiormq wants one; no test may rely on a current one
+    try:
+        connection = aiormq.Connection(url.amqp, loop=loop)
+        theirs = SSLContextProvider(
+            ssl_context=None, ssl_certs=connection.ssl_certs, loop=loop
+        )._create_context()
+    finally:
+        loop.close()
     ours = url.ssl_context()
     assert connection.ssl_certs == SSLCerts(
         cert=str(certs.client_cert),

@@ -49,7 +49,6 @@ import logging
 import random
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import aiormq
 from aiormq.abc import AbstractConnection
@@ -257,9 +256,7 @@ class Supervisor:
     # -- connecting --------------------------------------------------------
 
     def _amqp_url(self, url: BrokerURL) -> str:
-        query = f"heartbeat={self._heartbeat}&name={quote(self._name, safe='')}"
-        amqp = url.amqp
-        return f"{amqp}{'&' if '?' in amqp else '?'}{query}"
+        return url.for_aiormq(heartbeat=self._heartbeat, name=self._name)
 
     async def _open(self, url: BrokerURL, limit: float) -> AbstractConnection:
         """One attempt: an open connection that reports being blocked, within ``limit``."""
