@@ -14,7 +14,12 @@ pyproject bounds aiormq (``>=7.2,<7.3``) because the runtime uses its internals:
 - the supervisor overrides ``Connection``'s name-mangled
   ``__handle_connection_blocked`` / ``__handle_connection_unblocked`` (the
   alarm itself is caused in tests/faults/test_outages.py);
-- ``broker/amqp.py`` tells a refused vhost by the exception aiormq 7.2 raises.
+- ``broker/amqp.py`` tells a refused vhost by the exception aiormq 7.2 raises;
+- ``GuardedConnection`` (``broker/_aiormq.py``) overrides ``Connection``'s
+  name-mangled ``__reader`` to hand it a ``GuardedFrames``, a ``FrameReceiver``
+  (its ``reader``, ``started``, ``lock``) whose ``get_frame`` reads frames
+  itself; a ``WithheldHeader`` has ``body_size`` 0, so that ``Channel._read_content``
+  reads no body frame for it; ``limit_body`` reads ``Connection.channels``.
 
 Each test here names the internal it checks, so that an aiormq release that
 drops or changes one fails here, by name, before it fails in production.
@@ -34,6 +39,7 @@ import aiormq.exceptions as amqp_errors
 import pamqp.frame
 import pytest
 from aiormq.abc import AbstractConnection, ChannelFrame, DeliveredMessage
+from aiormq.connection import FrameReceiver, ReceivedFrame
 from hypothesis import given
 from hypothesis import strategies as st
 from pamqp import commands as spec
@@ -41,11 +47,14 @@ from pamqp import commands as spec
 from broker import Vhost
 from rabbitry.broker import _frames
 from rabbitry.broker._aiormq import (
+    GuardedConnection,
     consumer_tag,
     delivered,
     frame_channel,
+    limit_body,
     queue_counts,
     queue_name,
+    withheld,
 )
 from rabbitry.broker.amqp import connect, is_permanent
 from rabbitry.broker.url import parse_url
@@ -87,6 +96,27 @@ def test_the_connection_handlers_the_supervisor_overrides_exist(name: str) -> No
     )
     assert len(inspect.signature(original).parameters) == 2, f"{name} takes not one frame"
     assert name in _BlockAwareConnection.__dict__  # the override has the same (mangled) name
+
+
+def test_the_frame_reader_the_guarded_connection_replaces_exists() -> None:
+    reader = aiormq.Connection.__dict__.get("_Connection__reader")
+    assert inspect.iscoroutinefunction(reader), (
+        f"aiormq {AIORMQ}: Connection has no coroutine __reader, to which GuardedConnection "
+        "hands its GuardedFrames"
+    )
+    assert list(inspect.signature(reader).parameters) == ["self", "frame_receiver"]
+    assert "_Connection__reader" in GuardedConnection.__dict__
+    assert issubclass(_BlockAwareConnection, GuardedConnection)
+    get_frame = FrameReceiver.__dict__.get("get_frame")
+    assert inspect.iscoroutinefunction(get_frame)
+    assert ReceivedFrame == tuple[int, int, pamqp.frame.FrameTypes]
+
+    async def made() -> set[str]:
+        return set(vars(FrameReceiver(asyncio.StreamReader())))
+
+    assert {"reader", "started", "lock"} <= asyncio.run(made())
+    assert "body.tell() < header.body_size" in inspect.getsource(aiormq.Channel._read_content)
+    assert "if header.body_size:" in inspect.getsource(aiormq.Channel._read_content)
 
 
 def test_the_return_reader_the_mover_replaces_exists() -> None:
@@ -260,6 +290,39 @@ def test_a_broker_cancel_reaches_the_consumer_cancel_callbacks(vhost: Vhost) -> 
             await other.queue_delete("going", timeout=LIMIT)
             frame = await asyncio.wait_for(cancelled, LIMIT)
             assert frame.consumer_tag == consumer_tag(ok)
+
+    run(body)
+
+
+def test_a_guarded_reader_reads_what_aiormqs_reads(vhost: Vhost) -> None:
+    """The same frames come through ``GuardedFrames`` as through aiormq's receiver: a
+    publish, its confirm, a return, a get with its body of several frames."""
+
+    async def body() -> None:
+        connection = GuardedConnection(vhost.amqp_url)
+        await connection.connect()
+        try:
+            assert isinstance(connection.channels, dict)
+            channel = frame_channel(await connection.channel())
+            await channel.queue_declare("q")
+            big = bytes(range(256)) * 2000  # several body frames
+            await channel.basic_publish(big, routing_key="q")
+            got = await channel.basic_get("q", no_ack=True)
+            assert got.body == big
+            with pytest.raises(amqp_errors.PublishError):
+                await channel.basic_publish(b"x", routing_key="nowhere", mandatory=True)
+            limit_body(channel, 1000)
+            assert connection.body_limit(channel.number) == 1000
+            await channel.basic_publish(big, routing_key="q")
+            await channel.basic_publish(b"small", routing_key="q")
+            dropped = await channel.basic_get("q", no_ack=True)
+            header = withheld(dropped)
+            assert header is not None
+            assert header.announced == len(big)
+            assert dropped.body == b""
+            assert (await channel.basic_get("q", no_ack=True)).body == b"small"
+        finally:
+            await connection.close()
 
     run(body)
 

@@ -26,6 +26,7 @@ import aiormq
 import aiormq.exceptions as amqp_errors
 from aiormq.abc import AbstractConnection
 
+from rabbitry.broker._aiormq import GuardedConnection
 from rabbitry.broker.tls import explain, verification_failure
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
@@ -215,10 +216,16 @@ def _is_vhost_refusal(exc: BaseException) -> bool:
 
 
 async def connect(
-    url: BrokerURL, *, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any
+    url: BrokerURL, *, timeout: float = DEFAULT_TIMEOUT, guarded: bool = False, **kwargs: Any
 ) -> AbstractConnection:
-    """An open ``aiormq.Connection`` to ``url``, or a ``BrokerError`` within ``timeout``."""
+    """An open ``aiormq.Connection`` to ``url``, or a ``BrokerError`` within ``timeout``.
+    ``guarded``: a ``GuardedConnection``, which withholds a message whose headers it cannot
+    decode instead of closing (``broker/_aiormq.py``; a reader of messages, such as tail)."""
     try:
+        if guarded:
+            connection = GuardedConnection(url.amqp, **kwargs)
+            await asyncio.wait_for(connection.connect(), timeout)
+            return connection
         return await asyncio.wait_for(aiormq.connect(url.amqp, **kwargs), timeout)
     except (TimeoutError, Exception) as exc:
         raise broker_error(exc, url, f"connecting to vhost {url.vhost!r}") from None

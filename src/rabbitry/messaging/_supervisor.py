@@ -50,10 +50,10 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import aiormq
 from aiormq.abc import AbstractConnection
 from pamqp import commands as spec
 
+from rabbitry.broker._aiormq import GuardedConnection
 from rabbitry.broker.amqp import broker_error, is_permanent
 from rabbitry.broker.endpoints import Endpoints, none_answered
 from rabbitry.broker.url import BrokerURL
@@ -69,8 +69,9 @@ BACKOFF_CAP = 5.0
 OUTAGE_REPORT_EVERY = 30.0
 
 
-class _BlockAwareConnection(aiormq.Connection):
-    """aiormq's connection, telling its supervisor when the broker blocks and unblocks it.
+class _BlockAwareConnection(GuardedConnection):
+    """aiormq's connection (guarded: ``broker/_aiormq.py``), telling its supervisor when the
+    broker blocks and unblocks it.
 
     aiormq 7.2 advertises the ``connection.blocked`` capability and handles the
     two frames, but only logs them: it has no callback and keeps the reason to

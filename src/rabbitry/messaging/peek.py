@@ -33,7 +33,7 @@ from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
-from rabbitry.broker._aiormq import consumer_tag, delivered, queue_counts
+from rabbitry.broker._aiormq import consumer_tag, delivered, queue_counts, withheld
 from rabbitry.broker.amqp import broker_error, connect
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import InvalidArgument
@@ -142,14 +142,19 @@ def _judge(contract: Contract, facts: QueueFacts, number: int, message: Delivere
     properties = message.header.properties
     delivery, _ = delivered(message)
     routing_key = delivery.routing_key or ""
-    found = decode(
-        message.body,
-        properties,
-        exchange=delivery.exchange,
-        routing_key=routing_key,
-        redelivered=delivery.redelivered,
-        queue=facts.name,
-        accepts=contract.messages,
+    unread = withheld(message)  # headers it could not decode (broker/_aiormq.py)
+    found = (
+        Refusal(f"could not be read: {unread.reason}")
+        if unread is not None
+        else decode(
+            message.body,
+            properties,
+            exchange=delivery.exchange,
+            routing_key=routing_key,
+            redelivered=delivery.redelivered,
+            queue=facts.name,
+            accepts=contract.messages,
+        )
     )
     headers = dict(properties.headers or {})
     offset = headers.pop("x-stream-offset", None) if facts.cost is Cost.NOTHING else None
@@ -204,7 +209,7 @@ async def peek(
         shown.append(item)
         on_message(item)
 
-    connection = await connect(url, timeout=timeout)
+    connection = await connect(url, timeout=timeout, guarded=True)
     try:
         channel = await asyncio.wait_for(connection.channel(), timeout)
         declared = await asyncio.wait_for(channel.queue_declare(facts.name, passive=True), timeout)
