@@ -61,6 +61,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from rabbitry._untrusted import shown
+
 if TYPE_CHECKING:
     from rabbitry.spec.diagnostics import Diagnostic
 
@@ -196,13 +198,19 @@ class InvalidState(RabbitryError, RuntimeError):
 
 @dataclass(frozen=True)
 class Fault:
-    """One way a message breaks its contract: where (a JSON Pointer) and why."""
+    """One way a message breaks its contract: where (a JSON Pointer) and why.
+
+    Both come from a payload (a received one too), so its text shows them escaped and
+    bounded (``_untrusted.shown``; the reason is a validator's sentence, which shows values
+    by their repr): a property name with a newline cannot forge a line of the log or of a
+    ``ContractViolation``.  The fields keep them raw.
+    """
 
     path: str
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path or '/'}: {self.reason}"
+        return f"{shown(self.path or '/')}: {shown(self.reason, sentence=True)}"
 
 
 class ContractViolation(RabbitryError):

@@ -3,6 +3,15 @@
 tail's output: one line per message on stdout (text, or a JSON object per
 line), then what the look did on stderr (a sentence, or one JSON object with
 ``--format json``), so that a program reading stdout sees messages only.
+
+Everything of a message is the publisher's choice (its type, body and routing
+key, and the ``x-death`` and ``x-rabbitry-*`` headers, which anyone may
+forge), so the text output shows each such value through
+``_untrusted.shown``: a newline, carriage return or escape sequence in it is
+shown escaped and cannot make a line of its own or reach the terminal.  A
+message is exactly the lines its JSON says it is: one, one per ``x-death``
+entry, one for rabbitry's reason (and one for what the look spent).  The JSON
+output keeps every value whole; the encoder escapes it.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from typing import Any
 
 import click
 
+from rabbitry._untrusted import shown
 from rabbitry.broker.endpoints import first_answering
 from rabbitry.check import load_spec
 from rabbitry.cli._options import (
@@ -35,6 +45,12 @@ from rabbitry.messaging.peek import Peeked, PeekOutcome, peek
 __all__ = ["publish_command", "tail_command"]
 
 SPEND_FLAG = FLAGS[Option.SPEND_DELIVERY]
+#: Characters of a body shown on its message's line.
+BODY_SHOWN = 200
+#: Routing keys of an ``x-death`` entry, and faults of a rabbitry reason, shown on its line
+#: (a forged header may hold thousands).
+KEYS_SHOWN = 10
+FAULTS_SHOWN = 10
 
 
 def _payload(text: str) -> Any:
@@ -208,13 +224,13 @@ def _lines(item: Peeked, facts: QueueFacts) -> str:
     verdict = (
         click.style("valid", fg="green")
         if item.valid
-        else click.style(f"INVALID: {item.problem}", fg="red")
+        else click.style(f"INVALID: {shown(item.problem, sentence=True)}", fg="red")
     )
-    parts = [f"#{item.number}", item.type or "(no type)", verdict, f"key={item.routing_key!r}"]
+    kind = shown(item.type) if item.type else "(no type)"
+    parts = [f"#{item.number}", kind, verdict, f"key={shown(item.routing_key, quote=True)}"]
     if item.stream_offset is not None:
         parts.append(f"offset={item.stream_offset}")
-    body = item.body.decode("utf-8", errors="replace")
-    parts.append(body if len(body) <= 200 else body[:197] + "...")
+    parts.append(shown(item.body, limit=BODY_SHOWN))
     lines = ["  ".join(parts)]
     if item.spent is not None:
         lines.append("    look: " + _spent(item, facts))
@@ -245,23 +261,32 @@ def _spent(item: Peeked, facts: QueueFacts) -> str:
 def _death(death: Death) -> str:
     when = f" at {death.time.isoformat()}" if death.time is not None else ""
     times = f", {plural(death.count, 'time')}" if death.count != 1 else ""
-    keys = ", ".join(repr(key) for key in death.routing_keys)
+    keys = ", ".join(shown(key, quote=True) for key in death.routing_keys[:KEYS_SHOWN])
+    if len(death.routing_keys) > KEYS_SHOWN:
+        keys += f" and {len(death.routing_keys) - KEYS_SHOWN} more"
     meaning = f" ({death.meaning})" if death.meaning else ""
     return click.style(
-        f"dead-lettered by the broker: {death.reason}{meaning} in queue {death.queue!r}"
-        f"{times}{when}; it had been published to exchange {death.exchange!r} with key {keys}",
+        f"dead-lettered by the broker: {shown(death.reason)}{meaning} in queue "
+        f"{shown(death.queue, quote=True)}{times}{when}; it had been published to exchange "
+        f"{shown(death.exchange, quote=True)} with key {keys}",
         fg="yellow",
     )
 
 
 def _rabbitry(reason: RabbitryReason) -> str:
-    where = f" at {reason.path}" if reason.path else ""
+    where = f" at {shown(reason.path)}" if reason.path else ""
     more = "".join(
-        f"; also {f.reason}" + (f" at {f.path}" if f.path else "") for f in reason.errors[1:]
+        f"; also {shown(f.reason, sentence=True)}" + (f" at {shown(f.path)}" if f.path else "")
+        for f in reason.errors[1:FAULTS_SHOWN]
+    )
+    if len(reason.errors) > FAULTS_SHOWN:
+        more += f"; and {len(reason.errors) - FAULTS_SHOWN} more"
+    queue, exchange, key = (
+        shown(name, quote=True) for name in (reason.queue, reason.exchange, reason.routing_key)
     )
     return click.style(
-        f"dead-lettered by rabbitry: {reason.error}{where}{more}; consumed from queue "
-        f"{reason.queue!r} (exchange {reason.exchange!r}, key {reason.routing_key!r})",
+        f"dead-lettered by rabbitry: {shown(reason.error, sentence=True)}{where}{more}; "
+        f"consumed from queue {queue} (exchange {exchange}, key {key})",
         fg="yellow",
     )
 

@@ -71,6 +71,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, ChannelFrame, Delive
 from pamqp import commands as spec
 from pamqp.common import FieldArray
 
+from rabbitry._untrusted import shown
 from rabbitry.broker._aiormq import consumer_tag, delivered, frame_channel
 from rabbitry.broker.amqp import broker_error
 from rabbitry.broker.url import BrokerURL
@@ -712,8 +713,8 @@ class Inbox:
                 log.debug(
                     "queue %r: delivery %s (%s)",
                     self.contract.name,
-                    message_id,
-                    message.header.properties.message_type,
+                    shown(message_id),
+                    shown(message.header.properties.message_type),
                     extra={"queue": self.contract.name, "message_id": message_id},
                 )
             result = decode(
@@ -746,7 +747,7 @@ class Inbox:
                 "queue %r: message %s is still being handled by the task of an earlier delivery; "
                 "waiting for it to end",
                 self.contract.name,
-                message_id,
+                shown(message_id),
                 extra={
                     "queue": self.contract.name,
                     "message_id": message_id,
@@ -767,7 +768,10 @@ class Inbox:
         frame, _ = delivered(message)
         properties = message.header.properties
         queue = self.contract.name
-        what = f"{properties.message_type or 'a message'} (message_id {properties.message_id})"
+        what = (
+            f"{shown(properties.message_type or 'a message')} "
+            f"(message_id {shown(properties.message_id)})"
+        )
         exchange = self.contract.dead_letter_exchange
         fields = {
             "queue": queue,
@@ -1010,7 +1014,7 @@ class Consumer(Inbox):
                 if isinstance(exc, TimeoutError) and scope.expired():
                     reason = f"handler did not finish within {deadline:g} s"
                 else:
-                    reason = f"{type(exc).__name__}: {exc}"
+                    reason = f"{type(exc).__name__}: {shown(exc, sentence=True)}"
                 fields = {
                     "queue": self.queue,
                     "message_id": delivery.message_id,
@@ -1023,7 +1027,7 @@ class Consumer(Inbox):
                         "handler of queue %r failed on %s %s (attempt %d of %d): %s; retrying",
                         self.queue,
                         delivery.type,
-                        delivery.message_id,
+                        shown(delivery.message_id),
                         attempt,
                         attempts,
                         reason,
@@ -1035,7 +1039,7 @@ class Consumer(Inbox):
                     "handler of queue %r failed on %s %s %d time(s); last: %s",
                     self.queue,
                     delivery.type,
-                    delivery.message_id,
+                    shown(delivery.message_id),
                     attempts,
                     reason,
                     exc_info=not isinstance(exc, TimeoutError),

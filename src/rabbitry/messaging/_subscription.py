@@ -41,6 +41,7 @@ from typing import Any, Generic, Self
 import aiormq.exceptions as amqp_errors
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
+from rabbitry._untrusted import shown
 from rabbitry.broker._aiormq import queue_name
 from rabbitry.broker.amqp import broker_error
 from rabbitry.errors import BrokerTimeout, InvalidArgument, InvalidState, NotFound
@@ -274,7 +275,7 @@ class Subscription(Inbox, Generic[T]):
             log.debug(
                 "subscription to %r: dropped %s of a closed channel (delivered again)",
                 self.contract.name,
-                delivery.message_id,
+                shown(delivery.message_id),
                 extra={"queue": self._name, "message_id": delivery.message_id},
             )
         self._last = (settler, tag)

@@ -49,6 +49,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+from rabbitry._untrusted import shown
 from rabbitry.broker.management import policy_from_row, queue_from_row, read_rows
 from rabbitry.broker.settings import effective_settings, tied_policies
 from rabbitry.broker.state import QueueState
@@ -251,15 +252,16 @@ class QueueFacts:
         """What happens to a message a look takes over the limit."""
         if self.dead_letter_exchange is None:
             return "DROPPED (the queue has no dead-letter exchange)"
-        return f"dead-lettered to exchange {self.dead_letter_exchange.value!r}"
+        return f"dead-lettered to exchange {shown(self.dead_letter_exchange.value, quote=True)}"
 
     def _limit_source(self) -> str:
         source = self.delivery_limit.source if self.delivery_limit else ""
-        said = "argument x-delivery-limit" if source == "argument" else source
+        # A policy's name is the broker's, set by whoever may: shown escaped.
+        said = "argument x-delivery-limit" if source == "argument" else shown(source)
         if self.tied:
             said += (
-                f"; {', '.join(self.tied)} tie and the broker's pick is not known, "
-                "so the lowest limit is assumed"
+                f"; {', '.join(shown(name) for name in self.tied)} tie and the broker's pick "
+                "is not known, so the lowest limit is assumed"
             )
         return said
 
