@@ -11,9 +11,14 @@ escape sequence reaches the terminal but tail's own colours.  ``tail --format
 json`` keeps every value whole: JSON escapes it.
 
 Measured before the fix (RabbitMQ 3.10.8): the three hostile messages below
-made 16 lines out of 8 log records, and tail's text of the four parked
-messages 43 lines where 10 were due, with a clear-screen escape and a window
-title reaching the terminal; a 100 KB property name made a 100 KB log line.
+made 47 lines out of 11 log records (counted as ``str.splitlines`` counts,
+which a carriage return and a line separator end too), with 24 ESC
+characters; tail's text of the four parked messages was 49 lines where 9
+were due (23 by newlines alone), with 26 ESC characters (a clear-screen,
+a window title) reaching the terminal; a 28 KB property name made a log
+line of 28,586 characters and 500 lines.  After: 11 lines for 11 records,
+9 for 9, no ESC, and that log line is one line of 604 characters.  ``tail
+--format json`` was already safe (the encoder escapes): pinned here.
 """
 
 from __future__ import annotations
