@@ -70,7 +70,9 @@ async def stop_when_running(jobs: JobServer, job: Job, after_updates: int) -> No
 
 
 async def demo(url: str, step_seconds: float, timeout: float) -> bool:
-    target = parse_url(url)
+    # The management API is where the URL's host has it (:15672) unless said otherwise,
+    # as for the CLI: a broker elsewhere (a cluster's node) gives $RABBITRY_MANAGEMENT_URL.
+    target = parse_url(url, management=os.environ.get("RABBITRY_MANAGEMENT_URL"))
     done = await apply(load_spec(SPEC), target, timeout=10)
     print(f"rabbitry apply: {len(done.planned.plan.changes)} change(s) to {target.masked}")
     workers = [await start_worker(url, f"worker-{i}", step_seconds) for i in (1, 2)]
