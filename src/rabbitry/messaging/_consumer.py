@@ -37,6 +37,18 @@ copy fails for a passing reason (connection), the original is requeued.
 The copy keeps the original's ``message_id`` (and every other property), so a
 log line and its dead letter can be matched.
 
+A copy is only sent when its content header fits in one frame (the
+connection's ``frame_max``): the reason headers grow with the message (the
+reason quotes values, the path names keys), and a larger frame makes the
+broker close the connection, after which the same message came back on the
+next one, for ever.  So the reason is shortened when the full one does not
+fit, and when the message's own headers leave no room the original is
+rejected instead (the broker's dead-lettering takes it).  A delivery the
+frame reader withheld (``broker/_aiormq.py``: headers it could not decode, or
+a body over ``MAX_BODY``, dropped unread) is rejected the same way, never
+copied: nothing large is held or sent twice, and the broker dead-letters the
+original once.
+
 A channel that closes (alone, with its connection, or by the broker's
 ``consumer_timeout``) hands its unacked deliveries back to the queue, which
 delivers them again on the next channel.  So the handlers still running on the
@@ -72,7 +84,15 @@ from pamqp import commands as spec
 from pamqp.common import FieldArray
 
 from rabbitry._untrusted import shown
-from rabbitry.broker._aiormq import consumer_tag, delivered, frame_channel
+from rabbitry.broker._aiormq import (
+    WithheldHeader,
+    consumer_tag,
+    delivered,
+    frame_channel,
+    limit_body,
+    withheld,
+)
+from rabbitry.broker._frames import raw_header
 from rabbitry.broker.amqp import broker_error
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
@@ -83,7 +103,7 @@ from rabbitry.errors import (
     PublishFailed,
     PublishTimeout,
 )
-from rabbitry.messaging._decode import Refusal, decode
+from rabbitry.messaging._decode import MAX_BODY, Refusal, decode
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import Publisher, prepare_raw
 from rabbitry.messaging._reattach import Absence, ReattachPolicy
@@ -378,6 +398,7 @@ class Inbox:
         window = max(1, self._prefetch - held)
         try:
             channel = frame_channel(opened)  # the settler writes its acks on its write queue
+            limit_body(channel, MAX_BODY)  # a larger body is dropped as it arrives, never held
             await channel.basic_qos(prefetch_count=window, timeout=self._timeout)
             await self._declare(channel)
             settler = Settler(channel, window)
@@ -717,6 +738,10 @@ class Inbox:
                     shown(message.header.properties.message_type),
                     extra={"queue": self.contract.name, "message_id": message_id},
                 )
+            header = withheld(message)
+            if header is not None:
+                settler.settle(tag, self._refuse_withheld(message, header))
+                return
             result = decode(
                 message.body,
                 message.header.properties,
@@ -763,6 +788,31 @@ class Inbox:
         """Handle a valid delivery; the state to settle it with (None: settled later)."""
         raise NotImplementedError
 
+    def _refuse_withheld(self, message: DeliveredMessage, header: WithheldHeader) -> int:
+        """A delivery whose body or headers were not read (``broker/_aiormq.py``): rejected
+        without requeue, so the queue's own dead-lettering takes the original, broker-side
+        (no copy: there is nothing whole to copy)."""
+        frame, _ = delivered(message)
+        properties = header.properties
+        queue = self.contract.name
+        log.error(
+            "queue %r refused %s (message_id %s): %s; it is rejected, so the broker "
+            'dead-letters it (x-death reason "rejected") or drops it',
+            queue,
+            shown(properties.message_type or "a message"),
+            shown(properties.message_id),
+            header.reason,
+            extra={
+                "queue": queue,
+                "exchange": frame.exchange,
+                "routing_key": frame.routing_key,
+                "message_id": properties.message_id,
+                "message_type": properties.message_type,
+                "reason": header.reason,
+            },
+        )
+        return REJECT
+
     async def dead_letter(self, message: DeliveredMessage, refusal: Refusal) -> int:
         """Put ``message`` where the queue's dead letters go, with ``refusal``; how to settle it."""
         frame, _ = delivered(message)
@@ -792,18 +842,20 @@ class Inbox:
             )
             return REJECT
         routing_key = self.contract.dead_letter_routing_key or frame.routing_key or ""
-        headers = dict(properties.headers or {})
-        headers.update(
-            {
-                "x-rabbitry-error": refusal.reason[:MAX_REASON],
-                "x-rabbitry-path": refusal.path,
-                "x-rabbitry-errors": _fault_tables(refusal),
-                "x-rabbitry-queue": queue,
-                "x-rabbitry-exchange": frame.exchange,
-                "x-rabbitry-routing-key": frame.routing_key,
-            }
-        )
-        properties.headers = headers
+        fits = _copy_headers(message, refusal, queue, frame)
+        if fits is None:
+            log.error(
+                "queue %r refused %s: %s; its dead-letter copy with the reason would not fit "
+                "in one frame (frame_max %d), so it is rejected and the broker dead-letters "
+                "or drops it",
+                queue,
+                what,
+                refusal.reason,
+                _frame_max(message),
+                extra=fields,
+            )
+            return REJECT
+        properties.headers = fits
         copy = prepare_raw(
             f"dead-letter copy of {what} from queue {queue!r}",
             exchange,
@@ -902,16 +954,70 @@ def deadline_of(seconds: float | None) -> float | None:
     return seconds
 
 
-def _fault_tables(refusal: Refusal) -> FieldArray:
+#: Bytes of a content header frame besides its payload (type, channel, size, end octet).
+_FRAME_OVERHEAD = 8
+#: ``frame_max`` when the connection does not say (AMQP's minimum is 4096; RabbitMQ's
+#: default, 131072, is what a client negotiates unless told otherwise).
+_DEFAULT_FRAME_MAX = 131072
+#: Longest reason, path and fault text in a copy whose full reason headers do not fit.
+_SHORT = 200
+
+
+def _frame_max(message: DeliveredMessage) -> int:
+    """The largest frame the connection ``message`` came on takes (the copy goes to the same
+    broker, on a connection tuned alike)."""
+    tune = getattr(message.channel.connection, "connection_tune", None)
+    frame_max = getattr(tune, "frame_max", None)
+    return frame_max if isinstance(frame_max, int) and frame_max > 0 else _DEFAULT_FRAME_MAX
+
+
+def _copy_headers(
+    message: DeliveredMessage, refusal: Refusal, queue: str, frame: spec.Basic.Deliver
+) -> dict[str, Any] | None:
+    """The headers of ``message``'s dead-letter copy: its own and rabbitry's reason, so that
+    the copy's content header fits in one frame; the reason is shortened when the full one
+    does not fit, and ``None`` when not even the short one does (the original's headers fill
+    the frame: the broker closes a connection that sends a larger frame, and the consumer
+    would get the message again on the next one, for ever).  Every header rabbitry adds
+    grows with what the message holds (the reason quotes its values, the path names its
+    keys), so the size is measured, not assumed."""
+    properties = message.header.properties
+    room = _frame_max(message) - _FRAME_OVERHEAD
+    size = len(message.body)
+    own = properties.headers
+    for short in (False, True):
+        added: dict[str, Any] = {
+            "x-rabbitry-error": refusal.reason[: _SHORT if short else MAX_REASON],
+            "x-rabbitry-path": refusal.path[:_SHORT] if short else refusal.path,
+            "x-rabbitry-errors": _fault_tables(refusal, 1, _SHORT)
+            if short
+            else _fault_tables(refusal),
+            "x-rabbitry-queue": queue,
+            "x-rabbitry-exchange": frame.exchange,
+            "x-rabbitry-routing-key": frame.routing_key,
+        }
+        headers = {**(own or {}), **added}
+        properties.headers = headers
+        try:
+            fits = len(raw_header(size, properties)) <= room
+        finally:
+            properties.headers = own
+        if fits:
+            return headers
+    return None
+
+
+def _fault_tables(
+    refusal: Refusal, most: int = MAX_FAULTS, longest: int = MAX_FAULT_TEXT
+) -> FieldArray:
     """``x-rabbitry-errors``: every fault as ``{path, message}`` (the refusal itself if it has
     no list), at most ``MAX_FAULTS``; a last entry says how many more were left out."""
     faults = refusal.faults or (Fault(refusal.path, refusal.reason),)
     tables: FieldArray = [
-        {"path": fault.path, "message": fault.reason[:MAX_FAULT_TEXT]}
-        for fault in faults[:MAX_FAULTS]
+        {"path": fault.path[:longest], "message": fault.reason[:longest]} for fault in faults[:most]
     ]
-    if len(faults) > MAX_FAULTS:
-        tables.append({"path": "", "message": f"and {len(faults) - MAX_FAULTS} more faults"})
+    if len(faults) > most:
+        tables.append({"path": "", "message": f"and {len(faults) - most} more faults"})
     return tables
 
 
