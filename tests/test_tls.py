@@ -222,7 +222,8 @@ def test_tls_options_on_plain_amqp_are_refused(certs: Certificates) -> None:
 
 def test_the_management_default_follows_the_scheme() -> None:
     assert parse_url("amqps://rabbit.example/").management == "https://rabbit.example:15671"
-    assert parse_url("amqps://rabbit.example:5999/").management == "https://rabbit.example:15671"
+    # Another AMQP port: the API's is not guessed (issue 14: it may be another broker's).
+    assert parse_url("amqps://rabbit.example:5999/").management is None
     assert parse_url("amqp://rabbit.example/").management == "http://rabbit.example:15672"
     given = parse_url("amqps://rabbit.example/", management="https://api.example:443")
     assert given.management == "https://api.example:443"
@@ -233,7 +234,7 @@ def test_an_ipv6_host_keeps_its_brackets() -> None:
     assert url.host == "::1"
     assert url.amqp == "amqps://u:p@[::1]:5999/v?heartbeat=3"
     assert str(url) == "amqps://u:***@[::1]:5999/v?heartbeat=3"
-    assert url.management == "https://[::1]:15671"
+    assert parse_url("amqps://u:p@[::1]/v").management == "https://[::1]:15671"
     assert parse_url(url.amqp) == url
 
 

@@ -296,9 +296,12 @@ class ContractTests:
 
     @pytest.fixture
     def rabbitry_url(self, request: pytest.FixtureRequest) -> str | None:
-        """The broker for the round trips: ``--rabbitry-url``, else ``$RABBITRY_CONTRACT_URL``."""
+        """The broker for the round trips: ``--rabbitry-url``, else ``$RABBITRY_CONTRACT_URL``
+        (a ``SecretURL``: a failing test's report shows it with the password hidden)."""
+        from rabbitry.broker.url import SecretURL  # noqa: PLC0415
+
         url: str | None = _option(request.config, "rabbitry_url") or os.environ.get(URL_ENV)
-        return url
+        return SecretURL(url) if url else url
 
     def _settings(self, request: pytest.FixtureRequest, *, round_trip: bool = False) -> settings:
         from hypothesis import HealthCheck, settings  # noqa: PLC0415

@@ -78,7 +78,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiormq.exceptions as amqp_errors
 from aiormq.abc import AbstractChannel, AbstractConnection
@@ -89,16 +89,26 @@ from rabbitry.broker.plan import Action, Change, Kind, Plan
 from rabbitry.broker.state import QueueState
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
+    AccessRefused,
     AtRisk,
     BrokerError,
     BrokerTimeout,
     ConnectionFailed,
     DataLossRefused,
+    NotFound,
     Option,
+    PreconditionFailed,
     with_hint,
 )
 
-__all__ = ["DEFAULT_CHANNELS", "ApplyResult", "data_loss_refusal", "execute", "migrates"]
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "ApplyResult",
+    "data_loss_refusal",
+    "execute",
+    "made_before",
+    "migrates",
+]
 
 #: Channels working through a stage at once (see the table above); never more than a
 #: stage has changes.
@@ -190,13 +200,9 @@ async def execute(
                 await migrations(finishing=True)
             if ops:
                 await _stage(pool, ops, run)
-    except (ConnectionFailed, BrokerTimeout) as exc:
+    except BrokerError as exc:
         if not migrating:  # a cut migration says how to finish it already
-            with_hint(
-                exc,
-                f"apply was cut after {run.done} of {total} changes: every step is idempotent, "
-                "so `rabbitry apply` run again (when the broker answers) finishes it",
-            )
+            _say_what_was_done(exc, run)
         raise
     finally:
         if connection is not None:
@@ -263,6 +269,8 @@ class _Op:
     what: str
     refs: frozenset[tuple[str, str]]
     steps: tuple[Step, ...]
+    #: What carrying it out did, for an error that stops the run ("create exchange 'a'").
+    done: str = ""
 
 
 #: The stages in the order they run: (is a deletion, kind).
@@ -287,10 +295,12 @@ def _stages(changes: Iterable[Change], allow_data_loss: bool) -> list[list[_Op]]
 
 def _op(change: Change, allow_data_loss: bool) -> _Op:
     if change.kind is Kind.EXCHANGE:
-        return _exchange_op(change)
-    if change.kind is Kind.QUEUE:
-        return _queue_op(change, allow_data_loss)
-    return _binding_op(change)
+        op = _exchange_op(change)
+    elif change.kind is Kind.QUEUE:
+        op = _queue_op(change, allow_data_loss)
+    else:
+        op = _binding_op(change)
+    return replace(op, done=f"{change.action.value} {op.what}")
 
 
 def _exchange_op(change: Change) -> _Op:
@@ -416,6 +426,8 @@ class _Run:
     done: int = 0
     #: Failures in the order they happened; the first one is raised.
     errors: list[BaseException] = field(default_factory=list)
+    #: What was carried out (``_Op.done``), in the order the broker confirmed it.
+    made: list[str] = field(default_factory=list)
 
     def report(self) -> None:
         if self.progress is not None:
@@ -459,9 +471,15 @@ async def _work(channel: AbstractChannel, chunks: deque[Sequence[_Op]], run: _Ru
         try:
             await asyncio.wait_for(_send(channel, chunk, sent), run.timeout)
         except Exception as exc:
-            run.errors.append(await _explain(exc, channel, sent, run.url))
+            error, culprit = await _explain(exc, channel, sent, run.url)
+            if culprit is not None:  # the broker carried out a channel's calls in order
+                before = sent[: sent.index(culprit)]
+                run.made += [op.done for op in before]
+                run.done += len(before)
+            run.errors.append(error)
             return
         run.done += len(chunk)
+        run.made += [op.done for op in chunk]
         try:
             run.report()
         except BaseException as exc:
@@ -490,15 +508,16 @@ _NAMED = re.compile(r"\b(queue|exchange)(?: name)? '(.*?)'(?= in vhost | contain
 
 async def _explain(
     exc: BaseException, channel: AbstractChannel, sent: Sequence[_Op], url: BrokerURL
-) -> BaseException:
-    """``exc`` as a ``BrokerError`` naming the change it came from.
+) -> tuple[BaseException, _Op | None]:
+    """``exc`` as a ``BrokerError`` naming the change it came from, and that change when
+    it is known.
 
     With ``nowait`` the failing call may be any one sent so far on this
     channel: the broker's reply names the queue or exchange it refused, and
     the first change sent that involves that object is the one.
     """
     if isinstance(exc, BrokerError):
-        return exc
+        return exc, None
     if isinstance(exc, amqp_errors.ChannelInvalidStateError):
         exc = await _close_reason(channel) or exc
     named = _NAMED.search(reply_text(exc))
@@ -506,7 +525,7 @@ async def _explain(
     if named is not None:
         ref = (named.group(1), named.group(2))
         culprit = next((op for op in sent if ref in op.refs), None)
-    return broker_error(exc, url, culprit.what if culprit else _describe(sent))
+    return broker_error(exc, url, culprit.what if culprit else _describe(sent)), culprit
 
 
 async def _close_reason(channel: AbstractChannel) -> BaseException | None:
@@ -517,6 +536,35 @@ async def _close_reason(channel: AbstractChannel) -> BaseException | None:
         observer.cancel()
         return None
     return None if observer.cancelled() else observer.exception()
+
+
+def _say_what_was_done(exc: BrokerError, run: _Run) -> None:
+    """A cut apply says how far it got; a refused one, which changes it made before."""
+    if isinstance(exc, ConnectionFailed | BrokerTimeout):
+        with_hint(
+            exc,
+            f"apply was cut after {run.done} of {run.total} changes: every step is idempotent, "
+            "so `rabbitry apply` run again (when the broker answers) finishes it",
+        )
+    elif isinstance(exc, AccessRefused | NotFound | PreconditionFailed):
+        with_hint(exc, made_before(run.made, run.total))
+
+
+#: At most this many changes are named in an error; the rest are counted.
+_NAMED_CHANGES = 10
+
+
+def made_before(made: Sequence[str], total: int) -> str:
+    """What an apply stopped by a refusal had done: each change made, the first few named."""
+    if not made:
+        return f"nothing was changed before this refusal (0 of {total} changes made)"
+    named = ", ".join(made[:_NAMED_CHANGES])
+    more = f" and {len(made) - _NAMED_CHANGES} more" if len(made) > _NAMED_CHANGES else ""
+    return (
+        f"before this refusal apply made {len(made)} of {total} changes ({named}{more}) and "
+        "no other: every step is idempotent, so `rabbitry apply` run again once the cause is "
+        "fixed finishes it"
+    )
 
 
 def _describe(ops: Sequence[_Op]) -> str:

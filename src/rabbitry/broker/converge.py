@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from rabbitry.broker import policies
 from rabbitry.broker.apply import ApplyResult, execute
 from rabbitry.broker.endpoints import Endpoints, first_answering
-from rabbitry.broker.live import LiveState, read_live
+from rabbitry.broker.live import MANAGEMENT, LiveState, read_live
+from rabbitry.broker.management import api_base
+from rabbitry.broker.permissions import NAMED, forbidden, read_permissions
 from rabbitry.broker.plan import (
     Action,
     Change,
@@ -24,7 +26,7 @@ from rabbitry.broker.plan import (
 )
 from rabbitry.broker.state import BindingState, desired
 from rabbitry.broker.url import BrokerURL
-from rabbitry.errors import ManagementError, Option, Phrase
+from rabbitry.errors import AccessRefused, ManagementError, Option, Phrase
 from rabbitry.spec import Spec
 
 __all__ = ["Converged", "Planned", "apply", "plan"]
@@ -59,7 +61,8 @@ async def plan(
             Phrase.of(
                 Option.PRUNE,
                 " needs the management API to see what the spec does not have, and "
-                f"{url.management} did not answer; enable it (rabbitmq-plugins enable "
+                f"{api_base(url) or 'its address is not known'} did not answer; enable it "
+                "(rabbitmq-plugins enable "
                 "rabbitmq_management) or pass ",
                 Option.MANAGEMENT_URL,
             )
@@ -89,7 +92,7 @@ async def apply(
         raise ManagementError(
             Phrase.of(
                 "the spec has policies, which only the management API can read and write, "
-                f"and {url.management} could not be used (",
+                f"and {api_base(url) or 'the management API'} could not be used (",
                 planned.live.fallback or "",
                 "); nothing was changed: enable it (rabbitmq-plugins enable "
                 "rabbitmq_management), give ",
@@ -102,6 +105,8 @@ async def apply(
     over_amqp, policy_changes = policies.split(planned.plan)
     if not planned.live.sees_bindings:
         over_amqp = _every_binding(over_amqp, spec)
+    if planned.live.source == MANAGEMENT:
+        await _refuse_what_is_forbidden(over_amqp, url, timeout)
     result = await execute(
         over_amqp,
         url,
@@ -112,6 +117,30 @@ async def apply(
     )
     written = await policies.carry_out(policy_changes, url, timeout=timeout)
     return Converged(planned, replace(result, applied=result.applied + written))
+
+
+async def _refuse_what_is_forbidden(plan: Plan, url: BrokerURL, timeout: float) -> None:
+    """``AccessRefused`` naming every change the user's permissions forbid, before any is
+    made; nothing when they cannot be read (only an administrator may: see
+    ``broker.permissions``; apply then says what it made before a refusal)."""
+    if plan.empty:
+        return
+    granted = await read_permissions(url, timeout=timeout)
+    refused = forbidden(plan.changes, granted) if granted is not None else ()
+    if not refused:
+        return
+    each = "; ".join(
+        f"{f.change} needs {f.permission} on {f.resource} (the user's {f.permission} "
+        f"permission is {f.pattern!r})"
+        for f in refused[:NAMED]
+    )
+    more = f"; and {len(refused) - NAMED} more" if len(refused) > NAMED else ""
+    raise AccessRefused(
+        f"user {url.username!r} may not make {len(refused)} of the plan's changes on vhost "
+        f"{url.vhost!r}: {each}{more}; nothing was changed: grant them (rabbitmqctl "
+        f"set_permissions -p {url.vhost!r} {url.username} CONFIGURE WRITE READ) or apply as "
+        "a user that has them"
+    )
 
 
 def _every_binding(plan: Plan, spec: Spec) -> Plan:

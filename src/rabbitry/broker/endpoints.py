@@ -154,7 +154,8 @@ def _one(item: str | BrokerURL, management: str | None) -> BrokerURL:
     if isinstance(item, BrokerURL):
         return item
     if not isinstance(item, str):
-        raise InvalidArgument(f"a broker URL must be a string, not {type(item).__name__}: {item!r}")
+        # Its value is not shown: bytes or an object may hold the password.
+        raise InvalidArgument(f"a broker URL must be a string, not {type(item).__name__}")
     url = parse_url(item, management=management)
     if "," in url.host:
         raise InvalidArgument(

@@ -29,7 +29,13 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from rabbitry.broker import inequivalent
 from rabbitry.broker._aiormq import queue_counts
 from rabbitry.broker.amqp import broker_error, connect, reply_text
-from rabbitry.broker.management import read_queue_counts, read_version, read_vhost
+from rabbitry.broker.management import (
+    Overview,
+    api_base,
+    read_overview,
+    read_queue_counts,
+    read_vhost,
+)
 from rabbitry.broker.state import (
     ExchangeState,
     QueueState,
@@ -50,7 +56,7 @@ from rabbitry.errors import (
 from rabbitry.spec import Spec
 from rabbitry.spec.rabbitmq4 import Version, parse_version
 
-__all__ = ["AMQP", "MANAGEMENT", "BlindSpot", "LiveState", "read_live"]
+__all__ = ["AMQP", "MANAGEMENT", "BlindSpot", "LiveState", "read_live", "same_broker"]
 
 MANAGEMENT: Final = "management"
 AMQP: Final = "amqp"
@@ -112,6 +118,8 @@ class LiveState:
     #: ``/api/overview``, or over AMQP the connection's server properties; ``None``
     #: when it could not be read.  ``plan`` judges ``spec.rabbitmq4``'s table with it.
     version: str | None = None
+    #: The management API's base URL that was read (``source`` MANAGEMENT), else ``None``.
+    management: str | None = None
 
     @property
     def release(self) -> Version | None:
@@ -164,23 +172,64 @@ async def read_live(
     if not management:
         return await _read_amqp(url, spec, timeout, Phrase.of("the management API was not asked"))
     try:
-        topology = await read_vhost(url, timeout=timeout, counts=False)
+        overview = await read_overview(url, timeout=timeout)
     except (ManagementError, ConnectionFailed) as exc:
-        if url.management_required:
-            raise ManagementError(
-                Phrase.of(
-                    phrase_of(exc),
-                    " (the management API was given explicitly (",
-                    Option.MANAGEMENT_URL,
-                    "), so plan will not fall back to AMQP, which cannot see bindings or "
-                    "policies; fix the URL, or leave it out to read over AMQP)",
-                )
-            ) from None
-        why = Phrase.of("the management API could not be used: ", phrase_of(exc))
+        why = _api_failed(url, exc)
     else:
-        live = await _verify_counts(url, spec, topology, timeout)
-        return replace(live, version=await _management_version(url, timeout))
+        try:
+            topology = await read_vhost(url, timeout=timeout, counts=False)
+        except (ManagementError, ConnectionFailed) as exc:
+            why = _api_failed(url, exc)
+        else:
+            # What another broker holds must not become the plan (the API's own errors,
+            # above, come first: they say what is wrong with the API given).
+            await same_broker(url, overview, timeout=timeout)
+            live = await _verify_counts(url, spec, topology, timeout)
+            return replace(live, version=overview.version, management=api_base(url))
     return await _read_amqp(url, spec, timeout, why)  # outside `except`: no chained context
+
+
+def _api_failed(url: BrokerURL, exc: BrokerError) -> Phrase:
+    """Why plan reads over AMQP instead; raised when the API was given explicitly."""
+    if url.management_required:
+        raise ManagementError(
+            Phrase.of(
+                phrase_of(exc),
+                " (the management API was given explicitly (",
+                Option.MANAGEMENT_URL,
+                "), so plan will not fall back to AMQP, which cannot see bindings or "
+                "policies; fix the URL, or leave it out to read over AMQP)",
+            )
+        ) from None
+    return Phrase.of("the management API could not be used: ", phrase_of(exc))
+
+
+async def same_broker(url: BrokerURL, overview: Overview, *, timeout: float) -> None:
+    """Refuse (``ManagementError``) when the management API is another broker's.
+
+    The API names its cluster and node (``/api/overview``); the AMQP connection
+    announces its cluster's name in its server properties (3.10 sends
+    ``cluster_name``, not the node).  The nodes of one cluster share the name,
+    so an API on another node of the same cluster is accepted; two brokers
+    given the same cluster name by hand cannot be told apart (said in the
+    README).  Either name missing (not RabbitMQ, or too old): nothing to compare.
+    """
+    connection = await connect(url, timeout=timeout)
+    try:
+        announced = _server_text(connection, "cluster_name")
+    finally:
+        await _close(connection, timeout)
+    if announced is None or overview.cluster_name is None or announced == overview.cluster_name:
+        return
+    raise ManagementError(
+        Phrase.of(
+            f"the management API at {api_base(url)} belongs to cluster "
+            f"{overview.cluster_name!r} (node {overview.node!r}), and {url.endpoint} over AMQP "
+            f"to cluster {announced!r}: they are different brokers, so plan will not use "
+            f"what it read there; give the management API of the broker at {url.endpoint} with ",
+            Option.MANAGEMENT_URL,
+        )
+    )
 
 
 async def _verify_counts(
@@ -240,15 +289,6 @@ async def _verify_counts(
             consumers=_larger(queue.consumers, consumers),
         )
     return LiveState(replace(topology, queues=queues), MANAGEMENT)
-
-
-async def _management_version(url: BrokerURL, timeout: float) -> str | None:
-    """The broker's version from the API; unknown (``None``) if it cannot be read now:
-    the version only makes plan stricter, never less so."""
-    try:
-        return await read_version(url, timeout=timeout)
-    except BrokerError:
-        return None
 
 
 async def _reported_counts(
@@ -462,7 +502,12 @@ async def _prober(
 
 def _server_version(connection: AbstractConnection) -> str | None:
     """The ``version`` of the broker's server properties (Connection.Start)."""
-    value = (connection.server_properties or {}).get("version")
+    return _server_text(connection, "version")
+
+
+def _server_text(connection: AbstractConnection, key: str) -> str | None:
+    """One text of the broker's server properties (Connection.Start), else ``None``."""
+    value = (connection.server_properties or {}).get(key)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return value if isinstance(value, str) else None

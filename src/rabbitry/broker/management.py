@@ -31,6 +31,7 @@ import contextlib
 import html
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -58,13 +59,18 @@ from rabbitry.errors import (
 )
 
 __all__ = [
+    "Overview",
+    "api_base",
     "policy_from_row",
     "queue_from_row",
+    "read_object",
+    "read_overview",
     "read_queue_counts",
     "read_rows",
     "read_version",
     "read_vhost",
     "send",
+    "unknown_api",
 ]
 
 _EXCHANGE_COLUMNS = "name,type,durable,auto_delete,internal,arguments"
@@ -154,12 +160,47 @@ async def read_rows(
         raise _timeout(url) from None
 
 
+async def read_object(url: BrokerURL, path: str, *, timeout: float) -> Any:
+    """The JSON at the API's ``path``, or ``None`` when it cannot be had (any error status,
+    no answer): for what is worth asking but not worth failing over (permissions, which
+    only an administrator may read)."""
+    try:
+        async with _client(url, timeout) as client:
+            response = await client.get(path)
+    except (BrokerError, TimeoutError, httpx.HTTPError):
+        return None
+    if response.status_code != 200:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Who the API's broker is: ``/api/overview``'s version, cluster name and node
+    (each ``None`` when the answer has none)."""
+
+    version: str | None
+    cluster_name: str | None
+    node: str | None
+
+
 async def read_version(url: BrokerURL, *, timeout: float) -> str | None:
     """The RabbitMQ version the API's node runs (``/api/overview``'s ``rabbitmq_version``,
     which any management user may read); ``None`` when the answer has none."""
+    return (await read_overview(url, timeout=timeout)).version
+
+
+async def read_overview(url: BrokerURL, *, timeout: float) -> Overview:
+    """``/api/overview``'s version, cluster name and node (any management user may read
+    it): what plan compares with the AMQP connection's server properties."""
     try:
         async with _client(url, timeout) as client:
-            response = await client.get("/api/overview", params={"columns": "rabbitmq_version"})
+            response = await client.get(
+                "/api/overview", params={"columns": "rabbitmq_version,cluster_name,node"}
+            )
     except httpx.ConnectTimeout as exc:
         raise _unreachable(url, exc) from None
     except (TimeoutError, httpx.TimeoutException):
@@ -172,8 +213,14 @@ async def read_version(url: BrokerURL, *, timeout: float) -> str | None:
         body = response.json()
     except ValueError:
         body = None
-    version = body.get("rabbitmq_version") if isinstance(body, dict) else None
-    return version if isinstance(version, str) else None
+    if not isinstance(body, dict):
+        body = {}
+
+    def text(key: str) -> str | None:
+        value = body.get(key)
+        return value if isinstance(value, str) else None
+
+    return Overview(text("rabbitmq_version"), text("cluster_name"), text("node"))
 
 
 @contextlib.asynccontextmanager
@@ -182,6 +229,8 @@ async def _client(url: BrokerURL, timeout: float) -> AsyncIterator[httpx.AsyncCl
 
     Over HTTPS it verifies with the AMQP URL's CA and shows its client certificate.
     """
+    if url.management is None:
+        raise ManagementError(unknown_api(url))
     try:
         base = _base(url.management)
         verify: ssl.SSLContext | bool = True
@@ -205,8 +254,7 @@ async def _client(url: BrokerURL, timeout: float) -> AsyncIterator[httpx.AsyncCl
     except (httpx.InvalidURL, ValueError):
         raise ManagementError(
             Phrase.of(
-                f"{_endpoint(url.management)} is not a management API URL (http://host:15672); "
-                "fix ",
+                f"{_where(url)} is not a management API URL (http://host:15672); fix ",
                 Option.MANAGEMENT_URL,
             )
         ) from None
@@ -410,7 +458,7 @@ def _unreachable(url: BrokerURL, exc: httpx.HTTPError) -> ManagementError:
     failure = verification_failure(exc)
     if failure is not None:
         return ManagementError(
-            explain(failure, _where(url), urlsplit(url.management).hostname or "")
+            explain(failure, _where(url), urlsplit(url.management or "").hostname or "")
         )
     detail = " ".join(str(exc).split()) or type(exc).__name__
     return ManagementError(
@@ -430,7 +478,21 @@ def _timeout(url: BrokerURL) -> BrokerTimeout:
 
 
 def _where(url: BrokerURL) -> str:
+    if url.management is None:
+        return "RabbitMQ's management API (address unknown)"
     return f"RabbitMQ's management API at {_endpoint(url.management)}"
+
+
+def unknown_api(url: BrokerURL) -> Phrase:
+    """Why ``url`` has no management API address: its AMQP port is not the default."""
+    default = 5671 if url.scheme == "amqps" else 5672
+    return Phrase.of(
+        f"the management API's address is not known: {url.endpoint} is not on AMQP's "
+        f"default port {default}, so the API is not assumed at port "
+        f"{15671 if url.scheme == 'amqps' else 15672} of that host (another broker may "
+        "answer there); give it with ",
+        Option.MANAGEMENT_URL,
+    )
 
 
 def _endpoint(management: str) -> str:
@@ -441,6 +503,12 @@ def _endpoint(management: str) -> str:
     except ValueError:  # not a number: show what was given
         return parts.netloc.rpartition("@")[2] or management
     return f"{parts.hostname or 'localhost'}:{port}"
+
+
+def api_base(url: BrokerURL) -> str | None:
+    """The management API's base URL as it may be shown: without any user and password
+    (``None``: not known, see ``BrokerURL.management``)."""
+    return None if url.management is None else _base(url.management)
 
 
 def _base(management: str) -> str:

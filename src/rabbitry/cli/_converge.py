@@ -178,6 +178,8 @@ def _print_plan(
     click.echo(f"{'Applied to' if applied else 'Plan for'} {where} (read through {how}):")
     if live.version is not None:
         click.echo(f"  broker: RabbitMQ {live.version}")
+    if live.management is not None:
+        click.echo(f"  management API: {live.management}")
     if live.fallback is not None:
         click.echo(click.style(f"  note: {said(live.fallback)}", fg="yellow"))
     for spot in live.blind_spots:
@@ -222,6 +224,7 @@ def _plan_json(
         "broker": target.masked,
         "vhost": target.vhost,
         "source": planned.live.source,
+        "management_url": planned.live.management,
         "rabbitmq_version": planned.live.version,
         "fallback_reason": said(planned.live.fallback) if planned.live.fallback else None,
         "blind_spots": [

@@ -79,7 +79,9 @@ def connection_options(func: F) -> F:
             "The broker; its path is the vhost. Give it several times (or several URLs "
             "separated by commas) for the nodes of one broker, all with the same vhost: "
             "the first that answers is used "
-            f"[default: $RABBITRY_URL, which may hold several, then {DEFAULT_URL}]."
+            f"[default: $RABBITRY_URL, which may hold several, then {DEFAULT_URL}]. "
+            "The password may be in a file: ?password_file=PATH, or $RABBITRY_PASSWORD_FILE "
+            "for a URL without one."
         ),
     )(func)
 
@@ -100,8 +102,10 @@ def broker_options(func: F) -> F:
         envvar="RABBITRY_MANAGEMENT_URL",
         help=(
             "The management HTTP API [default: $RABBITRY_MANAGEMENT_URL, then "
-            "http://HOST:15672 from --url]. Given either way, it must answer: plan and apply "
-            "then never fall back to AMQP, which cannot see bindings or policies."
+            "http://HOST:15672 (https://HOST:15671 for amqps://) when --url is on the default "
+            "AMQP port; none otherwise]. Given either way, it must answer: plan and apply "
+            "then never fall back to AMQP, which cannot see bindings or policies. Plan "
+            "refuses an API whose cluster is not the one --url reaches."
         ),
     )(func)
     return connection_options(func)
