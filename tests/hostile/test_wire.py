@@ -34,18 +34,20 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiormq
 import pytest
 from pamqp import commands as spec
 
-from amqp import AT, Bounded, channel_on, depth, drain, start, until
+from amqp import AT, Bounded, apply, channel_on, depth, drain, start, until
 from broker import Vhost
 from rabbitry.broker._aiormq import MAX_HEADER_DEPTH, GuardedConnection, withheld
+from rabbitry.errors import MessageTooLarge
 from rabbitry.messaging.client import Client, Delivery
 from rabbitry.messaging.contract import Contract
-from specs import FLAGSHIP, run_cli
+from specs import FLAGSHIP, object_schema, run_cli, write_spec
 
 run = Bounded(120)
 
@@ -225,6 +227,45 @@ def test_a_copy_that_fits_keeps_the_reason_headers_trimmed(
         assert all(len(e["message"]) <= 200 for e in headers["x-rabbitry-errors"])
         assert headers["x-rabbitry-queue"] == "jobs.ready"
         assert "x-death" not in headers  # a copy, not the broker's dead-lettering
+
+    run(body())
+
+
+def test_a_publish_whose_headers_exceed_frame_max_is_refused_without_a_reconnect(
+    vhost: Vhost, tmp_path: Path, reconnects: _Lost
+) -> None:
+    """The other path to a frame over ``frame_max``: a header filled from a field (a handler
+    passing on what it received).  The broker closed the connection over it and it was
+    written again on the next one: 683 reconnects in 10 s, then ``PublishTimeout``."""
+    path = write_spec(
+        tmp_path,
+        """
+        version: 1
+        exchanges:
+          docs: {type: fanout}
+        queues:
+          all: {}
+        bindings:
+          - {from: docs, queue: all}
+        messages:
+          Document: {schema: schemas/d.json, exchange: docs, headers: {format: "{format}"}}
+        services:
+          s: {publishes: [Document], consumes: {all: [Document]}}
+        """,
+        {"schemas/d.json": object_schema({"format": {"type": "string"}}, ["format"])},
+    )
+    contract = apply(vhost, path)
+
+    async def body() -> None:
+        async with Client(contract, vhost.amqp_url, service="s") as client:
+            began = time.monotonic()
+            with pytest.raises(MessageTooLarge, match="frame_max") as refused:
+                await client.publish("Document", {"format": "x" * 200_000})
+            assert time.monotonic() - began < 5
+            assert refused.value.size > refused.value.limit
+            await client.publish("Document", {"format": "pdf"})
+        assert reconnects.count == 0, reconnects.lines
+        assert await depth(vhost.amqp_url, "all") == 1
 
     run(body())
 

@@ -543,6 +543,9 @@ class Publisher:
             if limit is not None and len(out.body) > limit:
                 out.settle(self._too_large(out, len(out.body), limit))
                 continue
+            if len(out.header) > max_content:  # the broker would close the connection
+                out.settle(self._headers_too_large(out, max_content))
+                continue
             channel.delivery_tag += 1
             tag = channel.delivery_tag
             future = loop.create_future()
@@ -567,6 +570,18 @@ class Publisher:
         if known is None or known[0] != self._supervisor.generation:
             return None
         return known[1]
+
+    def _headers_too_large(self, out: Outgoing, room: int) -> MessageTooLarge:
+        """A content header over ``frame_max`` (headers filled from large values): the broker
+        closes the whole connection over such a frame, and it came back on the next one."""
+        return MessageTooLarge(
+            f"{out.describe()} was not sent: its properties and headers take "
+            f"{len(out.header)} bytes, over the {room} bytes one frame carries on this "
+            "connection (frame_max); send less in headers (a header filled from a field "
+            "takes the field's whole value)",
+            size=len(out.header),
+            limit=room,
+        )
 
     def _too_large(self, out: Outgoing, size: int, limit: int) -> MessageTooLarge:
         return MessageTooLarge(
