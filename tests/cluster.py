@@ -6,12 +6,12 @@ its own node name, AMQP, management and distribution ports and folder (data,
 logs, config, HOME), and all three share one Erlang cookie, written (mode
 0400) into each HOME before the first start, as clustering requires.
 
-How the cluster forms (``FORMATION``, measured here on 2 busy cores):
-``classic_config`` peer discovery.  Every node's ``rabbitmq.conf`` lists the
-three; the first node is started alone, then the other two at once, and each
-joins the first at boot.  The alternative, three standalone nodes then
-``rabbitmqctl stop_app; join_cluster; start_app`` on two of them, costs a
-CLI start-up (1-2 s) per command and an application restart per joiner.
+How the cluster forms: ``classic_config`` peer discovery.  Every node's
+``rabbitmq.conf`` lists the three; the first node is started alone, then the
+other two at once, and each joins the first at boot: 17-21 s here on 2 quiet
+cores.  The alternative, three standalone nodes then ``rabbitmqctl stop_app;
+join_cluster; start_app`` on two of them, took 27 s: a CLI start-up (1-2 s)
+per command and an application restart per joiner.
 Either way the cluster is checked, not assumed: ``form`` waits until every
 node's ``cluster_status`` lists the three as running, and fails (never hangs)
 after ``FORM_TIMEOUT`` with the tail of every node's log.
@@ -178,6 +178,9 @@ class Cluster:
             tails = self.log_tails()
             self.kill()
             raise NodeFailed(f"the cluster did not form: {exc}\n{tails}") from None
+        except BaseException:  # an interrupt, say: no node is left running unrecorded
+            self.kill()
+            raise
         for node in self.nodes:
             node.pid_file.write_text(str(self._pid(node)))
         return time.monotonic() - began
@@ -316,10 +319,17 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def all_up(cluster: Cluster) -> Cluster:
-    """``cluster`` with every node running again and the three one cluster."""
-    for node in cluster.nodes:
-        node.start()
-    cluster.wait_formed(time.monotonic() + FORM_TIMEOUT)
+    """``cluster`` with every node running again and the three one cluster (a node a test
+    stopped or killed rejoins with its data); fails with the nodes' log tails otherwise."""
+    problem = None
+    try:
+        for node in cluster.nodes:
+            node.start()
+        cluster.wait_formed(time.monotonic() + FORM_TIMEOUT)
+    except (NodeFailed, subprocess.TimeoutExpired) as exc:
+        problem = f"the cluster is not whole again: {exc}\n{cluster.log_tails()}"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     return cluster
 
 
