@@ -24,6 +24,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from rabbitry.compat import _regex
 from rabbitry.compat._counterexample import Judge
 from rabbitry.compat._findings import (
     Change,
@@ -72,8 +73,28 @@ def compare(old: Spec, new: Spec, mode: Mode | str = Mode.FULL) -> list[Finding]
 
 
 def compare_message(old: MessageContract, new: MessageContract, mode: Mode | str) -> list[Finding]:
-    """The schema findings of one message, in the directions of ``mode``."""
-    mode = Mode(mode)
+    """The schema findings of one message, in the directions of ``mode``.
+
+    A pattern whose evaluation was stopped at its bound (``_regex.BOUND``: it
+    backtracks without end on the strings tried) is an unknown finding of its own.
+    """
+    with _regex.watch() as stopped:
+        found = _compare_message(old, new, Mode(mode))
+    return found + [
+        Finding(
+            Verdict.UNKNOWN,
+            f"message {old.name}",
+            "",
+            f"pattern {pattern!r} was stopped after {_regex.BOUND} s on a candidate string "
+            "(it backtracks too much to evaluate, or is too large to compile): the places "
+            "it constrains are not judged by it",
+            message=old.name,
+        )
+        for pattern in sorted(stopped)
+    ]
+
+
+def _compare_message(old: MessageContract, new: MessageContract, mode: Mode) -> list[Finding]:
     judge = Judge(old, new)
     roots = judge.roots
     if Rules(roots["old"], roots["new"]).same(roots["old"].schema, roots["new"].schema):

@@ -9,10 +9,22 @@ only when a sample is wanted, and when it is not there (moved, renamed, another
 interpreter) ``samples`` yields nothing: the places that needed a sample stay
 *unknown* instead of ``check`` breaking whole.  A pattern it cannot read gives
 no samples either.
+
+Every match runs with a time bound (``BOUND``): the patterns come from the
+schemas compared and the strings are synthesised, so a pattern that backtracks
+without end (``^(a|a){30,}b$`` on thirty ``a``) must not hang ``check``: it
+runs through ``rabbitry._bounded`` (the ``regex`` package, with a timeout).  An
+evaluation stopped at the bound is *unknown* (``None``), the pattern is noted
+for the ``watch`` around it (one report per pattern, and no second wait), and
+``check --against`` names it in an unknown finding.  A pattern too large to
+compile is noted the same way, and a sample is capped in length
+(``_MAX_SAMPLE``): ``((a{1000}){1000}){1000}`` is one line too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import random
@@ -20,7 +32,34 @@ import string
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["branches", "matches", "pattern_implies", "samples"]
+from rabbitry import _bounded
+
+__all__ = ["BOUND", "branches", "matches", "pattern_implies", "samples", "watch"]
+
+#: Seconds one match may take before its outcome is unknown (``rabbitry._bounded``).
+BOUND = _bounded.BOUND
+#: The most steps (characters and repetitions) one sample may take: a longer one is not drawn.
+_MAX_SAMPLE = 10_000
+
+#: The patterns stopped at the bound within the current ``watch`` (``None``: no watch).
+_STOPPED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "rabbitry_regex_stopped", default=None
+)
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[set[str]]:
+    """The patterns whose evaluation stopped at ``BOUND`` inside the ``with`` block.
+
+    Within it a stopped pattern is not run again: every later match of it is
+    unknown at once, so a comparison waits at most ``BOUND`` once per pattern.
+    """
+    stopped: set[str] = set()
+    token = _STOPPED.set(stopped)
+    try:
+        yield stopped
+    finally:
+        _STOPPED.reset(token)
 
 
 @functools.cache
@@ -51,13 +90,19 @@ _SPREAD = 4
 
 
 def matches(pattern: str, text: str) -> bool | None:
-    """Whether Python's ``re.search`` finds ``pattern`` in ``text`` (``None``: cannot compile)."""
-    import re  # noqa: PLC0415
+    """Whether ``pattern`` is found in ``text`` (``re.search``'s meaning), within ``BOUND``.
 
-    try:
-        return re.search(pattern, text) is not None
-    except (re.error, RecursionError, OverflowError):
+    ``None``: unknown — the pattern does not compile, is too large to, or the match
+    was stopped at ``BOUND`` (then, inside a ``watch``, the pattern is noted and not
+    run again).
+    """
+    stopped = _STOPPED.get()
+    if stopped is not None and pattern in stopped:
         return None
+    found = _bounded.search(pattern, text)
+    if found is None and stopped is not None and not _bounded.invalid(pattern):
+        stopped.add(pattern)
+    return found
 
 
 #: Patterns every string matches (``pattern`` finds a match anywhere in the string).
@@ -120,7 +165,7 @@ def samples(pattern: str, count: int = 12, seed: int = 0) -> Iterator[str]:
     for attempt in range(count * 3):
         mode = ("min", "max", "random")[attempt % 3] if attempt < 3 else "random"
         try:
-            text = "".join(_generate(tree, rng, mode, {}, maxrepeat))
+            text = "".join(_generate(tree, rng, mode, {}, maxrepeat, budget=[_MAX_SAMPLE]))
         except _Impossible:
             continue
         except (RecursionError, TypeError, ValueError, IndexError):
@@ -133,14 +178,27 @@ def samples(pattern: str, count: int = 12, seed: int = 0) -> Iterator[str]:
 
 
 class _Impossible(Exception):
-    """A construct this sampler does not produce (a back-reference to an unset group)."""
+    """A construct this sampler does not produce (a back-reference to an unset group), or a
+    sample longer than ``_MAX_SAMPLE``."""
 
 
 def _generate(
-    tree: Any, rng: random.Random, mode: str, groups: dict[int, str], maxrepeat: int
+    tree: Any,
+    rng: random.Random,
+    mode: str,
+    groups: dict[int, str],
+    maxrepeat: int,
+    *,
+    budget: list[int],
 ) -> Iterator[str]:
+    """The pieces of one sample; ``budget`` holds the steps still allowed (a character or a
+    repetition each, shared by the whole sample)."""
     for op, arg in tree:
         name = str(op)
+        if name in ("LITERAL", "NOT_LITERAL", "ANY", "IN", "GROUPREF"):
+            budget[0] -= len(groups.get(arg, "")) if name == "GROUPREF" else 1
+            if budget[0] < 0:
+                raise _Impossible  # longer than any sample is allowed to be
         if name == "LITERAL":
             yield chr(arg)
         elif name == "NOT_LITERAL":
@@ -152,21 +210,24 @@ def _generate(
         elif name == "BRANCH":
             branches = arg[1]
             branch = branches[0] if mode == "min" else rng.choice(branches)
-            yield from _generate(branch, rng, mode, groups, maxrepeat)
+            yield from _generate(branch, rng, mode, groups, maxrepeat, budget=budget)
         elif name == "SUBPATTERN":
             group, _, _, sub = arg
-            text = "".join(_generate(sub, rng, mode, groups, maxrepeat))
+            text = "".join(_generate(sub, rng, mode, groups, maxrepeat, budget=budget))
             if group is not None:
                 groups[group] = text
             yield text
         elif name == "ATOMIC_GROUP":
-            yield from _generate(arg, rng, mode, groups, maxrepeat)
+            yield from _generate(arg, rng, mode, groups, maxrepeat, budget=budget)
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, sub = arg
             high = low + _SPREAD if high == maxrepeat else min(high, low + _SPREAD)
             times = low if mode == "min" else high if mode == "max" else rng.randint(low, high)
             for _ in range(times):
-                yield from _generate(sub, rng, mode, groups, maxrepeat)
+                budget[0] -= 1  # a repeat of nothing costs too: (?:){4000000000}
+                if budget[0] < 0:
+                    raise _Impossible
+                yield from _generate(sub, rng, mode, groups, maxrepeat, budget=budget)
         elif name == "GROUPREF":
             if arg not in groups:
                 raise _Impossible

@@ -34,11 +34,11 @@ from rabbitry.compat._regex import matches, pattern_implies, samples
 from rabbitry.compat._schema import (
     TYPES,
     Root,
+    canonical,
     conjoin,
     finite,
     is_false,
     json_equal,
-    json_in,
     key,
     types_of,
 )
@@ -230,7 +230,9 @@ class Rules:
             return
         values = finite(a)
         if values is not None:
-            verdicts = [(v, self.a.valid(a, v), self.b.valid(b, v)) for v in values]
+            verdicts = list(
+                zip(values, self.a.valid_each(a, values), self.b.valid_each(b, values), strict=True)
+            )
             if all(ok_b is not None for _, ok_a, ok_b in verdicts if ok_a is not False):
                 refused = [v for v, ok_a, ok_b in verdicts if ok_a is not False and not ok_b]
                 if refused:
@@ -239,7 +241,8 @@ class Rules:
                 return
         allowed = finite(b)
         if allowed is not None:
-            found = [v for v in self.sa.values(a) if not json_in(v, allowed)]
+            known = {canonical(v) for v in allowed}
+            found = [v for v in self.sa.values(a) if canonical(v) not in known]
             fact = Fact("enum", None, allowed)
             yield Suspect(path, _value_keyword(b), fact, a, b, tuple(found[:_CANDIDATES]))
             return
@@ -570,7 +573,7 @@ class Rules:
         ):
             return True
         values = finite(x)
-        if values is not None and all(self.b.valid(y, v) is False for v in values):
+        if values is not None and all(ok is False for ok in self.b.valid_each(y, values)):
             return True
         props_x, props_y = _map(x.get("properties")), _map(y.get("properties"))
         required_x = {r for r in x.get("required", []) if isinstance(r, str)}
@@ -578,8 +581,10 @@ class Rules:
         for name in required_x & required_y & props_x.keys() & props_y.keys():
             in_x = finite(self.a.flat(props_x[name]))
             in_y = finite(self.b.flat(props_y[name]))
-            if in_x is not None and in_y is not None and not any(json_in(v, in_y) for v in in_x):
-                return True
+            if in_x is not None and in_y is not None:
+                known = {canonical(v) for v in in_y}
+                if not any(canonical(v) in known for v in in_x):
+                    return True
         return False
 
 

@@ -1,0 +1,164 @@
+"""Item 5 (ReDoS) and item 11's quadratic enum: patterns and enums rabbitry did not write.
+
+Every regex rabbitry runs on a string it did not write goes through
+``rabbitry._bounded`` (the ``regex`` package, with a timeout): ``check --against``
+on synthesised strings, the contract tests' mutations, policy patterns on names.
+Each attack here is a one-line pattern that runs for hours under Python's ``re``.
+Measured on the code before the fix (this machine): ``check --against`` with
+``^(a|a){22,}b$`` 40 s and with ``{30,}`` hours; a 20,000-value enum 100+ s.
+After: under a second each.  Bounds are generous multiples of that.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rabbitry import _bounded
+from rabbitry.compat import Mode, Verdict, _regex, compare_message
+from rabbitry.messaging.contract import MessageContract
+from specs import write_spec
+
+#: Backtracks ~2^n times on n ``a`` under a backtracking engine: n = 30 is hours.
+HOSTILE = r"^(a|a){30,}b$"
+#: Unrolls to 10^9 pieces when ``regex`` compiles it (the timeout covers matching only).
+HUGE = r"((a{1000}){1000}){1000}"
+#: Unrolls to 10^5 pieces (~0.3 s to compile, more than allowed); jsonschema-rs takes it.
+LARGE = r"(a{1000}){100}"
+
+
+def contract(schema: dict[str, Any]) -> MessageContract:
+    return MessageContract("M", "x", "", {}, False, schema)
+
+
+def field(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"v": schema},
+        "required": ["v"],
+        "additionalProperties": False,
+    }
+
+
+def spec_with(tmp: Path, schema: dict[str, Any]) -> Path:
+    return write_spec(
+        tmp,
+        """
+        version: 1
+        exchanges: {x: {type: direct}}
+        queues: {q: {}}
+        bindings:
+          - {from: x, queue: q, key: m}
+        messages:
+          M: {schema: m.json, exchange: x, routing_key: m}
+        """,
+        {"m.json": {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}},
+    )
+
+
+# -- the bounded matcher -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", [HOSTILE, r"^(a|aa)+$", r"^((a|a)*)(?=b)$", r"^(a|a)*\1$"])
+def test_a_backtracking_match_stops_at_the_bound_and_is_unknown(pattern: str) -> None:
+    started = time.monotonic()
+    assert _bounded.search(pattern, "a" * 40 + "!") is None
+    assert time.monotonic() - started < 40 * _bounded.BOUND  # measured up to 1.5 s
+
+
+def test_a_pattern_too_large_to_compile_is_unknown_not_compiled() -> None:
+    started = time.monotonic()
+    assert _bounded.search(HUGE, "a") is None
+    assert not _bounded.invalid(HUGE)  # unknown, not "not a pattern"
+    assert _bounded.invalid("(")
+    assert time.monotonic() - started < 5
+
+
+def test_samples_of_a_huge_pattern_stop_at_their_length_cap() -> None:
+    started = time.monotonic()
+    assert list(_regex.samples(HUGE, 3)) == []
+    assert list(_regex.samples(r"(?:){4000000000}a", 1)) == []  # repeats of nothing count
+    assert time.monotonic() - started < 10
+
+
+def test_sensible_patterns_keep_their_meaning() -> None:
+    assert _bounded.search(r"^ab+$", "abbb") is True
+    assert _bounded.search(r"^ab+$", "abc") is False
+    assert _bounded.search(r"b", "abc") is True  # a search, not a full match
+    assert _bounded.search(r"(?<=a)b", "ab") is True  # lookarounds, which RE2 lacks
+
+
+# -- check --against ---------------------------------------------------------------------------
+
+
+def test_compare_with_a_backtracking_pattern_ends_and_names_it_unknown() -> None:
+    old = field({"type": "string", "pattern": HOSTILE, "maxLength": 40})
+    new = field({"type": "string", "pattern": HOSTILE, "maxLength": 39})
+    started = time.monotonic()
+    found = compare_message(contract(old), contract(new), Mode.FULL)
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, elapsed  # measured 0.4 s; hours before
+    stopped = [f for f in found if f.verdict is Verdict.UNKNOWN and HOSTILE in f.why]
+    assert stopped, [f.line() for f in found]
+    assert f"{_bounded.BOUND} s" in stopped[0].why
+
+
+def test_check_against_on_the_command_line_finishes_and_says_unknown(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    string = {"type": "string", "pattern": HOSTILE}
+    old = spec_with(tmp_path / "old", field({**string, "maxLength": 40}))
+    new = spec_with(tmp_path / "new", field({**string, "maxLength": 39}))
+    done = subprocess.run(
+        [sys.executable, "-m", "rabbitry", "check", str(new), "--against", str(old)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,  # measured ~2 s (interpreter start included); hours before
+    )
+    assert done.returncode in (0, 1), done.stderr
+    assert "unknown: message M" in done.stdout
+    assert HOSTILE in done.stdout
+
+
+def test_compare_with_a_pattern_too_large_to_compile_names_it_unknown() -> None:
+    old = field({"type": "string", "pattern": LARGE, "minLength": 2})
+    new = field({"type": "string", "pattern": LARGE, "minLength": 3})
+    started = time.monotonic()
+    found = compare_message(contract(old), contract(new), Mode.FULL)
+    assert time.monotonic() - started < 30
+    assert any(f.verdict is Verdict.UNKNOWN and LARGE in f.why for f in found)
+
+
+# -- item 11: the enum of 20,000 values -----------------------------------------------------
+
+
+def test_an_enum_of_20000_values_is_compared_in_linear_time() -> None:
+    values: list[Any] = [f"v{i}" for i in range(20_000)]
+    old = field({"enum": values})
+    new = field({"enum": [*values[:-1], 1.5]})
+    started = time.monotonic()
+    found = compare_message(contract(old), contract(new), Mode.FULL)
+    elapsed = time.monotonic() - started
+    assert elapsed < 20, elapsed  # measured ~1 s; 100+ s before
+    lines = [f.line() for f in found]
+    assert any(f.verdict is Verdict.BREAKING and '"v19999"' in f.why for f in found), lines
+    assert any(f.verdict is Verdict.BREAKING and "1.5" in f.why for f in found), lines
+
+
+def test_enum_membership_is_json_equality() -> None:
+    """1 and 1.0 are one JSON value, ``true`` is not 1: the set keys keep that."""
+    old = field({"enum": [1, True, "a"]})
+    same = field({"enum": [1.0, True, "a", "b"]})
+    found = compare_message(contract(old), contract(same), Mode.BACKWARD)
+    assert all(f.verdict is Verdict.COMPATIBLE for f in found), [f.line() for f in found]
+    narrower = field({"enum": [1, "a"]})
+    found = compare_message(contract(old), contract(narrower), Mode.BACKWARD)
+    assert any(f.verdict is Verdict.BREAKING and "true" in f.why for f in found), [
+        f.line() for f in found
+    ]
