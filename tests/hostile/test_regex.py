@@ -162,3 +162,32 @@ def test_enum_membership_is_json_equality() -> None:
     assert any(f.verdict is Verdict.BREAKING and "true" in f.why for f in found), [
         f.line() for f in found
     ]
+
+
+# -- the runtime validator ---------------------------------------------------------------------
+
+#: Backtracks (a lookahead keeps it off the linear-time engine) until fancy-regex's limit.
+LOOKAHEAD = r"^(?:a|a)*(?!a)x"
+
+
+def test_the_runtime_refuses_a_message_of_backtracking_strings_within_a_bound() -> None:
+    """A consumer validating a hostile message against a spec's backtracking pattern: each
+    string stops at the contract's backtrack limit (~0.2 ms), so 1,000 of them are refused
+    in well under a second — at jsonschema-rs's default limit they held it for 45 s."""
+    from rabbitry.errors import ContractViolation  # noqa: PLC0415
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": {"type": "string", "pattern": LOOKAHEAD}}
+        },
+    }
+    message = contract(schema)
+    hostile = {"tags": ["a" * (30 + i % 7) + "b" * i for i in range(1_000)]}
+    started = time.monotonic()
+    with pytest.raises(ContractViolation) as refused:
+        message.validate(hostile)
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, elapsed  # measured 0.2 s; 45 s before
+    assert refused.value.faults
+    assert message.faults({"tags": ["aaax"]}) == []  # a matching string still passes

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-import jsonschema_rs
-
 from rabbitry.compat._findings import Counterexample, Direction
 from rabbitry.compat._schema import Root
 from rabbitry.compat._schema_rules import Suspect
 from rabbitry.compat._synth import Path, Synth
-from rabbitry.messaging.contract import MessageContract
+from rabbitry.messaging.contract import MessageContract, compile_schema
 
 __all__ = ["Judge", "Verified"]
 
@@ -83,10 +81,7 @@ class Judge:
         self.contracts = {"old": old, "new": new}
         self.roots = {"old": Root(dict(old.schema)), "new": Root(dict(new.schema))}
         # The same compilation as MessageContract's, read here for each error's keyword.
-        self._validators = {
-            side: jsonschema_rs.validator_for(dict(c.schema), validate_formats=True)
-            for side, c in self.contracts.items()
-        }
+        self._validators = {side: compile_schema(c.schema) for side, c in self.contracts.items()}
 
     def sides(self, direction: Direction) -> tuple[str, str]:
         return direction.writer, direction.reader

@@ -10,8 +10,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import jsonschema_rs
-
+from rabbitry.messaging.contract import compile_schema
 from rabbitry.spec.schemas import ANNOTATIONS, DATA_KEYWORDS, DRAFT_2020_12
 
 __all__ = [
@@ -220,9 +219,7 @@ class Root:
         text = key(document)
         if text not in self._validators:
             try:
-                self._validators[text] = jsonschema_rs.validator_for(
-                    document, validate_formats=True
-                )
+                self._validators[text] = compile_schema(document)
             except Exception:
                 self._validators[text] = None
         return self._validators[text]
