@@ -119,6 +119,8 @@ def test_a_management_url_or_a_list_never_shows_its_password(password: str) -> N
         with pytest.raises(RabbitryError) as failed:
             parse_url("amqp://localhost/", management=management)
         _never_shown(str(failed.value), password)
+    given = parse_url("amqp://h/", management=f"http://admin:{quote(password, safe='')}@api:1/")
+    _never_shown(repr(given) + str(given) + repr(parse_urls([given])), password)
     with pytest.raises(RabbitryError) as failed:
         parse_urls([f"amqp://a:{quote(password, safe='')}@h1/x", "amqp://b@h2/y"])
     _never_shown(str(failed.value), password)

@@ -30,7 +30,7 @@ import ssl
 import stat
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from rabbitry.broker.tls import TLS, client_context
 from rabbitry.errors import InvalidArgument
@@ -221,7 +221,7 @@ def parse_url(text: str | None = None, *, management: str | None = None) -> Brok
         )
     port = parts.port or _DEFAULT_PORTS[parts.scheme]
     if management is not None:
-        _check_management(management)
+        management = _check_management(management)
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     options = _options(raw, parts.scheme, parts.query)
     password_file = options["password_file"] or (
@@ -248,9 +248,11 @@ def parse_url(text: str | None = None, *, management: str | None = None) -> Brok
     )
 
 
-def _check_management(management: str) -> None:
+def _check_management(management: str) -> str:
     """An explicit management API URL: http(s)://, a host and a port that parse (the
-    parser's messages are not shown: they may quote a raw password)."""
+    parser's messages are not shown: they may quote a raw password); returned without
+    any user and password, which the API is never sent (the AMQP URL's are) and which
+    must not live on in the ``BrokerURL`` (its ``repr`` shows the management URL)."""
     problem = None
     try:
         parts = urlsplit(management)
@@ -269,6 +271,7 @@ def _check_management(management: str) -> None:
             problem = "it has an '@' after its host (a password must be percent-encoded)"
     if problem is not None:
         raise InvalidArgument(f"{_mask(management)} is not a management API URL: {problem}")
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def read_password_file(path: str, *, where: str) -> str:
