@@ -3,6 +3,10 @@
 Given several URLs (``Endpoints``: the nodes of one broker), both use the first
 node that answers, preferring one whose management API answers too
 (``endpoints.first_answering``); ``Planned.url`` says which.
+
+Before apply changes anything, an administrator's permissions are matched
+against the plan (``broker.permissions``: only administrators may read them);
+a plan with a change they forbid is refused whole, nothing made.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ leaves unseen is ``LiveState.blind_spots``, as data (``BlindSpot``).
 A management URL given explicitly (``--management-url`` or
 ``$RABBITRY_MANAGEMENT_URL``) that cannot be used is an error, never a quiet
 fall back: whoever gave it expects plan to see everything.
+
+The API read must be the broker the AMQP URL reaches: it is derived only for
+the default AMQP port (``BrokerURL.management``), and its ``/api/overview``
+cluster name is compared with the one the AMQP connection announces
+(``same_broker``); another broker's API is refused, never read for this one
+(seen before: an own node on other ports planned from the shared broker's
+state, 3 changes for a vhost in sync).
 """
 
 from __future__ import annotations
