@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +31,8 @@ from specs import run_cli, write_spec
 SECRET = "fi1e-S3CRET:@/#?é"
 #: Reading a password file takes well under a millisecond; a FIFO or /dev/zero must not hang.
 READ_BOUND = 2.0
+#: Refusing one allocates a few KB here (/dev/zero: 2.8 KB; at most 4 KiB is read).
+MEMORY_BOUND = 1_000_000
 
 
 def _secret_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
@@ -96,9 +99,15 @@ def test_what_is_not_a_password_file_is_refused_at_once(tmp_path: Path, kind: st
     elif kind == "binary":
         path.write_bytes(b"\xff\xfe" + SECRET.encode())
     started = time.monotonic()
-    with pytest.raises(InvalidArgument) as refused:
-        parse_url(f"amqp://admin@host/?password_file={path}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArgument) as refused:
+            parse_url(f"amqp://admin@host/?password_file={path}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert time.monotonic() - started < READ_BOUND
+    assert peak < MEMORY_BOUND  # /dev/zero: 4 KiB read, not the whole device
     assert "password_file" in str(refused.value)
     assert "S3CRET" not in str(refused.value)
 
