@@ -15,7 +15,9 @@ count.
 Every publish has a deadline.  When the channel or connection closes, the
 messages written and not yet confirmed are written again (same
 ``message_id``) on the next channel, after the reconnect: delivery is
-at-least-once.
+at-least-once.  A ``nack`` fails its message (``PublishNacked``) and retires
+the channel: the next messages go on a new one (a channel opened as a quorum
+queue's leader node crashed was seen nacking everything for a minute).
 
 A message can close the channel by what it is (over the broker's
 ``max_message_size``; a ``user_id`` that is not the connection's user): the
@@ -639,12 +641,31 @@ class Publisher:
             self._room.set()
         if future.cancelled():
             return
-        self._closes = 0  # the broker takes messages on this channel
         failure = future.exception()
+        if isinstance(failure, amqp_errors.DeliveryError) and isinstance(
+            failure.frame, spec.Basic.Nack
+        ):
+            # A nack (aiormq reports a return as a DeliveryError too): the message is
+            # refused, the caller decides. The channel is retired, for a channel can go on
+            # nacking everything: RabbitMQ 3.10 nacked every publish on a channel opened
+            # just as a quorum queue's leader node crashed (9,758 nacks in 61 s) while a
+            # new channel was acked at once.
+            self._retire(line)
+        else:
+            self._closes = 0  # the broker takes messages on this channel
         if failure is None:
             out.settle(None)
         else:
             out.settle(broker_error(failure, self._url, out.describe()))
+
+    def _retire(self, line: _Line) -> None:
+        """Write on a new channel from now on; what ``line`` has unconfirmed is written again."""
+        if line.lost:
+            return
+        self._lose(line)
+        channel = line.channel
+        task = asyncio.ensure_future(channel.close())
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _lose(self, line: _Line) -> None:
         """``line``'s channel closed: what it did not confirm is written again on the next,
