@@ -10,20 +10,30 @@ same way and takes a ``timeout``.  Its compiler unrolls counted repeats
 its parse tree first and a larger one is not compiled at all.
 
 The outcome of a match is ``True``, ``False`` or ``None``: unknown (stopped at
-``BOUND``, too large, or not a pattern).  Each caller says what unknown means
-for it: an unknown finding, a skipped example, a policy the broker (whose PCRE
-gives up at its match limit too) would not apply.
+``BOUND`` now or on an earlier string, too large, or not a pattern).  Each caller
+says what unknown means for it: an unknown finding, a skipped example, a policy
+the broker (whose PCRE gives up at its match limit too) would not apply.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import regex
 
-__all__ = ["BOUND", "MAX_COMPILED", "Pattern", "compiled", "invalid", "search"]
+__all__ = [
+    "BOUND",
+    "MAX_COMPILED",
+    "Pattern",
+    "Unknown",
+    "compiled",
+    "invalid",
+    "jsonschema_validator",
+    "search",
+]
 
 #: Seconds one match may take before its outcome is unknown.  A sensible pattern on a
 #: name or a synthesised string takes microseconds.
@@ -52,15 +62,94 @@ def invalid(pattern: str) -> bool:
     return _small(pattern) and compiled(pattern) is None
 
 
+#: Patterns that were stopped at ``BOUND`` once: every later match of one is unknown at
+#: once, so a pattern run on many names (a policy, a schema's strings) waits once, not per
+#: name.  Bounded, like any cache: past its size the oldest half is forgotten.
+_STOPPED: dict[str, None] = {}
+_MAX_STOPPED = 1024
+
+
 def search(pattern: str | regex.Pattern[str], text: str) -> bool | None:
     """Whether ``pattern`` is found in ``text`` (``re.search``'s meaning); ``None``: unknown."""
+    source = pattern if isinstance(pattern, str) else pattern.pattern
+    if source in _STOPPED:
+        return None
     found = compiled(pattern) if isinstance(pattern, str) else pattern
     if found is None:
         return None
     try:
         return found.search(text, timeout=BOUND) is not None
     except (TimeoutError, RecursionError, MemoryError):
+        if len(_STOPPED) >= _MAX_STOPPED:
+            for old in list(_STOPPED)[: _MAX_STOPPED // 2]:
+                del _STOPPED[old]
+        _STOPPED[source] = None
         return None
+
+
+class Unknown(Exception):
+    """A pattern stopped at ``BOUND`` (or not runnable) where a validator needed its answer."""
+
+
+@functools.cache
+def jsonschema_validator() -> Any:
+    """python-jsonschema's 2020-12 validator class with bounded patterns.
+
+    Its ``pattern``, ``patternProperties`` and ``additionalProperties`` run their
+    patterns here instead of through Python's ``re``, and raise ``Unknown`` where a
+    match is unknown.  (``unevaluatedProperties`` beside ``patternProperties`` still
+    reaches ``re`` inside python-jsonschema.)
+    """
+    from jsonschema import Draft202012Validator, ValidationError, validators  # noqa: PLC0415
+
+    def found(pattern: str, text: str) -> bool:
+        hit = search(pattern, text)
+        if hit is None:
+            raise Unknown(pattern)
+        return hit
+
+    def pattern(validator: Any, expected: str, instance: Any, _: Any) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not found(expected, instance):
+            yield ValidationError(f"{instance!r} does not match {expected!r}")
+
+    def pattern_properties(
+        validator: Any, patterns: Mapping[str, Any], instance: Any, _: Any
+    ) -> Iterator[Any]:
+        if validator.is_type(instance, "object"):
+            for expected, subschema in patterns.items():
+                for name, value in instance.items():
+                    if found(expected, name):
+                        yield from validator.descend(
+                            value, subschema, path=name, schema_path=expected
+                        )
+
+    def additional_properties(
+        validator: Any, additional: Any, instance: Any, schema: Mapping[str, Any]
+    ) -> Iterator[Any]:
+        if not validator.is_type(instance, "object"):
+            return
+        declared = schema.get("properties", {})
+        patterns = schema.get("patternProperties", {})
+        extras = [
+            name
+            for name in instance
+            if name not in declared and not any(found(p, name) for p in patterns)
+        ]
+        if validator.is_type(additional, "object"):
+            for name in extras:
+                yield from validator.descend(instance[name], additional, path=name)
+        elif not additional and extras:
+            yield ValidationError(f"additional properties are not allowed: {sorted(extras)}")
+
+    extend: Any = validators.extend  # untyped in types-jsonschema
+    return extend(
+        Draft202012Validator,
+        {
+            "pattern": pattern,
+            "patternProperties": pattern_properties,
+            "additionalProperties": additional_properties,
+        },
+    )
 
 
 @functools.cache

@@ -11,6 +11,7 @@ After: under a second each.  Bounds are generous multiples of that.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -191,3 +192,120 @@ def test_the_runtime_refuses_a_message_of_backtracking_strings_within_a_bound() 
     assert elapsed < 10, elapsed  # measured 0.2 s; 45 s before
     assert refused.value.faults
     assert message.faults({"tags": ["aaax"]}) == []  # a matching string still passes
+
+
+# -- the contract tests' mutations (rabbitry.pytest_plugin) ------------------------------------
+
+PLUGIN_SPEC = """\
+version: 1
+exchanges:
+  orders: {type: topic}
+queues:
+  orders.created: {}
+bindings:
+  - {from: orders, queue: orders.created, key: "order.created"}
+messages:
+  OrderCreated: {schema: order.json, exchange: orders, routing_key: "order.created"}
+"""
+PLUGIN_SCHEMA = json.dumps(
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id"],
+        "properties": {"id": {"type": "string", "pattern": HOSTILE}},
+    }
+)
+PLUGIN_TESTS = """\
+from rabbitry.pytest_plugin import ContractTests
+
+
+class TestOrders(ContractTests):
+    spec = "topology.yaml"
+    examples = 10
+"""
+
+
+def test_the_oracle_says_unknown_for_a_mutation_its_pattern_cannot_judge_in_time() -> None:
+    from rabbitry.pytest_plugin import _invalid, _oracle, mutations  # noqa: PLC0415
+
+    schema = json.loads(PLUGIN_SCHEMA)
+    oracle = _oracle(schema)
+    valid = {"id": "a" * 30 + "b"}
+    assert not _invalid(oracle, valid)
+    started = time.monotonic()
+    verdicts = [_invalid(oracle, m) for m in mutations(valid)]
+    assert time.monotonic() - started < 60  # measured ~2 s; hours before
+    assert any(verdicts)  # the mutations it can judge are still judged
+    hostile = {"id": valid["id"] * 40 + "Z"}  # one of the mutations
+    assert hostile in mutations(valid)
+    assert not _invalid(oracle, hostile)  # unknown: not claimed invalid
+    assert _invalid(oracle, {"id": "a" * 30 + "b", "__rabbitry_unexpected__": 1})
+
+
+def test_the_contract_tests_finish_on_a_spec_with_a_backtracking_pattern(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RABBITRY_CONTRACT_URL", raising=False)
+    pytester.makefile(".yaml", topology=PLUGIN_SPEC)
+    pytester.makefile(".json", order=PLUGIN_SCHEMA)
+    pytester.makepyfile(test_contracts=PLUGIN_TESTS)
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=240)
+    assert time.monotonic() - started < 240
+    result.assert_outcomes(passed=3, skipped=1)
+
+
+# -- policy patterns and the spec's own checks ---------------------------------------------------
+
+
+def test_a_policy_pattern_that_backtracks_is_a_located_error_within_a_bound(tmp_path: Path) -> None:
+    from rabbitry.check import check  # noqa: PLC0415
+    from rabbitry.spec import Code  # noqa: PLC0415
+
+    queue = "a" * 31
+    spec = write_spec(
+        tmp_path,
+        f"""
+        version: 1
+        queues: {{{queue}: {{}}, b: {{}}}}
+        policies:
+          slow: {{pattern: "{HOSTILE}", definition: {{message-ttl: 1000}}}}
+        """,
+    )
+    started = time.monotonic()
+    report = check(spec)
+    assert time.monotonic() - started < 60  # measured ~1 s; hours before
+    found = [d for d in report.diagnostics if d.code is Code.POLICY_PATTERN]
+    assert found, [d.render() for d in report.diagnostics]
+    assert queue in found[0].message
+    assert "unknown" in found[0].message
+    assert report.spec is None or not report.spec.policies["slow"].applies_to("queue", queue)
+
+
+def test_an_enum_checked_against_a_backtracking_pattern_in_a_routing_field(
+    tmp_path: Path,
+) -> None:
+    from rabbitry.check import check  # noqa: PLC0415
+
+    value = "a" * 40 + "!"
+    schema = {
+        "type": "object",
+        "required": ["kind"],
+        "properties": {"kind": {"type": "string", "enum": [value, "b"], "pattern": HOSTILE}},
+    }
+    spec = write_spec(
+        tmp_path,
+        """
+        version: 1
+        exchanges: {x: {type: topic}}
+        queues: {q: {}}
+        bindings:
+          - {from: x, queue: q, key: "k.b"}
+        messages:
+          M: {schema: m.json, exchange: x, routing_key: "k.{kind}"}
+        """,
+        {"m.json": {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}},
+    )
+    started = time.monotonic()
+    check(spec)
+    assert time.monotonic() - started < 60  # measured ~1 s; hours before

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from rabbitry import _bounded
 from rabbitry.broker.live import LiveState
 from rabbitry.broker.migrate import temporary_queue
 from rabbitry.broker.settings import effective_settings
@@ -434,7 +435,7 @@ def _settings(want: Topology, have: Topology, *, prune: bool) -> Settings:
         return {
             n: p
             for n, p in policies.items()
-            if (pattern := patterns[p.pattern]) is not None and pattern.search(name)
+            if (pattern := patterns[p.pattern]) is not None and _bounded.search(pattern, name)
         }
 
     found: dict[str, Mapping[str, Setting]] = {}
@@ -449,12 +450,10 @@ def _settings(want: Topology, have: Topology, *, prune: bool) -> Settings:
     return found
 
 
-def _compile(pattern: str) -> re.Pattern[str] | None:
-    """Python's ``re`` standing in for the broker's PCRE, as ``Policy.matches`` does."""
-    try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError):
-        return None
+def _compile(pattern: str) -> _bounded.Pattern[str] | None:
+    """``re``'s syntax standing in for the broker's PCRE, run with a bound, as
+    ``Policy.matches`` does: a policy already on the broker is not rabbitry's to trust."""
+    return _bounded.compiled(pattern)
 
 
 def _after(

@@ -19,7 +19,6 @@ could constrain the field in a way this module does not follow (``anyOf``,
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from jsonschema import Draft202012Validator
 
+from rabbitry import _bounded
 from rabbitry.spec.model import Location
 from rabbitry.spec.schemas import ANNOTATIONS, SchemaStore, json_path
 
@@ -103,15 +103,19 @@ def field_domain(store: SchemaStore, schema_file: Path, field: str) -> Domain | 
     if any(r is None for r in refs):
         return None
     validators = [_validator(store, r) for r in refs if r is not None]
-    values = tuple(v for v in candidates if all(x.is_valid(v) for x in validators))
+    try:
+        values = tuple(v for v in candidates if all(x.is_valid(v) for x in validators))
+    except _bounded.Unknown:
+        return None  # a pattern that cannot be run on a value in time: not known for certain
     location = None
     if where is not None and where.parts is not None:
         location = store.locate(Path(unquote(urlsplit(where.uri).path)), where.parts)
     return Domain(field, values, location)
 
 
-def _validator(store: SchemaStore, ref: str) -> Draft202012Validator:
-    return Draft202012Validator(
+def _validator(store: SchemaStore, ref: str) -> Any:
+    bounded = _bounded.jsonschema_validator()  # the schema's patterns, run with a bound
+    return bounded(
         {"$ref": ref},
         registry=store.registry,
         format_checker=Draft202012Validator.FORMAT_CHECKER,
@@ -171,10 +175,9 @@ def _field_schemas(obj: _At, field: str) -> Iterator[_At]:
     patterns = node.get("patternProperties")
     if isinstance(patterns, Mapping):
         for pattern in patterns:
-            try:
-                hit = re.search(pattern, field) is not None
-            except re.error:
-                raise _Open from None
+            hit = _bounded.search(pattern, field)  # a schema's pattern: run with a bound
+            if hit is None:
+                raise _Open
             if hit:
                 covered = True
                 yield obj.child("patternProperties", pattern)

@@ -8,7 +8,6 @@ written, for diagnostics; ``locs`` takes no part in equality.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
+
+from rabbitry import _bounded
 
 __all__ = [
     "BUILTIN_EXCHANGES",
@@ -273,16 +274,6 @@ _TARGET_QUEUE_TYPES: Mapping[PolicyTarget, frozenset[QueueType]] = MappingProxyT
 )
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str] | None:
-    """``pattern`` compiled with Python's ``re`` (the approximation of the broker's PCRE);
-    ``None`` when it does not compile (the checks report that)."""
-    try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError):
-        return None
-
-
 @dataclass(frozen=True)
 class Policy:
     """A user policy (``policies:``) or an operator policy (``operator_policies:``).
@@ -307,10 +298,11 @@ class Policy:
     def matches(self, name: str) -> bool:
         """The pattern matches ``name`` the way the broker runs it: unanchored search.
 
-        Python's ``re`` stands in for PCRE; an invalid pattern matches nothing.
+        Python's ``re`` syntax stands in for PCRE, run with a bound (``rabbitry._bounded``):
+        an invalid pattern matches nothing, and so does one stopped at the bound, as the
+        broker's PCRE gives up at its match limit (``check`` reports both).
         """
-        compiled = _compiled(self.pattern)
-        return compiled is not None and compiled.search(name) is not None
+        return _bounded.search(self.pattern, name) is True
 
     def applies_to(
         self,

@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal
 
+from rabbitry import _bounded
 from rabbitry.spec._names import exchange_names, knows_exchange, queue_names, unknown_exchange
 from rabbitry.spec.diagnostics import Code, Diagnostic, did_you_mean
 from rabbitry.spec.model import (
@@ -80,7 +81,10 @@ def _version(v: tuple[int, int]) -> str:
 
 
 def check_policy_patterns(spec: Spec) -> Iterator[Diagnostic]:
-    """A ``pattern:`` compiles (with Python's ``re``, standing in for PCRE)."""
+    """A ``pattern:`` compiles (with Python's ``re``, standing in for PCRE), and can be
+    run on each name of the spec within ``_bounded.BOUND`` (one that backtracks without
+    end is a matter of luck on the broker too: PCRE gives up at its match limit)."""
+    names = sorted(queue_names(spec) | exchange_names(spec))
     for policy in _all(spec):
         if policy.names:
             continue  # made by rabbitry from names: always valid
@@ -95,6 +99,19 @@ def check_policy_patterns(spec: Spec) -> Iterator[Diagnostic]:
                 "fix the expression (rabbitry reads it with Python's re as a stand-in for the "
                 "broker's PCRE, so PCRE-only syntax such as \\Q...\\E is refused too), or list "
                 "exact names with `queues: [...]` / `exchanges: [...]`",
+            )
+            continue
+        stuck = next((n for n in names if _bounded.search(policy.pattern, n) is None), None)
+        if stuck is not None:
+            yield Diagnostic(
+                policy.locs.of("pattern"),
+                Code.POLICY_PATTERN,
+                f"{_what(policy)}: pattern {policy.pattern!r} could not be run on the name "
+                f"{stuck!r} within {_bounded.BOUND} s (it backtracks too much, or is too "
+                "large): whether the policy applies there is unknown",
+                "simplify the expression (no nested or overlapping repetition such as "
+                "(a|a)* or (a+)+), or list exact names with `queues: [...]` / "
+                "`exchanges: [...]`",
             )
 
 
