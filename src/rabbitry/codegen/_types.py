@@ -24,8 +24,8 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import jsonschema.exceptions
 import referencing.exceptions
-from jsonschema import Draft202012Validator
 
+from rabbitry import _bounded
 from rabbitry.codegen._model import (
     AliasDef,
     AnyT,
@@ -293,8 +293,9 @@ class _Builder:
         kept: list[Any] = []
         for value in values:
             try:
-                ok = Draft202012Validator(rest).is_valid(value)
+                ok = _bounded.jsonschema_validator()(rest).is_valid(value)  # bounded patterns
             except (
+                _bounded.Unknown,
                 referencing.exceptions.Unresolvable,
                 jsonschema.exceptions.SchemaError,
                 LookupError,
