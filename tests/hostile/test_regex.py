@@ -344,3 +344,75 @@ def test_generate_models_an_enum_under_a_backtracking_pattern_within_a_bound(
         timeout=120,  # measured 2.4 s
     )
     assert done.returncode == 0, done.stderr
+
+
+# -- a consumer and a hostile message (the real broker) ---------------------------------------
+
+CONSUMER_SPEC = """
+version: 1
+exchanges:
+  tags: {type: direct}
+  dead: {type: fanout}
+queues:
+  tags.q: {dead_letter: dead}
+  dead.q: {}
+bindings:
+  - {from: tags, queue: tags.q, key: t}
+  - {from: dead, queue: dead.q}
+messages:
+  Tagged: {schema: tagged.json, exchange: tags, routing_key: t}
+services:
+  app: {publishes: [Tagged], consumes: {tags.q: [Tagged]}}
+"""
+
+
+@pytest.mark.broker
+def test_a_consumer_refuses_a_message_of_backtracking_strings_and_goes_on(
+    vhost: Any, tmp_path: Path
+) -> None:
+    """One message of 1,000 strings against a lookahead pattern: dead-lettered, and the
+    next message handled, within a bound (validation held the consumer ~45 s before)."""
+    import asyncio  # noqa: PLC0415
+
+    from amqp import apply, drain, raw_publish  # noqa: PLC0415
+    from rabbitry.messaging.client import Client  # noqa: PLC0415
+
+    tagged = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": {"type": "string", "pattern": LOOKAHEAD}}
+        },
+    }
+    spec_contract = apply(vhost, write_spec(tmp_path, CONSUMER_SPEC, {"tagged.json": tagged}))
+    hostile = json.dumps({"tags": ["a" * (30 + i % 7) + "b" * i for i in range(1_000)]})
+    handled: list[Any] = []
+
+    async def handle(delivery: Any) -> None:
+        handled.append(delivery.body)
+
+    async def body() -> float:
+        async with Client(spec_contract, vhost.amqp_url, service="app") as app:
+            consumer = app.consume("tags.q", handle)
+            await consumer.ready()
+            started = time.monotonic()
+            await raw_publish(
+                vhost.amqp_url,
+                "tags",
+                "t",
+                [
+                    (hostile.encode(), {"message_type": "Tagged", "message_id": "hostile"}),
+                    (b'{"tags": ["aaax"]}', {"message_type": "Tagged", "message_id": "fine"}),
+                ],
+            )
+            [dead] = await drain(vhost.amqp_url, "dead.q", 1, timeout=60)
+            while not handled and time.monotonic() - started < 60:
+                await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - started
+            await consumer.cancel()
+        assert dead.header.properties.message_id == "hostile"
+        return elapsed
+
+    elapsed = asyncio.run(body())
+    assert handled == [{"tags": ["aaax"]}]
+    assert elapsed < 20, elapsed  # measured ~1 s
