@@ -10,6 +10,9 @@ Each is a function ``(spec) -> Iterator[Diagnostic]`` like those of
 - a pattern Python's ``re`` cannot compile (the stand-in for the broker's
   PCRE: a pattern only PCRE reads, such as ``\\Q...\\E``, is reported too,
   since rabbitry could not say what it matches);
+- a pattern that cannot be run on one of the spec's names within
+  ``rabbitry._bounded.BOUND`` (it backtracks without end, or is too large):
+  whether it applies there is unknown;
 - two policies of equal priority applying to one object (the broker picks one
   arbitrarily), and a policy a higher one overrides on every object it
   matches; user and operator policies each among themselves;
