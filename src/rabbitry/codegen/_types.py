@@ -46,7 +46,8 @@ from rabbitry.codegen._model import (
     UnionT,
 )
 from rabbitry.codegen._names import Namer, pascal
-from rabbitry.spec import Spec
+from rabbitry.errors import SpecError
+from rabbitry.spec import Code, Diagnostic, Location, Message, Spec
 from rabbitry.spec.schemas import ANNOTATIONS, SchemaStore, json_path
 
 __all__ = ["ANNOTATIONS", "MODELLED", "build_model", "constraint_notes"]
@@ -139,6 +140,8 @@ class _Builder:
         self.model = Model()
         self.memo: dict[tuple[Path, str], str] = {}
         self.current: list[str] = []
+        #: The message whose schema is being modelled (named when it nests too deeply).
+        self.message: Message | None = None
 
     # -- bookkeeping ----------------------------------------------------------
 
@@ -170,6 +173,7 @@ class _Builder:
                     pascal(message.name)
                 )
         for message in messages:
+            self.message = message
             path = self.spec.schema_file(message).resolve()
             name = self.model.messages[message.name]
             first = self.memo[(path, "")]
@@ -578,5 +582,22 @@ def _disjoint(options: Sequence[Any]) -> bool:
 
 
 def build_model(spec: Spec, namer: Namer) -> Model:
-    """The type model of every message of ``spec`` (checked: its schemas are loaded and sound)."""
-    return _Builder(spec, namer).messages()
+    """The type model of every message of ``spec`` (checked: its schemas are loaded and sound).
+
+    ``check`` bounds how deeply one schema file nests, but a chain of ``$ref``s
+    from file to file (or ``$defs`` to ``$defs``), each nesting further, can
+    still go deeper than the recursive walk here can: that is reported as a
+    ``SpecError`` located at the message's ``schema:``, never a ``RecursionError``.
+    """
+    builder = _Builder(spec, namer)
+    try:
+        return builder.messages()
+    except RecursionError:
+        message = builder.message
+        where = message.locs.of("schema") if message else Location(str(spec.path), 1, 1)
+        what = (
+            f"message {message.name if message else '?'}: its schema nests too deeply "
+            "through $ref chains for code generation"
+        )
+        hint = "flatten the schema: fewer levels between its $refs, or shorter $ref chains"
+        raise SpecError([Diagnostic(where, Code.SCHEMA_INVALID, what, hint)]) from None

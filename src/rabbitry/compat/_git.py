@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from rabbitry.errors import InvalidArgument
 from rabbitry.spec import read
+from rabbitry.spec._files import MAX_FILE_BYTES
 
 __all__ = ["GitSource", "materialise", "parse_git"]
 
@@ -73,7 +74,18 @@ def _commit(top: Path, ref: str) -> str:
 
 
 def show(top: Path, commit: str, path: str) -> bytes | None:
-    """The file ``path`` (relative to the top folder) at ``commit``, or ``None``."""
+    """The file ``path`` (relative to the top folder) at ``commit``, or ``None``.
+
+    Its size is asked first: a blob over ``MAX_FILE_BYTES`` is refused unread.
+    """
+    size = _git(top, "cat-file", "-s", f"{commit}:{path}")
+    if size.returncode != 0:
+        return None
+    if int(size.stdout.decode().strip() or 0) > MAX_FILE_BYTES:
+        raise InvalidArgument(
+            f"git:{commit[:12]}:{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, "
+            "more than a spec or schema file may be"
+        )
     done = _git(top, "show", f"{commit}:{path}")
     return done.stdout if done.returncode == 0 else None
 

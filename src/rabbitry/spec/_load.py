@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from rabbitry.spec._build import build_spec
+from rabbitry.spec._files import REFUSED_HINT, FileRefused, read_text_bounded
 from rabbitry.spec._yaml import YamlError, parse_yaml
 from rabbitry.spec.checks import run_checks
 from rabbitry.spec.diagnostics import Code, Diagnostic
@@ -28,11 +29,14 @@ def read(path: Path | str) -> tuple[Spec | None, list[Diagnostic]]:
     path = Path(path)
     display = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_bounded(path)
     except FileNotFoundError:
         where = Location(display, 1, 1)
         hint = "pass the spec with -f FILE, or run in the folder that has topology.yaml"
         return None, [Diagnostic(where, Code.FILE, f"no spec file at {display}", hint)]
+    except FileRefused as exc:
+        what = f"cannot read the spec: {display} {exc.reason}"
+        return None, [Diagnostic(Location(display, 1, 1), Code.FILE, what, REFUSED_HINT)]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(Location(display, 1, 1), Code.FILE, f"cannot read: {exc}")]
     try:

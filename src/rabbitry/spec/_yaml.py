@@ -16,7 +16,15 @@ import yaml
 from rabbitry.spec.diagnostics import Code, Diagnostic
 from rabbitry.spec.model import Location
 
-__all__ = ["YMap", "YNode", "YScalar", "YSeq", "YamlError", "parse_yaml"]
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "YMap", "YNode", "YScalar", "YSeq", "YamlError", "parse_yaml"]
+
+#: The deepest nesting of lists and mappings a document may have, counted as its values
+#: would be built (through aliases too): far more than a spec or schema needs, and few
+#: enough that every walk over the values stays well inside Python's recursion limit.
+MAX_DEPTH = 64
+#: The most values (scalars, lists and mappings, keys included) a document may hold once
+#: its aliases are expanded: an alias bomb of 830 bytes expands to 387 million.
+MAX_VALUES = 100_000
 
 try:  # the C loader is much faster; fall back to pure Python where it is not built
     _Loader: Any = yaml.CSafeLoader
@@ -163,14 +171,88 @@ class _Walker:
         return f"<key at {_loc(self.file, key_node)}>"
 
 
+@dataclass
+class _Open:
+    """A list or mapping whose end has not been read yet: what it holds so far."""
+
+    anchor: str | None
+    values: int = 1
+    height: int = 0
+
+
+def _mark_loc(file: str, mark: Any) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _bounded(text: str, file: str) -> None:
+    """Refuse a document that would nest deeper than ``MAX_DEPTH`` or expand past ``MAX_VALUES``.
+
+    Reads only the event stream (no nodes are built), keeping the size and
+    height of each anchored value, so that an alias counts as all it expands
+    to, as ``YMap.plain`` would build it.  A ``<<`` merge counts its whole source.
+    """
+    anchors: dict[str, tuple[int, int]] = {}
+    stack: list[_Open] = [_Open(None, 0)]
+
+    def add(values: int, height: int, event: Any, alias: str | None) -> None:
+        parent = stack[-1]
+        parent.values += values
+        parent.height = max(parent.height, height)
+        depth = len(stack) - 1 + height
+        if depth > MAX_DEPTH:
+            what = f"alias *{alias} nests" if alias else "values nest"
+            _refuse(
+                file,
+                event,
+                f"YAML: {what} deeper than {MAX_DEPTH} levels here",
+                "flatten the structure" + (f", or do not reuse *{alias} here" if alias else ""),
+            )
+        if sum(o.values for o in stack) > MAX_VALUES:
+            what = f"alias *{alias} expands" if alias else "the document grows"
+            _refuse(
+                file,
+                event,
+                f"YAML: {what} past {MAX_VALUES:,} values here",
+                "write the values out instead of nesting aliases"
+                if alias
+                else f"split the file: a document holds at most {MAX_VALUES:,} values",
+            )
+
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            values, height = anchors.get(event.anchor or "", (1, 0))  # recursive: built empty
+            add(values, height, event, event.anchor)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                anchors[event.anchor] = (1, 0)
+            add(1, 0, event, None)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) > MAX_DEPTH:
+                add(0, 1, event, None)  # refuses: too deep
+            stack.append(_Open(event.anchor))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            done = stack.pop()
+            if done.anchor:
+                anchors[done.anchor] = (done.values, done.height + 1)
+            add(done.values, done.height + 1, event, None)
+
+
+def _refuse(file: str, event: Any, what: str, hint: str) -> None:
+    raise YamlError([Diagnostic(_mark_loc(file, event.start_mark), Code.YAML, what, hint)])
+
+
 def parse_yaml(text: str, file: str) -> tuple[YNode, list[Diagnostic]]:
     """Parse one YAML document into located nodes, with the duplicate keys found.
 
     A duplicate key is reported and the tree keeps its last value, as YAML
     loaders do, so that the rest of the document can still be checked.
-    Raises ``YamlError`` for syntax errors.  An empty document is an empty mapping.
+    Raises ``YamlError`` for syntax errors, and for a document nested deeper
+    than ``MAX_DEPTH`` or expanding (through aliases) past ``MAX_VALUES``
+    values: those are refused before any node is built.  An empty document is
+    an empty mapping.
     """
     try:
+        _bounded(text, file)
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -181,6 +263,9 @@ def parse_yaml(text: str, file: str) -> tuple[YNode, list[Diagnostic]]:
         ) from None
     except yaml.YAMLError as exc:
         raise YamlError([Diagnostic(Location(file, 1, 1), Code.YAML, f"YAML: {exc}")]) from None
+    except RecursionError:  # the pure-Python composer, nesting under MAX_DEPTH * its frames
+        what = f"YAML: values nest deeper than {MAX_DEPTH} levels"
+        raise YamlError([Diagnostic(Location(file, 1, 1), Code.YAML, what)]) from None
     if root is None:
         return YMap({}, Location(file, 1, 1)), []
     walker = _Walker(file)

@@ -9,7 +9,9 @@ JSON path of the offending keyword.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,11 @@ import referencing.exceptions
 from jsonschema import Draft202012Validator
 from referencing.jsonschema import DRAFT202012
 
+from rabbitry.spec._files import REFUSED_HINT, FileRefused, read_text_bounded
+from rabbitry.spec._ref_cycles import Cycle, Node, deepest_chain, same_value_cycles
 from rabbitry.spec._schema_hints import meta_hint, ref_hint
 from rabbitry.spec._walk import refs
-from rabbitry.spec._yaml import YamlError, YMap, YNode, YSeq, parse_yaml
+from rabbitry.spec._yaml import MAX_DEPTH, YamlError, YMap, YNode, YSeq, parse_yaml
 from rabbitry.spec.diagnostics import Code, Diagnostic
 from rabbitry.spec.model import Location
 
@@ -31,6 +35,7 @@ __all__ = [
     "ANNOTATIONS",
     "DATA_KEYWORDS",
     "DRAFT_2020_12",
+    "MAX_SCHEMA_STEPS",
     "SchemaStore",
     "json_path",
     "load_schemas",
@@ -39,6 +44,10 @@ __all__ = [
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 _MAX_REF_DEPTH = 32
+#: The deepest walk from a message's schema, one step per subschema or ``$ref`` followed:
+#: every walker over schemas recurses at each step, and this keeps them all well inside
+#: Python's recursion limit (a walk of ~1,000 steps crashed code generation).
+MAX_SCHEMA_STEPS = 128
 
 #: Keywords whose values are data, not schemas (``spec._walk`` knows which keywords hold schemas).
 DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
@@ -154,13 +163,21 @@ def _read(
     path: Path, display: str, named_at: Location
 ) -> tuple[_Document | None, Diagnostic | None]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_bounded(path)
     except FileNotFoundError:
         return None, Diagnostic(
             named_at, Code.SCHEMA_FILE, f"schema file {display} does not exist", "check the path"
         )
+    except FileRefused as exc:
+        what = f"schema file {display} {exc.reason}"
+        return None, Diagnostic(named_at, Code.SCHEMA_FILE, what, REFUSED_HINT)
     except (OSError, UnicodeDecodeError) as exc:
         return None, Diagnostic(named_at, Code.SCHEMA_FILE, f"cannot read {display}: {exc}")
+    deep = _too_deep(text)
+    if deep is not None:
+        where = Location(display, *deep)
+        what = f"the JSON nests deeper than {MAX_DEPTH} levels here"
+        return None, Diagnostic(where, Code.SCHEMA_INVALID, what, _DEEP_HINT)
     try:
         contents = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -171,6 +188,32 @@ def _read(
     except YamlError:
         tree = None  # valid JSON that YAML cannot read (tabs, say): positions fall back to 1:1
     return _Document(path.resolve(), display, contents, tree), None
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_DEEP_HINT = "flatten the schema: move nested parts into $defs and $ref them"
+
+
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """Line and column where ``text`` (JSON) first nests deeper than ``MAX_DEPTH``, if it does.
+
+    Every walk over a schema (the meta-schema check, codegen, ``check
+    --against``) recurses once or more per level: a bound on the nesting keeps
+    them all inside Python's recursion limit.  Scanned before ``json.loads``,
+    which itself fails on a few thousand levels.
+    """
+    depth = 0
+    for token in _TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                at = token.start()
+                line = text.count("\n", 0, at) + 1
+                return line, at - (text.rfind("\n", 0, at) + 1) + 1
+        elif bracket in "]}":
+            depth -= 1
+    return None
 
 
 def load_schemas(
@@ -218,7 +261,57 @@ def load_schemas(
                 what = f"{json_path(parts)}: $ref {ref!r} does not resolve"
                 hint = ref_hint(doc.contents if target is None else store.contents(target), ref)
                 problems.append(Diagnostic(where, Code.SCHEMA_REF, what, hint))
+    contents = {path: doc.contents for path, doc in store.documents.items()}
+    problems.extend(_cycle_problem(store, cycle) for cycle in same_value_cycles(contents))
+    roots = list(dict.fromkeys(p.resolve() for p in paths if p.resolve() in store.documents))
+    problems.extend(
+        _chain_problem(store, root, chain)
+        for root, chain in deepest_chain(contents, roots, MAX_SCHEMA_STEPS).items()
+    )
     return store, problems
+
+
+def _chain_problem(store: SchemaStore, root: Path, chain: Cycle) -> Diagnostic:
+    """A walk from ``root`` deeper than ``MAX_SCHEMA_STEPS``, naming the ``$ref``s it follows."""
+    hops = [
+        (json_path(m[1]) or "#") if m[0] == root else f"{store.documents[m[0]].display}#"
+        for n, m in itertools.pairwise(chain)
+        if m[0] != n[0] or m[1][: len(n[1])] != n[1]
+    ]
+    what = (
+        f"the schema goes more than {MAX_SCHEMA_STEPS} subschemas deep, counting each $ref "
+        f"followed (through {' -> '.join(hops[:4])}{' -> ...' if len(hops) > 4 else ''})"
+    )
+    hint = "shorten the $ref chain, or nest fewer levels between its $refs"
+    return Diagnostic(store.locate(root, ()), Code.SCHEMA_INVALID, what, hint)
+
+
+def _cycle_problem(store: SchemaStore, cycle: Cycle) -> Diagnostic:
+    """A cycle that never reads into the value, reported at its first ``$ref``."""
+    first = next((n for n in cycle if "$ref" in _schema_at(store, n)), cycle[0])
+    start = cycle.index(first)
+    steps = [*cycle[start:], *cycle[:start], first]
+    here = first[0]
+
+    def named(node: Node) -> str:
+        pointer = json_path(node[1]) or "#"
+        return pointer if node[0] == here else f"{store.documents[node[0]].display}#{pointer}"
+
+    parts = (*first[1], "$ref") if "$ref" in _schema_at(store, first) else first[1]
+    return Diagnostic(
+        store.locate(here, parts),
+        Code.SCHEMA_REF,
+        f"{json_path(parts)}: $ref cycle {' -> '.join(named(n) for n in steps)} applies to the "
+        "same value at every step, so validating it would never end",
+        "make the cycle go down into the value (through properties or items), or remove the $ref",
+    )
+
+
+def _schema_at(store: SchemaStore, node: Node) -> Any:
+    schema = store.documents[node[0]].contents
+    for part in node[1]:
+        schema = schema[part]
+    return schema
 
 
 def _display(path: Path) -> str:
@@ -239,8 +332,8 @@ def _ref_target(path: Path, ref: str) -> Path | str | None:
     scheme = urlsplit(target).scheme
     if scheme in ("http", "https", "ftp", "urn") or (scheme and scheme != "file"):
         return f"$ref {ref!r} is remote; remote references are refused"
-    if scheme == "file":
-        return Path(urlsplit(target).path)
+    if scheme == "file" or target.startswith("/"):
+        return f"$ref {ref!r} names a file by its absolute path, which only this machine has"
     return (path.parent / target).resolve()
 
 
