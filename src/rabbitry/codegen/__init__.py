@@ -22,6 +22,9 @@ every file's header): same spec, same bytes.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from pathlib import Path
 from rabbitry.codegen._package import render_package
 from rabbitry.errors import InvalidArgument, Option, Phrase
 from rabbitry.spec import Spec
+from rabbitry.spec._files import read_bounded, read_text_bounded
 
 __all__ = [
     "MARKER",
@@ -120,8 +124,8 @@ def _entries(out: Path) -> list[Path]:
 
 
 def _ours(path: Path) -> bool:
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # bounded, regular files only: a FIFO planted in the folder must not hang generate
+        text = read_text_bounded(path)
     except (OSError, UnicodeDecodeError):
         return False
     return text.startswith(MARKER) or (path.name == "py.typed" and not text.strip())
@@ -136,7 +140,7 @@ def check_fresh(spec: Spec, out: Path | None = None) -> Freshness:
         path = folder / name
         if not path.is_file():
             missing.append(path)
-        elif path.read_bytes() != text.encode("utf-8"):
+        elif not _same(path, text.encode("utf-8")):
             stale.append(path)
     extra = [p for p in _entries(folder) if p.name not in files]
     return Freshness(folder, tuple(stale), tuple(missing), tuple(extra))
@@ -176,6 +180,40 @@ def generate(spec: Spec, out: Path | None = None) -> WriteReport:
     )
 
 
+def _same(path: Path, data: bytes) -> bool:
+    try:
+        return read_bounded(path) == data
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all, through a temporary file no one else can plant.
+
+    The temporary file gets a fresh random name in the same folder and is
+    created exclusively (``mkstemp``: ``O_CREAT | O_EXCL``, which never follows
+    a symbolic link), so a link or file placed there beforehand is never
+    written through; ``os.replace`` then swaps it in atomically, replacing a
+    link at ``path`` itself rather than the file it points to.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), 0o666 & ~_umask())
+            file.write(data)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+
+
 def _write(
     folder: Path, files: Mapping[str, str], entries: Iterable[Path]
 ) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
@@ -188,12 +226,10 @@ def _write(
     foreign: list[Path] = []
     for name, text in files.items():
         path = folder / name
-        if path.is_file() and path.read_bytes() == text.encode("utf-8"):
+        if _same(path, text.encode("utf-8")):
             unchanged.append(path)
             continue
-        temporary = path.with_name(f".{name}.tmp")
-        temporary.write_text(text, encoding="utf-8", newline="\n")
-        temporary.replace(path)
+        _replace(path, text.encode("utf-8"))
         written.append(path)
     for path in entries:
         if path.name in files:
