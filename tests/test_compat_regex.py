@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rabbitry import _bounded
 from rabbitry.compat import Mode, Verdict, _regex, compare_message
 from rabbitry.messaging.contract import MessageContract
 from specs import copy_flagship, edit_schema
@@ -20,9 +21,11 @@ from specs import copy_flagship, edit_schema
 def no_sre_parser(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``re._parser`` gone, as on an interpreter that moved it (``None`` blocks the import)."""
     monkeypatch.setitem(sys.modules, "re._parser", None)
-    _regex._sre.cache_clear()
+    _bounded.sre_parser.cache_clear()
+    _bounded._small.cache_clear()
     yield
-    _regex._sre.cache_clear()
+    _bounded.sre_parser.cache_clear()
+    _bounded._small.cache_clear()
 
 
 def contract(schema: dict[str, Any]) -> MessageContract:

@@ -33,6 +33,7 @@ __all__ = [
     "invalid",
     "jsonschema_validator",
     "search",
+    "sre_parser",
 ]
 
 #: Seconds one match may take before its outcome is unknown.  A sensible pattern on a
@@ -153,7 +154,7 @@ def jsonschema_validator() -> Any:
 
 
 @functools.cache
-def _sre() -> tuple[Any, int] | None:
+def sre_parser() -> tuple[Any, int] | None:
     """CPython's regex parser and its "unbounded" repeat count, or ``None`` if not there."""
     try:
         parser = importlib.import_module("re._parser")
@@ -169,7 +170,7 @@ def _sre() -> tuple[Any, int] | None:
 def _small(pattern: str) -> bool:
     """Whether ``pattern`` unrolls to at most ``MAX_COMPILED`` pieces: sized on CPython's
     parse tree (which does not unroll), else on the repeat counts in the text."""
-    sre = _sre()
+    sre = sre_parser()
     if sre is None:
         size = len(pattern)
         for count in regex.findall(r"\{(\d+)", pattern):

@@ -196,19 +196,12 @@ async def read_version(url: BrokerURL, *, timeout: float) -> str | None:
 async def read_overview(url: BrokerURL, *, timeout: float) -> Overview:
     """``/api/overview``'s version, cluster name and node (any management user may read
     it): what plan compares with the AMQP connection's server properties."""
+    columns = {"columns": "rabbitmq_version,cluster_name,node"}
     try:
         async with _client(url, timeout) as client:
-            response = await client.get(
-                "/api/overview", params={"columns": "rabbitmq_version,cluster_name,node"}
-            )
-    except httpx.ConnectTimeout as exc:
-        raise _unreachable(url, exc) from None
-    except (TimeoutError, httpx.TimeoutException):
+            response = await _answer(client, url, "/api/overview", columns)
+    except TimeoutError:  # the client's whole-use deadline
         raise _timeout(url) from None
-    except httpx.HTTPError as exc:
-        raise _unreachable(url, exc) from None
-    if response.status_code != 200:
-        raise _status_error(url, response)
     try:
         body = response.json()
     except ValueError:
@@ -325,10 +318,11 @@ def _count(value: Any) -> int | None:
     return int(value)
 
 
-async def _get(
+async def _answer(
     client: httpx.AsyncClient, url: BrokerURL, path: str, query: Mapping[str, str]
-) -> list[Row]:
-    """The JSON list at ``path``, or a ``BrokerError`` saying what went wrong and what to do."""
+) -> httpx.Response:
+    """The API's 200 answer at ``path``, or a ``BrokerError`` saying what went wrong and what
+    to do (httpx's errors are mapped here, once)."""
     try:
         response = await client.get(path, params=query)
     except httpx.ConnectTimeout as exc:
@@ -339,6 +333,14 @@ async def _get(
         raise _unreachable(url, exc) from None
     if response.status_code != 200:
         raise _status_error(url, response)
+    return response
+
+
+async def _get(
+    client: httpx.AsyncClient, url: BrokerURL, path: str, query: Mapping[str, str]
+) -> list[Row]:
+    """The JSON list at ``path``, or a ``BrokerError`` saying what went wrong and what to do."""
+    response = await _answer(client, url, path, query)
     try:
         rows = response.json()
     except ValueError:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
-import importlib
 import random
 import string
 from collections.abc import Iterator
@@ -60,19 +58,6 @@ def watch() -> Iterator[set[str]]:
         yield stopped
     finally:
         _STOPPED.reset(token)
-
-
-@functools.cache
-def _sre() -> tuple[Any, int] | None:
-    """CPython's regex parser and its "unbounded" repeat count, or ``None`` if not there."""
-    try:
-        parser = importlib.import_module("re._parser")
-        maxrepeat = int(importlib.import_module("re._constants").MAXREPEAT)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return None
-    if not callable(getattr(parser, "parse", None)):
-        return None
-    return parser, maxrepeat
 
 
 #: Characters drawn for "any character" and for negated classes, most readable first.
@@ -152,7 +137,7 @@ def samples(pattern: str, count: int = 12, seed: int = 0) -> Iterator[str]:
 
     None when CPython's parser is not there (see the module's docstring).
     """
-    sre = _sre()
+    sre = _bounded.sre_parser()
     if sre is None:
         return
     parser, maxrepeat = sre
