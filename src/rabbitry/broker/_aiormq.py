@@ -47,6 +47,7 @@ from pamqp import commands as spec
 from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader
 
+from rabbitry._nesting import nests_deeper
 from rabbitry.errors import BrokerError
 
 __all__ = [
@@ -98,22 +99,6 @@ def withheld(message: DeliveredMessage) -> WithheldHeader | None:
     """The ``WithheldHeader`` of a message whose body or headers were not read, else None."""
     header = message.header
     return header if isinstance(header, WithheldHeader) else None
-
-
-def _too_deep(value: Any) -> bool:
-    """Whether a decoded header value nests past ``MAX_HEADER_DEPTH`` (iterative)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = item.values()
-        elif not isinstance(item, list):
-            continue
-        depth += 1
-        if depth > MAX_HEADER_DEPTH:
-            return True
-        stack.extend((child, depth) for child in item)
-    return False
 
 
 def _without_headers(payload: bytes) -> spec.Basic.Properties:
@@ -209,7 +194,7 @@ class GuardedFrames(FrameReceiver):
         if not isinstance(frame, ContentHeader):  # pragma: no cover - type 2 is a header
             raise InvalidFrameError(f"frame type 2 unmarshalled as {frame!r}")
         headers = frame.properties.headers
-        if headers and len(payload) > _WALK_FROM and _too_deep(headers):
+        if headers and len(payload) > _WALK_FROM and nests_deeper(headers, MAX_HEADER_DEPTH):
             reason = f"its headers nest deeper than {MAX_HEADER_DEPTH} levels"
             unread = WithheldHeader(
                 announced, _without_headers(payload), reason=reason, unreadable=True

@@ -30,6 +30,7 @@ from typing import Any
 
 from pamqp import commands as spec
 
+from rabbitry._nesting import nests_deeper
 from rabbitry.errors import Fault
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging.contract import MessageContract
@@ -81,24 +82,6 @@ def _finite(text: str) -> float:
 # number that is not finite, to say where every such number is.
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 _LOOSE = json.JSONDecoder(parse_constant=_no_constant)
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = item.values()
-        elif not isinstance(item, list):
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            return deepest
-        stack.extend((child, depth) for child in item)
-    return deepest
 
 
 def _pointer(parts: list[str | int]) -> str:
@@ -161,7 +144,7 @@ def parse(body: bytes) -> Any | Refusal:
     except ValueError as exc:
         return Refusal(f"body is not JSON: {exc}")
     # Depth can exceed MAX_DEPTH only if there are more openers than that.
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and nests_deeper(value, MAX_DEPTH):
         return Refusal(f"body nests deeper than {MAX_DEPTH} levels")
     if b"\\u" in body and _SURROGATE.search(body) is not None:
         faults = json_faults(value)
