@@ -21,6 +21,7 @@ import click
 from rabbitry import __version__
 from rabbitry.cli._check import check_command, route_command
 from rabbitry.cli._converge import apply_command, plan_command
+from rabbitry.cli._export import export_group
 from rabbitry.cli._generate import generate_command
 from rabbitry.cli._messaging import publish_command, tail_command
 from rabbitry.cli._options import plural, told
@@ -47,6 +48,7 @@ for _command in (
     apply_command,
     publish_command,
     tail_command,
+    export_group,
 ):
     cli.add_command(_command)
 

@@ -1,0 +1,54 @@
+"""``rabbitry export``: the spec in other tools' formats (``export definitions``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from rabbitry.check import load_spec
+from rabbitry.cli._options import spec_options, which_spec
+from rabbitry.export_definitions import definitions
+
+__all__ = ["export_group"]
+
+
+@click.group("export")
+def export_group() -> None:
+    """Write the spec in another tool's format."""
+
+
+@export_group.command("definitions")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@spec_options
+@click.option(
+    "--vhost",
+    default="/",
+    show_default=True,
+    help="The vhost every exchange, queue, binding and policy is written for.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The file to write [default: standard output].",
+)
+def definitions_command(
+    *, spec: Path | None, spec_option: Path | None, vhost: str, output: Path | None
+) -> None:
+    """Write the spec's topology as RabbitMQ definitions JSON.
+
+    What `rabbitmqctl import_definitions FILE` (or the management API's POST
+    /api/definitions/VHOST) loads: the exchanges, queues, bindings, policies and
+    operator policies `rabbitry apply` would make, arguments as apply declares
+    them. Run-time queues and {param} bindings are left to their consumers.
+    The vhost must exist.
+    """
+    model = load_spec(which_spec(spec, spec_option))
+    text = json.dumps(definitions(model, vhost), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
