@@ -23,6 +23,7 @@ from rabbitry.cli._check import check_command, route_command
 from rabbitry.cli._converge import apply_command, plan_command
 from rabbitry.cli._export import export_group
 from rabbitry.cli._generate import generate_command
+from rabbitry.cli._graph import graph_command
 from rabbitry.cli._messaging import publish_command, tail_command
 from rabbitry.cli._options import plural, told
 from rabbitry.errors import ContractViolation, DataLossRefused, RabbitryError, SpecError
@@ -44,6 +45,7 @@ for _command in (
     check_command,
     route_command,
     generate_command,
+    graph_command,
     plan_command,
     apply_command,
     publish_command,
