@@ -273,6 +273,23 @@ def test_a_publish_whose_headers_exceed_frame_max_is_refused_without_a_reconnect
 # -- 2: headers nested past the recursion limit --------------------------------------------
 
 
+@pytest.fixture
+def python_recursion_limit() -> Iterator[None]:
+    """Python's default recursion limit (1,000) for the test, as a service runs with it.
+
+    Another test module raises the limit at import (tests/test_codegen_support.py); under
+    a raised limit pamqp decodes a table 3,000 deep, and the depth walk withholds it
+    instead, so the RecursionError path would go untested in a whole-suite run.
+    """
+    raised = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(raised)
+
+
+@pytest.mark.usefixtures("python_recursion_limit")
 def test_headers_nested_3000_deep_are_rejected_once_without_a_reconnect(
     jobs: Vhost, contract: Contract, reconnects: _Lost
 ) -> None:
@@ -447,6 +464,7 @@ def test_bodies_over_the_limit_are_dropped_unread_and_dead_lettered_by_the_broke
     asyncio.run(check())
 
 
+@pytest.mark.usefixtures("python_recursion_limit")
 def test_tail_says_it_could_not_read_headers_nested_3000_deep(
     jobs: Vhost, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -469,5 +487,5 @@ def test_tail_says_it_could_not_read_headers_nested_3000_deep(
     [message] = [json.loads(line) for line in out.splitlines()]
     assert message["valid"] is False
     assert "could not be read" in message["problem"]
-    assert "RecursionError" in message["problem"]
+    assert "RecursionError" in message["problem"], message["problem"]
     assert run(depth(jobs.amqp_url, "jobs.dead-letters")) == 1  # tail took nothing
