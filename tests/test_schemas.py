@@ -317,10 +317,12 @@ def test_a_ref_cycle_terminates(tmp_path: Path) -> None:
         **{"$defs": {"A": {"$ref": "#/$defs/B"}, "B": {"$ref": "#/$defs/A"}}},
     )
     report, _, _ = _check(tmp_path, schema, key="{id}")
-    # nothing to resolve it to: the placeholder cannot be shown to be a string
-    found = only(report, Code.PLACEHOLDER)
-    assert "never ends" in found.message
-    assert len(report.diagnostics) == 1
+    # One error, the cause, in the schema: the placeholder it leaves unresolved is its
+    # consequence and is not reported again.
+    found = only(report, Code.SCHEMA_REF)
+    assert "$ref cycle /$defs/A -> /$defs/B -> /$defs/A" in found.message
+    assert found.location.file.endswith("m.json")
+    assert len(report.errors) == 1
 
 
 # ----------------------------------------------------------------- the store directly
