@@ -377,7 +377,9 @@ def test_a_client_moves_to_the_other_node_and_goes_on(
         f"connected there {_moving_figure(switches)} s (median {statistics.median(switches):.3f}); "
         f"stop issued → first confirmed publish there {_moving_figure(resumed)} s"
     )
-    assert statistics.median(moves) < 5
+    # A bound that catches a client waiting out a backoff while another URL answers, not a
+    # speed: the stop itself (the node's own shutdown) took over 5 s in a loaded CI run.
+    assert statistics.median(switches) < 5, switches
 
 
 def test_plan_prefers_the_node_whose_management_api_answers(
