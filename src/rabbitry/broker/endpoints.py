@@ -66,7 +66,9 @@ URLs: TypeAlias = "str | BrokerURL | Sequence[str | BrokerURL] | Endpoints | Non
 
 #: Where one URL of a list ends: a comma (and blanks) before the next URL's scheme, another
 #: comma or the end.
-_SEPARATOR = re.compile(r"\s*,\s*(?=amqps?://|,|$)", re.IGNORECASE)
+#: A run of commas (and blanks) that the next URL's scheme, or the end, follows: commas
+#: anywhere else belong to a password (``amqp://u:,,0@h/v`` is one URL).
+_SEPARATOR = re.compile(r"\s*,[\s,]*(?=amqps?://|$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
