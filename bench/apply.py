@@ -42,9 +42,10 @@ from typing import Any
 
 from rabbitry.broker import apply as applier
 from rabbitry.broker import converge
-from rabbitry.broker.state import BindingState, Topology, desired
+from rabbitry.broker.state import Topology, desired
 from rabbitry.broker.url import BrokerURL, parse_url
 from rabbitry.check import load_spec
+from rabbitry.export_definitions import topology_definitions
 from rabbitry.spec import Spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,45 +79,6 @@ def write_spec(folder: Path, queues: int, bindings: int, exchanges: int) -> tupl
     return path, load_spec(path)
 
 
-def definitions(want: Topology, vhost: str) -> dict[str, Any]:
-    """The same topology as a definitions file for ``rabbitmqctl import_definitions``."""
-    return {
-        "exchanges": [
-            {
-                "name": x.name,
-                "vhost": vhost,
-                "type": x.type,
-                "durable": x.durable,
-                "auto_delete": x.auto_delete,
-                "internal": x.internal,
-                "arguments": x.declare_arguments(),
-            }
-            for x in want.exchanges.values()
-        ],
-        "queues": [
-            {
-                "name": q.name,
-                "vhost": vhost,
-                "durable": q.durable,
-                "auto_delete": q.auto_delete,
-                "arguments": q.declare_arguments(),
-            }
-            for q in want.queues.values()
-        ],
-        "bindings": [
-            {
-                "source": b.source,
-                "vhost": vhost,
-                "destination": b.destination,
-                "destination_type": b.destination_type,
-                "routing_key": b.routing_key,
-                "arguments": b.declare_arguments(),
-            }
-            for b in sorted(want.bindings, key=BindingState.sort_key)
-        ],
-    }
-
-
 def _settle() -> None:
     """A moment for the previous vhost's teardown to leave the broker's CPU."""
     time.sleep(0.5)
@@ -126,7 +88,7 @@ def time_import(broker: Broker, clock: Clock, want: Topology) -> dict[str, Any]:
     """``rabbitmqctl import_definitions`` into a fresh vhost, until every binding exists."""
     with broker.fresh_vhost() as url, tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "definitions.json"
-        path.write_text(json.dumps(definitions(want, url.vhost)))
+        path.write_text(json.dumps(topology_definitions(want, url.vhost)))
         os.chmod(folder, 0o755)  # rabbitmqctl reads the file as the rabbitmq user
         os.chmod(path, 0o644)
         _settle()
@@ -206,7 +168,7 @@ def _cli(
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "rabbitry-bench-pycache")
     where = [] if url is None else ["--url", url.amqp]
     if url is not None and url.management_override:
-        where += ["--management-url", url.management]
+        where += ["--management-url", url.management_override]
     return subprocess.run(
         [sys.executable, "-m", "rabbitry", command, str(spec_path), *where],
         check=False,

@@ -34,6 +34,8 @@ class Broker:
 
     def __init__(self, url: BrokerURL) -> None:
         self.url = url
+        if url.management is None:
+            raise SystemExit(f"bench: no management API for {url}: give --management-url")
         self.http = httpx.Client(
             base_url=url.management, auth=(url.username, url.password), timeout=120
         )

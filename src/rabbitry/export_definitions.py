@@ -23,15 +23,16 @@ from typing import Any
 from rabbitry.broker.state import PolicyState, Topology, desired
 from rabbitry.spec import Spec
 
-__all__ = ["definitions"]
+__all__ = ["definitions", "topology_definitions"]
 
 
 def definitions(spec: Spec, vhost: str = "/") -> dict[str, Any]:
     """``spec``'s topology as a definitions document for ``vhost``, in a stable order."""
-    return _document(desired(spec), vhost)
+    return topology_definitions(desired(spec), vhost)
 
 
-def _document(want: Topology, vhost: str) -> dict[str, Any]:
+def topology_definitions(want: Topology, vhost: str) -> dict[str, Any]:
+    """A desired topology (``broker.state.desired``) as a definitions document for ``vhost``."""
     exchanges = [
         {
             "name": x.name,
