@@ -114,6 +114,7 @@ class Option(enum.Enum):
     ALLOW_DATA_LOSS = "allow_data_loss=True"
     SPEND_DELIVERY = "spend_delivery=True"
     OUT = "out= (a folder)"
+    FORCE = "force=True"
 
 
 def _python(option: Option) -> str:

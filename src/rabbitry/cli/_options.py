@@ -120,6 +120,7 @@ FLAGS: Mapping[Option, str] = {
     Option.ALLOW_DATA_LOSS: "--allow-data-loss",
     Option.SPEND_DELIVERY: "--spend-delivery",
     Option.OUT: "--out DIR",
+    Option.FORCE: "--force",
 }
 
 
