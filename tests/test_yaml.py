@@ -377,3 +377,33 @@ def test_values_resolve_like_safe_load_but_keep_their_written_text() -> None:
     a = tree.get("a")
     assert isinstance(a, YScalar)
     assert a.value == 1.1
+
+
+# ------------------------------------------------------------ size bounds
+
+
+def test_a_large_written_out_document_is_read() -> None:
+    """20,000 queues and their bindings, written out: about 200,000 values, read whole
+    (the aliases' bound is apart from the document's, which it once shared)."""
+    lines = ["queues:"] + [f"  q{i}: {{}}" for i in range(20_000)]
+    lines += ["bindings:"] + [f"  - {{from: x, queue: q{i}, key: k{i}}}" for i in range(20_000)]
+    tree, problems = parse_yaml("\n".join(lines) + "\n", "big.yaml")
+    assert not problems
+    assert isinstance(tree, YMap)
+    assert len(tree.plain()["bindings"]) == 20_000
+
+
+def test_aliases_together_are_bounded_apart_from_the_document() -> None:
+    """Each alias here adds 1,001 values; the hundredth crosses MAX_ALIASED (100,000),
+    though no single alias is large and the document is small."""
+    text = "a: &a [" + ", ".join(["x"] * 1_000) + "]\n"
+    text += "b: [" + ", ".join(["*a"] * 100) + "]\n"
+    with pytest.raises(YamlError) as caught:
+        parse_yaml(text, "t.yaml")
+    (problem,) = caught.value.diagnostics
+    assert "alias *a expands past 100,000 values" in problem.message
+    assert problem.location.line == 2
+    parse_yaml(
+        text.replace("* 100", "* 99").replace(", ".join(["*a"] * 100), ", ".join(["*a"] * 99)),
+        "t.yaml",
+    )

@@ -16,15 +16,30 @@ import yaml
 from rabbitry.spec.diagnostics import Code, Diagnostic
 from rabbitry.spec.model import Location
 
-__all__ = ["MAX_DEPTH", "MAX_VALUES", "YMap", "YNode", "YScalar", "YSeq", "YamlError", "parse_yaml"]
+__all__ = [
+    "MAX_ALIASED",
+    "MAX_DEPTH",
+    "MAX_VALUES",
+    "YMap",
+    "YNode",
+    "YScalar",
+    "YSeq",
+    "YamlError",
+    "parse_yaml",
+]
 
 #: The deepest nesting of lists and mappings a document may have, counted as its values
 #: would be built (through aliases too): far more than a spec or schema needs, and few
 #: enough that every walk over the values stays well inside Python's recursion limit.
 MAX_DEPTH = 64
 #: The most values (scalars, lists and mappings, keys included) a document may hold once
-#: its aliases are expanded: an alias bomb of 830 bytes expands to 387 million.
-MAX_VALUES = 100_000
+#: its aliases are expanded: ten times what a spec of 20,000 queues with their bindings
+#: writes out (about 200,000), and a few hundred MB once built.
+MAX_VALUES = 1_000_000
+#: The most values aliases may add, all aliases together: an alias bomb of 830 bytes
+#: expands to 387 million, while a spec's own reuse (a shared ``arguments`` block)
+#: adds a few thousand.
+MAX_ALIASED = 100_000
 
 try:  # the C loader is much faster; fall back to pure Python where it is not built
     _Loader: Any = yaml.CSafeLoader
@@ -185,7 +200,8 @@ def _mark_loc(file: str, mark: Any) -> Location:
 
 
 def _bounded(text: str, file: str) -> None:
-    """Refuse a document that would nest deeper than ``MAX_DEPTH`` or expand past ``MAX_VALUES``.
+    """Refuse a document that would nest deeper than ``MAX_DEPTH``, hold more than
+    ``MAX_VALUES`` values, or whose aliases would add more than ``MAX_ALIASED``.
 
     Reads only the event stream (no nodes are built), keeping the size and
     height of each anchored value, so that an alias counts as all it expands
@@ -193,8 +209,10 @@ def _bounded(text: str, file: str) -> None:
     """
     anchors: dict[str, tuple[int, int]] = {}
     stack: list[_Open] = [_Open(None, 0)]
+    aliased = 0
 
     def add(values: int, height: int, event: Any, alias: str | None) -> None:
+        nonlocal aliased
         parent = stack[-1]
         parent.values += values
         parent.height = max(parent.height, height)
@@ -207,6 +225,16 @@ def _bounded(text: str, file: str) -> None:
                 f"YAML: {what} deeper than {MAX_DEPTH} levels here",
                 "flatten the structure" + (f", or do not reuse *{alias} here" if alias else ""),
             )
+        if alias is not None:
+            aliased += values
+            if aliased > MAX_ALIASED:
+                _refuse(
+                    file,
+                    event,
+                    f"YAML: alias *{alias} expands past {MAX_ALIASED:,} values here "
+                    "(all aliases together)",
+                    "write the values out instead of nesting aliases",
+                )
         if sum(o.values for o in stack) > MAX_VALUES:
             what = f"alias *{alias} expands" if alias else "the document grows"
             _refuse(
