@@ -52,8 +52,8 @@ import functools
 import json
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
@@ -458,7 +458,9 @@ def dead_letter_route(
     return _route(spec, str(exchange.value), query)
 
 
-def _route(spec: Spec, exchange: str, query: _Query) -> tuple[Destination, ...]:
+def _route(
+    spec: Spec, exchange: str, query: _Query, candidates: Candidates | None = None
+) -> tuple[Destination, ...]:
     """Breadth-first over exchanges, each routed once per set of conditions.
 
     That is RabbitMQ's cycle protection (an exchange is routed once per
@@ -473,7 +475,7 @@ def _route(spec: Spec, exchange: str, query: _Query) -> tuple[Destination, ...]:
         if (hop.exchange, hop.env) in seen:
             continue
         seen.add((hop.exchange, hop.env))
-        for binding, env in _step(spec, hop, query):
+        for binding, env in _step(spec, hop, query, candidates or _candidates):
             path = (*hop.path, binding)
             if binding.destination_type == "exchange":
                 todo.append(_Hop(binding.destination, env, path))
@@ -489,14 +491,16 @@ def _keep(best: dict[str, Destination], found: Destination) -> None:
         best[found.queue] = found
 
 
-def _step(spec: Spec, hop: _Hop, query: _Query) -> list[tuple[Binding, _Env]]:
+def _step(
+    spec: Spec, hop: _Hop, query: _Query, candidates: Candidates
+) -> list[tuple[Binding, _Env]]:
     """The bindings of one exchange that match, then its alternate exchange if due."""
     kind = _exchange_type(spec, hop.exchange)
     # A message field has one value along the whole path; a run-time binding's
     # parameters belong to that binding alone.
     start = frozenset(c for c in hop.env if c.side is not Side.RUNTIME_BINDING)
     taken: list[tuple[Binding, _Env]] = []
-    for binding in _bindings_of(spec, hop.exchange):
+    for binding in candidates(spec, hop.exchange, kind, query):
         env = _binding_env(kind, binding, query, start)
         if env is not None:
             taken.append((binding, hop.env | env))
@@ -541,8 +545,132 @@ def _exchange_type(spec: Spec, name: str) -> ExchangeType:
 def _bindings_of(spec: Spec, exchange: str) -> tuple[Binding, ...]:
     """The spec's bindings from ``exchange``; the default exchange's are implicit."""
     if exchange == "":
-        return tuple(Binding(source="", destination=q, key=q) for q in spec.queues)
+        return spec.derived(_implicit_bindings)
     return spec.bindings_from(exchange)
+
+
+def _implicit_bindings(spec: Spec) -> tuple[Binding, ...]:
+    """The default exchange's binding to each queue, keyed by the queue's name."""
+    return tuple(Binding(source="", destination=q, key=q) for q in spec.queues)
+
+
+#: Which bindings of an exchange are worth matching against a query: every one
+#: (the reference, ``_every_binding``) or those a key index lets through
+#: (``_candidates``, what routing uses).  The two must route alike: a property
+#: test holds them to it.
+Candidates = Callable[[Spec, str, ExchangeType, "_Query"], Iterable[Binding]]
+
+
+def _every_binding(
+    spec: Spec, exchange: str, kind: ExchangeType, query: _Query
+) -> Iterable[Binding]:
+    """Every binding of ``exchange``: the simple reference the index is tested against."""
+    return _bindings_of(spec, exchange)
+
+
+def _candidates(spec: Spec, exchange: str, kind: ExchangeType, query: _Query) -> Iterable[Binding]:
+    """The bindings of ``exchange`` that may match ``query``, in the spec's order.
+
+    A superset of those that match: the exact match (``_binding_env``) runs on
+    each.  Fanout and headers exchanges give every binding; a topic or direct
+    exchange walks its key trie (``_KeyTrie``), so that a key meets the few
+    bindings that share its words, not every binding of the exchange.
+    """
+    if kind is ExchangeType.FANOUT or kind is ExchangeType.HEADERS:
+        return _bindings_of(spec, exchange)
+    if exchange == "":
+        if len(query.key) == 1 and query.key[0].kind is _Kind.LITERAL:
+            name = query.key[0].text
+            return (Binding(source="", destination=name, key=name),) if name in spec.queues else ()
+        return _bindings_of(spec, exchange)
+    trie = spec.derived(_key_tries).get(exchange)
+    if trie is None:
+        return ()
+    return trie.candidates(query.key)
+
+
+@dataclass
+class _Node:
+    """A trie node: the bindings whose key ends here, and the words that go on."""
+
+    literal: dict[str, _Node] = field(default_factory=dict)
+    #: Words that meet more than one key word: ``*`` and ``{param}`` templates.
+    other: dict[_Word, _Node] = field(default_factory=dict)
+    #: The node after a ``#``; ``absorbs``: this node was reached by ``#``.
+    hash: _Node | None = None
+    absorbs: bool = False
+    ends: list[int] = field(default_factory=list)
+
+
+class _KeyTrie:
+    """The binding keys of one topic or direct exchange, word by word.
+
+    ``candidates(key)`` walks the key's words through it as the broker's own
+    topic trie does, keeping every node a word may reach: a literal word
+    follows its own branch and every ``*`` or template branch; a template
+    word (a message field, any value) follows every branch; a ``#`` node
+    takes any number of words.
+    """
+
+    def __init__(self, bindings: tuple[Binding, ...], *, wildcards: bool) -> None:
+        self.bindings = bindings
+        self.root = _Node()
+        for index, binding in enumerate(bindings):
+            node = self.root
+            for word in _words(binding.key, wildcards=wildcards, templates=True):
+                node = self._child(node, word)
+            node.ends.append(index)
+
+    @staticmethod
+    def _child(node: _Node, word: _Word) -> _Node:
+        if word.kind is _Kind.HASH:
+            if node.hash is None:
+                node.hash = _Node(absorbs=True)
+            return node.hash
+        if word.kind is _Kind.LITERAL:
+            return node.literal.setdefault(word.text, _Node())
+        return node.other.setdefault(word, _Node())
+
+    def candidates(self, key: tuple[_Word, ...]) -> list[Binding]:
+        nodes = self._closure([self.root])
+        for word in key:
+            reached: list[_Node] = [n for n in nodes if n.absorbs]
+            for node in nodes:
+                if word.kind is _Kind.LITERAL:
+                    if (child := node.literal.get(word.text)) is not None:
+                        reached.append(child)
+                else:
+                    reached.extend(node.literal.values())
+                reached.extend(node.other.values())
+            nodes = self._closure(reached)
+            if not nodes:
+                return []
+        ends = sorted({index for node in nodes for index in node.ends})
+        return [self.bindings[index] for index in ends]
+
+    @staticmethod
+    def _closure(nodes: list[_Node]) -> list[_Node]:
+        """``nodes`` and every ``#`` node reachable from them without a word."""
+        seen: dict[int, _Node] = {}
+        todo = list(nodes)
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen[id(node)] = node
+            if node.hash is not None:
+                todo.append(node.hash)
+        return list(seen.values())
+
+
+def _key_tries(spec: Spec) -> Mapping[str, _KeyTrie]:
+    """A key trie for each topic or direct exchange that has bindings."""
+    tries: dict[str, _KeyTrie] = {}
+    for name in {b.source for b in spec.bindings}:
+        kind = spec.exchange_type(name)
+        if kind is ExchangeType.TOPIC or kind is ExchangeType.DIRECT:
+            tries[name] = _KeyTrie(spec.bindings_from(name), wildcards=kind is ExchangeType.TOPIC)
+    return MappingProxyType(tries)
 
 
 def _binding_env(kind: ExchangeType, binding: Binding, query: _Query, env: _Env) -> _Env | None:

@@ -13,14 +13,23 @@ from rabbitry.spec.model import BUILTIN_EXCHANGES, Location, Spec
 __all__ = ["exchange_names", "knows_exchange", "queue_names", "unknown_exchange"]
 
 
-def exchange_names(spec: Spec) -> set[str]:
+def exchange_names(spec: Spec) -> frozenset[str]:
     """Every exchange a name may refer to, save the default exchange ``""``."""
-    return {*spec.exchanges, *spec.broken_exchanges, *(name for name in BUILTIN_EXCHANGES if name)}
+    return spec.derived(_exchange_names)
 
 
-def queue_names(spec: Spec) -> set[str]:
+def queue_names(spec: Spec) -> frozenset[str]:
     """Every queue a name may refer to, those declared with faults included."""
-    return {*spec.queues, *spec.broken_queues}
+    return spec.derived(_queue_names)
+
+
+def _exchange_names(spec: Spec) -> frozenset[str]:
+    builtin = (name for name in BUILTIN_EXCHANGES if name)
+    return frozenset({*spec.exchanges, *spec.broken_exchanges, *builtin})
+
+
+def _queue_names(spec: Spec) -> frozenset[str]:
+    return frozenset({*spec.queues, *spec.broken_queues})
 
 
 def knows_exchange(spec: Spec, name: str) -> bool:

@@ -9,12 +9,12 @@ written, for diagnostics; ``locs`` takes no part in equality.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 from rabbitry import _bounded
 
@@ -44,6 +44,9 @@ ArgValue: TypeAlias = "str | int | float | bool | list[Any] | dict[str, Any] | N
 
 #: A ``{name}`` placeholder in a routing key, binding key or header template.
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+_T = TypeVar("_T")
 
 
 def placeholders(template: str) -> tuple[str, ...]:
@@ -379,10 +382,39 @@ class Spec:
         """The folder relative paths in the spec are resolved against."""
         return self.path.parent
 
+    def derived(self, build: Callable[[Spec], _T]) -> _T:
+        """``build(self)``, computed once for this spec and kept with it.
+
+        The home of every index over a spec (bindings by source, routing's key
+        tries, the names the checks look up): a spec is frozen, so an index can
+        never go stale, and each is built once however many commands, checks and
+        messages read it.  ``build`` is the key, so it must be a module-level
+        function.
+        """
+        cache: dict[Callable[[Spec], object], object] = self.__dict__.setdefault("_derived", {})
+        if build not in cache:
+            cache[build] = build(self)
+        return cast(_T, cache[build])
+
     def bindings_from(self, exchange: str) -> tuple[Binding, ...]:
-        return tuple(b for b in self.bindings if b.source == exchange)
+        """The bindings whose source is ``exchange``, in the spec's order."""
+        return self.derived(_by_source).get(exchange, ())
 
     def bindings_to_queue(self, queue: str) -> tuple[Binding, ...]:
-        return tuple(
-            b for b in self.bindings if b.destination_type == "queue" and b.destination == queue
-        )
+        """The bindings to queue ``queue``, in the spec's order."""
+        return self.derived(_to_queue).get(queue, ())
+
+
+def _by_source(spec: Spec) -> Mapping[str, tuple[Binding, ...]]:
+    found: dict[str, list[Binding]] = {}
+    for binding in spec.bindings:
+        found.setdefault(binding.source, []).append(binding)
+    return MappingProxyType({name: tuple(bindings) for name, bindings in found.items()})
+
+
+def _to_queue(spec: Spec) -> Mapping[str, tuple[Binding, ...]]:
+    found: dict[str, list[Binding]] = {}
+    for binding in spec.bindings:
+        if binding.destination_type == "queue":
+            found.setdefault(binding.destination, []).append(binding)
+    return MappingProxyType({name: tuple(bindings) for name, bindings in found.items()})
