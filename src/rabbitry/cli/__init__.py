@@ -24,6 +24,7 @@ from rabbitry.cli._converge import apply_command, plan_command
 from rabbitry.cli._export import export_group
 from rabbitry.cli._generate import generate_command
 from rabbitry.cli._graph import graph_command
+from rabbitry.cli._import import import_command
 from rabbitry.cli._messaging import publish_command, tail_command
 from rabbitry.cli._options import plural, told
 from rabbitry.errors import ContractViolation, DataLossRefused, RabbitryError, SpecError
@@ -51,6 +52,7 @@ for _command in (
     publish_command,
     tail_command,
     export_group,
+    import_command,
 ):
     cli.add_command(_command)
 

@@ -52,16 +52,79 @@ class SpecDraft:
     notes: tuple[str, ...] = ()
 
 
+#: The widest line an object is written on in flow style; a wider one is written as a block.
+_FLOW_WIDTH = 100
+
+
+class _Flow(dict[str, Any]):
+    """A mapping written on one line (``{type: topic, durable: false}``)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML with ``_Flow`` mappings in flow style and list items indented under
+    their key, as ``topology.yaml`` is written."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _represent_flow(dumper: yaml.SafeDumper, data: _Flow) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True)
+
+
+_Dumper.add_representer(_Flow, _represent_flow)
+
+
+def _dump(data: Any, *, width: int = _FLOW_WIDTH) -> str:
+    text = yaml.dump(
+        data,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=width,
+    )
+    return str(text)
+
+
+def _one_line(item: Any, body: Mapping[str, Any]) -> Any:
+    """``body`` as a ``_Flow`` when ``item`` (the entry holding it) fits on one line."""
+    flow = _Flow(body)
+    lines = _dump(item(flow), width=10**6).splitlines()  # the section's key, then the entry
+    fits = len(lines) == 2 and len(lines[1]) <= _FLOW_WIDTH
+    return flow if fits else dict(body)
+
+
+def _laid_out(key: str, value: Any) -> Any:
+    """A section with each object (an exchange, a binding, ...) on one line where it fits."""
+    if isinstance(value, Mapping):
+        return {
+            name: _one_line(lambda f, name=name: {key: {name: f}}, body)
+            if isinstance(body, Mapping) and body
+            else body
+            for name, body in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _one_line(lambda f: {key: [f]}, body) if isinstance(body, Mapping) else body
+            for body in value
+        ]
+    return value
+
+
 def spec_yaml(document: Mapping[str, Any], *, header: str = "") -> str:
-    """``document`` as YAML: top-level keys in the documented order, block style,
-    the user's key order kept within; ``header`` becomes a leading ``#`` comment."""
+    """``document`` as YAML: top-level keys in the documented order, a blank line between
+    sections, each object on one line where it fits (as ``topology.yaml`` is written), the
+    user's key order kept within; ``header`` becomes a leading ``#`` comment."""
     ordered = {key: document[key] for key in _TOP_LEVEL if key in document}
     ordered.update((key, value) for key, value in document.items() if key not in ordered)
-    text = yaml.safe_dump(
-        ordered, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100
-    )
+    scalars = {k: v for k, v in ordered.items() if not isinstance(v, Mapping | list) or not v}
+    sections = [_dump(scalars)] if scalars else []
+    sections += [
+        _dump({key: _laid_out(key, value)}) for key, value in ordered.items() if key not in scalars
+    ]
     comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
-    return comment + text
+    return comment + "\n".join(sections)
 
 
 def write_spec(
