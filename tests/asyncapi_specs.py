@@ -47,6 +47,8 @@ def _exchanges(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             entry["internal"] = draw(st.booleans())
         if draw(st.booleans()):
+            entry["auto_delete"] = draw(st.booleans())
+        if draw(st.booleans()):
             entry["alternate_exchange"] = draw(st.sampled_from(exchange_names))
         if draw(st.booleans()):
             entry["arguments"] = {"x-custom": draw(_CUSTOM)}
@@ -73,6 +75,12 @@ def _queues(draw: st.DrawFn, exchange_names: list[str]) -> tuple[dict[str, Any],
             entry["message_ttl"] = draw(st.integers(0, 10**6))
         if kind == "quorum" and draw(st.booleans()):
             entry["delivery_limit"] = draw(st.integers(0, 9))
+        if kind == "classic" and draw(st.booleans()):
+            entry[draw(st.sampled_from(["max_priority", "max_length"]))] = draw(st.integers(1, 9))
+            entry["overflow"] = draw(st.sampled_from(["drop-head", "reject-publish"]))
+        if kind != "stream" and draw(st.booleans()):
+            entry["dead_letter_routing_key"] = draw(st.sampled_from(["dead", "a.b"]))
+            entry["single_active_consumer"] = draw(st.booleans())
         if kind == "stream" and draw(st.booleans()):
             entry["max_age"] = draw(st.sampled_from(["7D", "12h"]))
         if draw(st.booleans()):
@@ -112,7 +120,9 @@ def _bindings(
     return bindings
 
 
-def _policies(draw: st.DrawFn, queue_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _policies(
+    draw: st.DrawFn, queue_names: list[str], exchange_names: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Policies and operator policies."""
     policies: dict[str, Any] = {}
     for priority, name in enumerate(draw(st.lists(_NAME, max_size=2, unique=True))):
@@ -124,7 +134,14 @@ def _policies(draw: st.DrawFn, queue_names: list[str]) -> tuple[dict[str, Any], 
         if priority:  # distinct priorities: two policies on one queue must not tie
             policy["priority"] = priority
         policy["message_ttl" if draw(st.booleans()) else "max_length"] = draw(st.integers(1, 999))
+        if draw(st.booleans()):
+            policy["definition"] = {"queue-version": 2}
         policies[name] = _described(draw, policy)
+    if draw(st.booleans()):  # an exchange policy: names made into a pattern, sugar inside
+        policies["exchange policy"] = {
+            "exchanges": draw(st.lists(st.sampled_from(exchange_names), min_size=1, unique=True)),
+            "alternate_exchange": draw(st.sampled_from(exchange_names)),
+        }
     operator_policies: dict[str, Any] = {}
     if draw(st.booleans()):
         operator_policies["cap"] = {"pattern": ".*", "max_length": draw(st.integers(1, 10**6))}
@@ -150,14 +167,21 @@ def _messages(
     messages: dict[str, Any] = {}
     homes: dict[str, list[str]] = {}
     public = [x for x in exchange_names if not exchanges[x].get("internal")]
+    public += ["amq.topic", "amq.direct", ""]  # built-in: published to, never declared
+    types = {name: entry["type"] for name, entry in exchanges.items()}
+    types.update({"amq.topic": "topic", "amq.direct": "direct", "": "default"})
     for i, name in enumerate(draw(st.lists(_MESSAGE_NAME, max_size=4, unique=True))):
         if not (static and public):
             break
         exchange = draw(st.sampled_from(public))
-        kind = exchanges[exchange]["type"]
-        key = {"fanout": "", "headers": "", "direct": draw(st.sampled_from(["a", "b.c"]))}.get(
-            kind, draw(st.sampled_from(["a", "a.{id}", "{id}", "b.c"]))
-        )
+        kind = types[exchange]
+        home = draw(st.sampled_from(static))
+        key = {
+            "fanout": "",
+            "headers": "",
+            "direct": draw(st.sampled_from(["a", "b.c"])),
+            "default": home,
+        }.get(kind, draw(st.sampled_from(["a", "a.{id}", "{id}", "b.c"])))
         properties: dict[str, Any] = {
             "id": {"$ref": "common.json#/$defs/Id"}
             if common
@@ -175,7 +199,6 @@ def _messages(
         if key:
             message["routing_key"] = key
         # Every message reaches a queue that its consumers read (check requires both).
-        home = draw(st.sampled_from(static))
         route: dict[str, Any] = {"from": exchange, "queue": home}
         if kind == "headers":
             message["headers"] = {"h": "x"}
@@ -184,7 +207,7 @@ def _messages(
             route["key"] = "#"
         elif kind == "direct":
             route["key"] = key
-        if route not in bindings:
+        if kind != "default" and route not in bindings:  # the default exchange binds itself
             bindings.append(route)
         homes.setdefault(home, []).append(name)
         messages[name] = _described(draw, message)
@@ -212,7 +235,7 @@ def spec_documents(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     exchanges = _exchanges(draw)
     queues, runtime = _queues(draw, list(exchanges))
     bindings = _bindings(draw, exchanges, list(queues), runtime)
-    policies, operator_policies = _policies(draw, list(queues))
+    policies, operator_policies = _policies(draw, list(queues), list(exchanges))
     static = [q for q in queues if q not in runtime]
     messages, schemas, homes = _messages(draw, exchanges, static, bindings)
     services = _services(draw, messages, homes)

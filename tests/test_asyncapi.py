@@ -145,7 +145,7 @@ def test_a_changed_spec_does_not_compare_equal(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- random specs
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec_documents())
 def test_random_specs_come_back_the_same(generated: tuple[Json, Json]) -> None:
     document, schemas = generated
