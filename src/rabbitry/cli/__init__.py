@@ -21,6 +21,7 @@ import click
 from rabbitry import __version__
 from rabbitry.cli._check import check_command, route_command
 from rabbitry.cli._converge import apply_command, plan_command
+from rabbitry.cli._docs import docs_command
 from rabbitry.cli._export import export_group
 from rabbitry.cli._generate import generate_command
 from rabbitry.cli._graph import graph_command
@@ -47,6 +48,7 @@ for _command in (
     route_command,
     generate_command,
     graph_command,
+    docs_command,
     plan_command,
     apply_command,
     publish_command,
