@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rabbitry.check import Report, check
 from rabbitry.spec import Code, Location
-from rabbitry.spec.schemas import json_path, load_schemas
+from rabbitry.spec.schemas import _META, _meta_valid_fast, json_path, load_schemas
 from specs import (
     DRAFT,
     at,
@@ -361,3 +363,39 @@ def test_store_locates_json_paths(tmp_path: Path) -> None:
 def test_json_path_escapes_pointer_characters() -> None:
     assert json_path(()) == ""
     assert json_path(("properties", "a/b", "c~d", 0)) == "/properties/a~1b/c~0d/0"
+
+
+# ------------------------------------------------ the fast meta-schema check agrees
+
+_KEYWORDS = st.sampled_from(
+    [
+        "type", "properties", "items", "prefixItems", "required", "enum", "const", "minimum",
+        "exclusiveMaximum", "maxLength", "minItems", "pattern", "format", "$ref", "$defs",
+        "anyOf", "allOf", "oneOf", "not", "additionalProperties", "unevaluatedProperties",
+        "dependentRequired", "$schema", "$id", "$anchor", "contentEncoding", "title", "x-own",
+    ]
+)  # fmt: skip
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-2, 2, allow_nan=False),
+    st.sampled_from(["string", "object", "integer", "null", "#", "#/$defs/a", "[", "a"]),
+)
+_schemas = st.recursive(
+    st.one_of(st.booleans(), st.just({}), _SCALARS),
+    lambda inner: st.one_of(
+        st.dictionaries(_KEYWORDS, inner, max_size=4),
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["a", "b", "type"]), inner, max_size=3),
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=1_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_schemas)
+def test_the_fast_meta_check_gives_the_reference_verdict(schema: Any) -> None:
+    """jsonschema-rs's verdict on a schema is python-jsonschema's: a schema it passes is
+    never checked again, so one it wrongly passed would lose its located errors."""
+    assert _meta_valid_fast(schema) == _META.is_valid(schema), schema

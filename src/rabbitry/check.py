@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rabbitry import routing
+from rabbitry import _gc, routing
 from rabbitry._values import Outcome, Refusal, ValueRoutes, value_routes
 from rabbitry.errors import SpecError
 from rabbitry.spec import Code, Diagnostic, Message, Severity, Spec, read
@@ -44,6 +44,11 @@ class Report:
 
 def check(path: Path | str) -> Report:
     """Read the spec at ``path`` and run every check; never raises for a bad spec."""
+    with _gc.paused():
+        return _check(path)
+
+
+def _check(path: Path | str) -> Report:
     spec, problems = read(path)
     if spec is not None and spec.complete and not any(d.code in _BLOCKERS for d in problems):
         problems = [*problems, *check_routing(spec)]
