@@ -1,4 +1,5 @@
-"""Random specs for the AsyncAPI round trip: a spec document and its schema files.
+"""Random specs for the AsyncAPI round trip (a spec document and its schema files), and the
+comparison the round trip must pass (``assert_same_spec``).
 
 Names are drawn with characters AsyncAPI ids cannot hold (``/``, ``~``, spaces,
 ``é``) so that ids made from them are tested; every generated spec is meant to
@@ -7,11 +8,14 @@ pass ``rabbitry check`` (the test rejects the few that do not, and counts them).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import strategies as st
 
-__all__ = ["spec_documents"]
+from rabbitry.spec import Spec
+
+__all__ = ["assert_same_spec", "spec_documents"]
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -254,3 +258,19 @@ def spec_documents(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
         services=services,
     )
     return document, schemas
+
+
+def _schema_files(spec: Spec) -> dict[str, Any]:
+    root = spec.root.resolve()
+    return {
+        path.relative_to(root).as_posix(): doc.contents
+        for path, doc in spec.schemas.documents.items()
+    }
+
+
+def assert_same_spec(original: Spec, again: Spec) -> None:
+    """Equal as ``Spec``s (paths aside), with the same schemas at the same relative paths."""
+    assert dataclasses.replace(again, path=original.path) == original
+    for name, message in original.messages.items():
+        assert dict(again.messages[name].schema) == dict(message.schema), name
+    assert _schema_files(again) == _schema_files(original)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asyncapi_specs import spec_documents
+from asyncapi_specs import assert_same_spec, spec_documents
 from rabbitry.asyncapi import (
     AMQP_BINDING_VERSION,
     draft_from_asyncapi,
@@ -38,22 +37,6 @@ from rabbitry.spec.draft import write_spec as write_draft
 from specs import FLAGSHIP, copy_flagship, run_cli, write_spec
 
 Json = dict[str, Any]
-
-
-def _schema_files(spec: Spec) -> dict[str, Any]:
-    root = spec.root.resolve()
-    return {
-        path.relative_to(root).as_posix(): doc.contents
-        for path, doc in spec.schemas.documents.items()
-    }
-
-
-def assert_same_spec(original: Spec, again: Spec) -> None:
-    """Equal as ``Spec``s (paths aside), with the same schemas at the same relative paths."""
-    assert dataclasses.replace(again, path=original.path) == original
-    for name, message in original.messages.items():
-        assert dict(again.messages[name].schema) == dict(message.schema), name
-    assert _schema_files(again) == _schema_files(original)
 
 
 def round_trip(spec: Spec, folder: Path, *, as_yaml: bool = False) -> Spec:
