@@ -7,7 +7,7 @@ and may move::
     from rabbitry import Client, Contract, check, load_spec, route, plan, apply
 
 - the spec: ``check`` (every offline check, a ``Report``), ``load_spec`` (a
-  ``Spec``, or ``SpecError``);
+  ``Spec``, or ``SpecError``), each as deep as a ``Depth`` asks;
 - the routing model: ``route``, ``route_message`` → ``Destination``\\s, each
   with its ``Condition``\\s;
 - the contract and the client: ``Contract``, ``MessageContract``, ``Client``,
@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from rabbitry.check import Report, check, load_spec
+from rabbitry.check import Depth, Report, check, load_spec
 from rabbitry.errors import (
     AccessRefused,
     BrokerError,
@@ -91,6 +91,7 @@ __all__ = [
     "Converged",
     "DataLossRefused",
     "Delivery",
+    "Depth",
     "Destination",
     "Endpoints",
     "Fault",

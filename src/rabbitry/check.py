@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from rabbitry import _gc, routing
@@ -20,7 +21,7 @@ from rabbitry.spec.checks import run_hints
 from rabbitry.spec.model import Location, placeholders
 from rabbitry.spec.rabbitmq4 import check_rabbitmq4
 
-__all__ = ["Report", "check", "load_spec"]
+__all__ = ["Depth", "Report", "check", "load_spec"]
 
 
 @dataclass(frozen=True)
@@ -42,25 +43,45 @@ class Report:
         return tuple(d for d in self.diagnostics if d.severity is Severity.WARNING)
 
 
-def check(path: Path | str) -> Report:
-    """Read the spec at ``path`` and run every check; never raises for a bad spec."""
+class Depth(Enum):
+    """How much of a spec ``load_spec`` reads and checks: what a command needs.
+
+    A command that needs less is faster on a large spec (at 20,000 queues,
+    reading the schema files and routing every message is most of ``check``).
+    """
+
+    #: The YAML, the model and the checks of its names, bindings and policies:
+    #: what ``route`` needs.  No schema file is read.
+    TOPOLOGY = "topology"
+    #: And the message schemas with their checks: what ``publish`` and ``tail`` need.
+    CONTRACT = "contract"
+    #: And the routing checks (every message reaches a queue, every consumer its
+    #: messages) and the RabbitMQ 4 rules: ``rabbitry check``, and every command
+    #: that generates code or changes the broker.
+    ALL = "all"
+
+
+def check(path: Path | str, depth: Depth = Depth.ALL) -> Report:
+    """Read the spec at ``path`` and run the checks of ``depth`` (every check by
+    default); never raises for a bad spec."""
     with _gc.paused():
-        return _check(path)
+        return _check(path, depth)
 
 
-def _check(path: Path | str) -> Report:
-    spec, problems = read(path)
-    if spec is not None and spec.complete and not any(d.code in _BLOCKERS for d in problems):
-        problems = [*problems, *check_routing(spec)]
-    if spec is not None:
+def _check(path: Path | str, depth: Depth) -> Report:
+    spec, problems = read(path, schemas=depth is not Depth.TOPOLOGY)
+    if depth is Depth.ALL and spec is not None:
+        if spec.complete and not any(d.code in _BLOCKERS for d in problems):
+            problems = [*problems, *check_routing(spec)]
         problems = [*problems, *check_rabbitmq4(spec)]
-    hints = run_hints(spec) if spec is not None else []
+    hints = run_hints(spec) if spec is not None and depth is Depth.ALL else []
     return Report(spec, tuple(sorted(set(problems))), tuple(sorted(set(hints))))
 
 
-def load_spec(path: Path | str) -> Spec:
-    """The spec at ``path``, or ``SpecError`` carrying every error it has."""
-    report = check(path)
+def load_spec(path: Path | str, depth: Depth = Depth.ALL) -> Spec:
+    """The spec at ``path``, or ``SpecError`` carrying every error the checks of
+    ``depth`` find (every check by default)."""
+    report = check(path, depth)
     if report.spec is None or report.errors:
         raise SpecError(report.errors)
     return report.spec
@@ -73,8 +94,25 @@ _BLOCKERS = frozenset(
 )
 
 
-def reach(spec: Spec, message: Message) -> set[str]:
-    """Every queue ``message`` can end up in: routed there, or dead-lettered there."""
+def reach(spec: Spec, message: Message) -> frozenset[str]:
+    """Every queue ``message`` can end up in: routed there, or dead-lettered there.
+
+    Computed once per spec and message (``routing.route_message`` likewise).
+    """
+    reaches = spec.derived(_reaches)
+    known = reaches.get(message.name)
+    if known is not None and known[0] is message:
+        return known[1]
+    found = _reach(spec, message)
+    reaches[message.name] = (message, found)
+    return found
+
+
+def _reaches(spec: Spec) -> dict[str, tuple[Message, frozenset[str]]]:
+    return {}
+
+
+def _reach(spec: Spec, message: Message) -> frozenset[str]:
     found: set[str] = set()
     frontier = [d.queue for d in routing.route_message(spec, message)]
     while frontier:
@@ -85,13 +123,13 @@ def reach(spec: Spec, message: Message) -> set[str]:
                 spec, queue, message.routing_key, message.headers, templates=True
             )
             frontier.extend(d.queue for d in hops)
-    return found
+    return frozenset(found)
 
 
 def check_routing(spec: Spec) -> Iterator[Diagnostic]:
     """Every message reaches a queue, with every value its finite fields may take
     (``_values``); every consumer's messages can reach its queue."""
-    reached: dict[str, set[str]] = {}
+    reached: dict[str, frozenset[str]] = {}
     for message in spec.messages.values():
         if message.name in spec.broken_messages:
             continue  # its fault is reported; where the faulty message goes is its consequence

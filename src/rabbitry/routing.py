@@ -423,9 +423,25 @@ def route(
 
 
 def route_message(spec: Spec, message: Message) -> tuple[Destination, ...]:
-    """The queues a spec message reaches, its key and header templates left symbolic."""
+    """The queues a spec message reaches, its key and header templates left symbolic.
+
+    Computed once per spec and message: check, the contract, generate and docs
+    all ask, and at 20,000 queues each asking again was seconds.
+    """
+    routes = spec.derived(_message_routes)
+    known = routes.get(message.name)
+    if known is not None and known[0] is message:
+        return known[1]
     key = _words(message.routing_key, wildcards=False, templates=True)
-    return _route(spec, message.exchange, _Query(key, message.headers, templates=True))
+    found = _route(spec, message.exchange, _Query(key, message.headers, templates=True))
+    routes[message.name] = (message, found)
+    return found
+
+
+def _message_routes(spec: Spec) -> dict[str, tuple[Message, tuple[Destination, ...]]]:
+    """Where each message routes, filled as asked (kept with the message it is for, so
+    that a message not of this spec is routed, not mistaken for its namesake)."""
+    return {}
 
 
 def dead_letter_route(
@@ -583,9 +599,12 @@ def _candidates(spec: Spec, exchange: str, kind: ExchangeType, query: _Query) ->
             name = query.key[0].text
             return (Binding(source="", destination=name, key=name),) if name in spec.queues else ()
         return _bindings_of(spec, exchange)
-    trie = spec.derived(_key_tries).get(exchange)
+    tries = spec.derived(_key_tries)
+    trie = tries.get(exchange)
     if trie is None:
-        return ()
+        trie = tries[exchange] = _KeyTrie(
+            spec.bindings_from(exchange), wildcards=kind is ExchangeType.TOPIC
+        )
     return trie.candidates(query.key)
 
 
@@ -663,14 +682,10 @@ class _KeyTrie:
         return list(seen.values())
 
 
-def _key_tries(spec: Spec) -> Mapping[str, _KeyTrie]:
-    """A key trie for each topic or direct exchange that has bindings."""
-    tries: dict[str, _KeyTrie] = {}
-    for name in {b.source for b in spec.bindings}:
-        kind = spec.exchange_type(name)
-        if kind is ExchangeType.TOPIC or kind is ExchangeType.DIRECT:
-            tries[name] = _KeyTrie(spec.bindings_from(name), wildcards=kind is ExchangeType.TOPIC)
-    return MappingProxyType(tries)
+def _key_tries(spec: Spec) -> dict[str, _KeyTrie]:
+    """The key trie of each topic or direct exchange, built when first routed through
+    (a lookup on a large spec builds one exchange's, not every one)."""
+    return {}
 
 
 def _binding_env(kind: ExchangeType, binding: Binding, query: _Query, env: _Env) -> _Env | None:

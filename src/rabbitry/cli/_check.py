@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from rabbitry.check import Report, check, load_spec
+from rabbitry.check import Depth, Report, check, load_spec
 from rabbitry.cli._options import (
     DEFAULT_SPEC,
     format_option,
@@ -309,7 +309,7 @@ def route_command(
     One queue per line; a queue reached only through a binding made at run
     time says so. Exit 1 when the message reaches no queue.
     """
-    spec = load_spec(spec_option or Path(DEFAULT_SPEC))
+    spec = load_spec(spec_option or Path(DEFAULT_SPEC), Depth.TOPOLOGY)
     header_table = dict(_parse_header(h) for h in headers)
     destinations = route(spec, exchange, key, header_table)
     if output_format == "json":

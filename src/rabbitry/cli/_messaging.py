@@ -25,7 +25,7 @@ import click
 
 from rabbitry._untrusted import shown
 from rabbitry.broker.endpoints import first_answering
-from rabbitry.check import load_spec
+from rabbitry.check import Depth, load_spec
 from rabbitry.cli._options import (
     FLAGS,
     broker_options,
@@ -82,7 +82,7 @@ def publish_command(
     Nothing is sent when it does not fit (exit 1, naming the field); a message
     that no queue takes is an error too.
     """
-    contract = Contract.from_spec(load_spec(which_spec(None, spec_option)))
+    contract = Contract.from_spec(load_spec(which_spec(None, spec_option), Depth.CONTRACT))
     payload = _payload(payload_text)
     target = contract.message(message)
     target.validate(payload)  # before connecting: an invalid message never needs a broker
@@ -158,7 +158,7 @@ def tail_command(
     whether everything it saw is in the queue again.  Exit 1 when any message
     is invalid.
     """
-    spec = load_spec(which_spec(None, spec_option))
+    spec = load_spec(which_spec(None, spec_option), Depth.CONTRACT)
     contract = Contract.from_spec(spec)
     contract.queue(queue)  # a queue the spec does not have is a usage error
     if spec.queues[queue].runtime:

@@ -19,12 +19,14 @@ from rabbitry.spec.schemas import load_schemas
 __all__ = ["read"]
 
 
-def read(path: Path | str) -> tuple[Spec | None, list[Diagnostic]]:
+def read(path: Path | str, *, schemas: bool = True) -> tuple[Spec | None, list[Diagnostic]]:
     """The spec at ``path`` as far as it can be read, and every fault found.
 
     Faults cover the file, its YAML, the spec's shape, its schemas and the
     checks of ``rabbitry.spec.checks`` (not the routing checks, which need
-    ``rabbitry.routing``).  ``None`` when nothing could be built.
+    ``rabbitry.routing``).  ``None`` when nothing could be built.  Without
+    ``schemas`` no schema file is read: the messages' ``schema`` stay empty
+    and the checks that judge schemas (placeholders) judge nothing.
     """
     path = Path(path)
     display = str(path)
@@ -45,6 +47,8 @@ def read(path: Path | str) -> tuple[Spec | None, list[Diagnostic]]:
         return None, list(exc.diagnostics)
     spec, problems = build_spec(tree, path)
     problems = [*duplicates, *problems]
+    if not schemas:  # the checks that read schemas find none and judge nothing
+        return spec, [*problems, *run_checks(spec)]
     wanted = {
         spec.schema_file(m): m.locs.of("schema") for m in reversed(list(spec.messages.values()))
     }
