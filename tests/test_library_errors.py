@@ -58,7 +58,10 @@ TIMEOUT = 10.0
 def _cli_words() -> frozenset[str]:
     """Every long option and environment variable of every ``rabbitry`` command."""
     words: set[str] = set()
-    for command in cli.commands.values():
+    context = click.Context(cli)
+    for name in cli.list_commands(context):
+        command = cli.get_command(context, name)
+        assert command is not None
         for param in command.params:
             if isinstance(param, click.Option):
                 words.update(o for o in (*param.opts, *param.secondary_opts) if o[:2] == "--")
