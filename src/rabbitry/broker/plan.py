@@ -375,21 +375,31 @@ def _made_at_run_time(binding: BindingState, spec: Spec | None, runtime_queues: 
         return True
     if spec is None:
         return False
-    return any(_fills(template, binding) for template in spec.bindings if template.runtime)
-
-
-def _fills(template: SpecBinding, binding: BindingState) -> bool:
-    """``binding`` is ``template`` with its ``{param}``s filled in by a consumer."""
-    if (template.source, template.destination_type) != (binding.source, binding.destination_type):
-        return False
-    if template.destination_type == "exchange" and template.destination != binding.destination:
-        return False
-    pattern = "".join(
-        "[^.]*" if part.startswith("{") else re.escape(part)
-        for part in re.split(r"(\{[^{}]*\})", template.key)
-        if part
+    templates = spec.derived(_runtime_templates).get((binding.source, binding.destination_type))
+    return any(
+        (binding.destination_type == "queue" or template.destination == binding.destination)
+        and pattern.fullmatch(binding.routing_key) is not None
+        for template, pattern in templates or ()
     )
-    return re.fullmatch(pattern, binding.routing_key) is not None
+
+
+def _runtime_templates(
+    spec: Spec,
+) -> dict[tuple[str, str], list[tuple[SpecBinding, re.Pattern[str]]]]:
+    """The spec's run-time bindings by source and destination type, each with the pattern
+    of the keys a consumer may fill it with (``{param}`` is one word): built once, where
+    each unmanaged binding once compiled every template's pattern again."""
+    found: dict[tuple[str, str], list[tuple[SpecBinding, re.Pattern[str]]]] = {}
+    for template in spec.bindings:
+        if template.runtime:
+            pattern = "".join(
+                "[^.]*" if part.startswith("{") else re.escape(part)
+                for part in re.split(r"(\{[^{}]*\})", template.key)
+                if part
+            )
+            key = (template.source, template.destination_type)
+            found.setdefault(key, []).append((template, re.compile(pattern)))
+    return found
 
 
 def _deletions(unmanaged: list[_Unmanaged], have: Topology) -> Iterable[Change]:
