@@ -39,6 +39,35 @@ from specs import FLAGSHIP, copy_flagship, run_cli, write_spec
 Json = dict[str, Any]
 
 
+def _unresolved_refs(document: Json) -> list[str]:
+    """Every ``$ref`` anywhere in ``document`` that does not resolve from its root, as AsyncAPI
+    tools resolve them (``@asyncapi/parser`` dereferences extensions too)."""
+    found: list[str] = []
+    pending: list[Any] = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            pending.extend(node.values())
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not _resolves(document, ref):
+                found.append(ref)
+    return found
+
+
+def _resolves(document: Json, ref: str) -> bool:
+    if not ref.startswith("#/"):
+        return False
+    node: Any = document
+    for part in ref[2:].split("/"):
+        key = part.replace("~1", "/").replace("~0", "~")
+        if not (isinstance(node, dict) and key in node):
+            return False
+        node = node[key]
+    return True
+
+
 def round_trip(spec: Spec, folder: Path, *, as_yaml: bool = False) -> Spec:
     """Export ``spec`` to a file, read it back, write it into ``folder`` and load that."""
     exported = folder / ("asyncapi.yaml" if as_yaml else "asyncapi.json")
@@ -101,6 +130,11 @@ def test_the_flagship_is_valid_asyncapi_with_amqp_bindings() -> None:
     assert "file:common.json" in start["payload"]["$defs"]
     assert "common.json" not in json.dumps(start["payload"]).replace("file:common.json", "")
     assert "schemas/common.json" in document["x-rabbitry-schema-files"]
+    # Every $ref resolves from the document's root, as AsyncAPI tools resolve them.
+    assert '"$ref": "#/components/messages/Start/payload/$defs/file:common.json' in json.dumps(
+        start
+    )
+    assert _unresolved_refs(document) == []
 
 
 @pytest.mark.parametrize("as_yaml", [False, True], ids=["json", "yaml"])
@@ -137,6 +171,7 @@ def test_random_specs_come_back_the_same(generated: tuple[Json, Json]) -> None:
         original = load_spec(write_spec(folder, document, schemas))
         exported = export_asyncapi(original)
         assert schema_faults(exported) == ()
+        assert _unresolved_refs(exported) == []
         assert_same_spec(original, round_trip(original, folder, as_yaml=len(schemas) % 2 == 0))
 
 

@@ -10,8 +10,11 @@ rides in ``x-rabbitry-*`` fields, as the spec writes it: arguments, internal
 exchanges, queue types, bindings with their keys and headers (and which are
 made at run time, with their placeholders), policies and operator policies,
 routing keys and headers of messages, codegen, ``rabbitmq``, and every schema
-file verbatim by its path (the payload is a bundle, which rewrites ``$ref``s:
-the files are how the spec is given back exactly).
+file by its path, as JSON text (the payload is a bundle, which rewrites
+``$ref``s: the files are how the spec is given back exactly).  A payload's own
+references are rewritten once more to start from the document's root
+(``#/components/messages/M/payload/$defs/...``): AsyncAPI resolves a ``$ref``
+against the whole document, as ``@asyncapi/parser`` does.
 
 Object ids (channel, operation and message keys) are made from names with
 every character outside ``[A-Za-z0-9_.-]`` replaced and a counter added when two
@@ -20,6 +23,7 @@ collide: the names themselves are always read from the fields, never from ids.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rabbitry.asyncapi._validate import ASYNCAPI_VERSION
+from rabbitry.spec._walk import subschemas
 from rabbitry.spec.bundle import bundle
 from rabbitry.spec.model import (
     BUILTIN_EXCHANGES,
@@ -116,7 +121,8 @@ def asyncapi_document(spec: Spec) -> dict[str, Any]:
         "operations": _operations(spec, exchange_channels, queue_channels, messages),
         "components": {
             "messages": {
-                messages[name]: _message(spec, message) for name, message in spec.messages.items()
+                messages[name]: _message(spec, message, messages[name])
+                for name, message in spec.messages.items()
             }
         },
         f"{EXTENSION}version": spec.version,
@@ -259,7 +265,19 @@ def _policy(policy: Policy) -> dict[str, Any]:
     return _described(entry, policy.description)
 
 
-def _message(spec: Spec, message: Message) -> dict[str, Any]:
+def _rooted(schema: Any, at: str) -> Any:
+    """``schema`` with each of its own ``#...`` references made to start from the document's
+    root, where AsyncAPI resolves them: ``#/$defs/X`` → ``#/components/messages/M/payload/$defs/X``.
+    """
+    for _, node in subschemas(schema):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            node["$ref"] = at + ref[1:]
+    return schema
+
+
+def _message(spec: Spec, message: Message, message_id: str) -> dict[str, Any]:
+    payload_at = _ref("components", "messages", message_id, "payload")["$ref"]
     extras: dict[str, Any] = {
         "schema": message.schema_path.as_posix(),
         "exchange": message.exchange,
@@ -273,7 +291,7 @@ def _message(spec: Spec, message: Message) -> dict[str, Any]:
         "name": message.name,
         "title": message.name,
         "contentType": "application/json",
-        "payload": bundle(spec.schemas, spec.schema_file(message)),
+        "payload": _rooted(bundle(spec.schemas, spec.schema_file(message)), payload_at),
         "bindings": {"amqp": {"messageType": message.name, "bindingVersion": AMQP_BINDING_VERSION}},
     }
     _described(entry, message.description)
@@ -320,10 +338,14 @@ def _operations(
 
 
 def _schema_files(spec: Spec) -> dict[str, Any]:
-    """Every schema file the spec reaches, by its path relative to the spec's folder."""
+    """Every schema file the spec reaches, by its path relative to the spec's folder, as
+    JSON text: AsyncAPI tools resolve every ``$ref`` object in a document, extensions
+    included, and a file's own (``common.json#/$defs/Id``) means nothing there."""
     root = spec.root.resolve()
     files = {
-        Path(os.path.relpath(path, root)).as_posix(): document.contents
+        Path(os.path.relpath(path, root)).as_posix(): json.dumps(
+            document.contents, indent=2, ensure_ascii=False
+        )
         for path, document in spec.schemas.documents.items()
     }
     return dict(sorted(files.items()))

@@ -3,7 +3,7 @@
 Names and settings AsyncAPI holds natively are read from there (the AMQP
 channel bindings' exchange and queue, descriptions, message names, the
 operations' channels and messages); the rest from the ``x-rabbitry-*`` fields,
-and the schema files from ``x-rabbitry-schema-files`` verbatim.  Fields the
+and the schema files from ``x-rabbitry-schema-files`` (JSON text, by path).  Fields the
 exporter adds for readers only (dead-letter paths, a binding's placeholders)
 are derived again by ``rabbitry check`` and not read.  Arguments with a sugar
 key come back as the sugar key (``x-dead-letter-exchange`` as ``dead_letter``),
@@ -133,7 +133,19 @@ class _Reader:
         parts["messages"] = {m["name"]: _message(m) for m in d["components"]["messages"].values()}
         parts["services"] = self.services()
         spec.update((key, value) for key, value in parts.items() if value)
-        return SpecDraft(spec, dict(d[f"{EXTENSION}schema-files"]))
+        return SpecDraft(spec, self.schema_files())
+
+    def schema_files(self) -> dict[str, Any]:
+        files: dict[str, Any] = {}
+        for path, text in self.document[f"{EXTENSION}schema-files"].items():
+            try:
+                files[path] = json.loads(text)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise InvalidArgument(
+                    f"{self.source}: at /{EXTENSION}schema-files/{path}: the file is not JSON "
+                    f"text ({exc})"
+                ) from None
+        return files
 
     def channels(self) -> tuple[dict[str, Any], dict[str, Any]]:
         exchanges: dict[str, Any] = {}

@@ -168,6 +168,6 @@ EXPORTED_SHAPE: dict[str, Any] = _object(
         "x-rabbitry-bindings": {"type": "array", "items": _BINDING},
         "x-rabbitry-policies": {"type": "object", "additionalProperties": _POLICY},
         "x-rabbitry-operator-policies": {"type": "object", "additionalProperties": _POLICY},
-        "x-rabbitry-schema-files": {"type": "object"},
+        "x-rabbitry-schema-files": {"type": "object", "additionalProperties": _TEXT},
     },
 )
