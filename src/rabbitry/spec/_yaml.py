@@ -100,6 +100,10 @@ class YamlError(Exception):
         super().__init__(diagnostics[0].render() if diagnostics else "invalid YAML")
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
+
+
 def _loc(file: str, node: yaml.Node) -> Location:
     mark = node.start_mark
     return Location(file, mark.line + 1, mark.column + 1)
@@ -134,6 +138,8 @@ class _Walker:
     def _scalar(self, node: yaml.Node, loc: Location) -> Any:
         """The scalar's value; one its tag cannot build (``2020-13-45``, ``!!int x``) is
         reported and kept as the text written, so the rest of the file is still read."""
+        if node.tag == _STR:  # a string is its text: no constructor needed
+            return node.value
         try:
             return self.constructor.construct_object(node, deep=True)
         except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
@@ -149,26 +155,32 @@ class _Walker:
 
     def _mapping(self, node: yaml.MappingNode, loc: Location) -> YMap:
         own: dict[str, Location] = {}
+        key_locs: list[Location] = []  # each key's place, in order (merge keys too)
+        merges = False
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            key_locs.append(where := _loc(self.file, key_node))
+            if key_node.tag == _MERGE:
+                merges = True
                 continue
             key = self._key(key_node)
             if key in own:
                 first = own[key]
                 self.problems.append(
                     Diagnostic(
-                        _loc(self.file, key_node),
+                        where,
                         Code.DUPLICATE_KEY,
                         f"duplicate key {key!r} (first at line {first.line})",
                         "keep one of them: YAML would silently use the last",
                     )
                 )
             else:
-                own[key] = _loc(self.file, key_node)
-        self.constructor.flatten_mapping(node)  # applies `<<` merge keys, own keys win
+                own[key] = where
         entries: dict[str, tuple[Location, YNode]] = {}
-        for key_node, value_node in node.value:
-            entries[self._key(key_node)] = (_loc(self.file, key_node), self.walk(value_node))
+        if merges:
+            self.constructor.flatten_mapping(node)  # applies `<<` merge keys, own keys win
+            key_locs = [_loc(self.file, key_node) for key_node, _ in node.value]
+        for (key_node, value_node), where in zip(node.value, key_locs, strict=True):
+            entries[self._key(key_node)] = (where, self.walk(value_node))
         return YMap(entries, loc)
 
     def _key(self, key_node: yaml.Node) -> str:
