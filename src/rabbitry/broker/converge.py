@@ -155,8 +155,10 @@ def _every_binding(plan: Plan, spec: Spec) -> Plan:
     that exists is a no-op, so apply declares them all.
     """
     planned = {c.binding for c in plan.changes if c.kind is Kind.BINDING}
+    unseen = {u.binding for u in plan.unseen}  # to a queue whose node is down
     extra = tuple(
         Change(Action.CREATE, Kind.BINDING, b.describe(), binding=b)
         for b in sorted(desired(spec).bindings - planned, key=BindingState.sort_key)
+        if b not in unseen
     )
     return replace(plan, changes=plan.changes + extra)

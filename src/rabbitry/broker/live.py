@@ -19,12 +19,38 @@ cluster name is compared with the one the AMQP connection announces
 (``same_broker``); another broker's API is refused, never read for this one
 (seen before: an own node on other ports planned from the shared broker's
 state, 3 changes for a vhost in sync).
+
+A cluster node down.  Measured on a 3-node RabbitMQ 3.10.8 cluster
+(``tests/cluster.py``'s), read through another node, the node's application
+stopped with ``rabbitmqctl stop_app`` and, in another run, the node killed
+with SIGKILL: the same answers (``tests/test_cluster_down.py`` causes the first):
+
+- a durable classic queue whose node is down stays in ``/api/queues/{vhost}``
+  with its definition and ``state: "down"``, ``node: <that node>`` (with or
+  without ``disable_stats``; no counts), while ``GET /api/queues/{vhost}/{q}``
+  answers 404.  Its bindings are gone from ``/api/bindings/{vhost}`` (an
+  exchange-to-exchange binding next to them stays); they are back, unchanged,
+  when the node is.  So read naively the spec's bindings to it are "missing";
+- over AMQP a passive declare of it, an active one and a ``queue.bind`` to it
+  all fail with 404 ``NOT_FOUND - home node 'N' of durable queue 'q' in vhost
+  'v' is down or inaccessible``: what apply met re-creating those bindings;
+- a transient classic queue on that node is deleted (404 ``no queue``, not
+  listed): it is really gone, and plan rightly creates it again;
+- a quorum queue whose leader was there gets a new leader within seconds and
+  keeps its bindings; one with no member online (``x-quorum-initial-group-size``
+  1 on that node) or without a majority still lists them, ``leader`` empty, and
+  a passive declare and a bind of it succeed; a stream on that node the same.
+
+So "not seen" is a queue listed with ``state: "down"`` (``QueueState.down_on``),
+or over AMQP a 404 naming its home node as down; ``plan.diff`` leaves it and
+the spec's bindings to it alone and lists them as ``Plan.unseen``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -262,7 +288,9 @@ async def _verify_counts(
     changing = [
         name
         for name, queue in topology.queues.items()
-        if want.get(name) != queue and (name in want or not queue.exclusive)
+        if want.get(name) != queue
+        and (name in want or not queue.exclusive)
+        and queue.down_on is None  # nothing of it can be asked; plan leaves it alone
     ]
     if not changing:
         return LiveState(topology, MANAGEMENT)
@@ -333,6 +361,8 @@ async def _read_amqp(url: BrokerURL, spec: Spec, timeout: float, why: Phrase) ->
     exchanges = {n: x for n, x in want.exchanges.items() if not is_reserved_exchange(n)}
     probe = await _probe(url, exchanges, want.queues, timeout, verify=True)
     found_queues = {}
+    for name, node in probe.down.items():  # there, but nothing of it can be seen
+        found_queues[name] = replace(want.queues[name], down_on=node)
     for name, counts in probe.queues.items():
         queue = probe.differing.get(name, want.queues[name])
         assert isinstance(queue, QueueState)
@@ -421,11 +451,16 @@ class _Probe:
     queues: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     #: Objects that exist with other properties than asked: as the broker has them.
     differing: dict[str, ExchangeState | QueueState] = field(default_factory=dict)
+    #: Queues whose home node the broker says is down → that node.
+    down: dict[str, str] = field(default_factory=dict)
     #: The version the broker gave in its server properties (``None``: not connected).
     version: str | None = None
 
 
 _Job = tuple[str, str, ExchangeState | QueueState | None]
+
+#: RabbitMQ's 404 for a durable classic queue whose node is down (3.10.8, measured).
+_HOME_DOWN: Final = re.compile(r"home node '(?P<node>[^']+)' of durable queue .* is down")
 
 
 async def _probe(
@@ -492,8 +527,10 @@ async def _prober(
                 found.queues[name] = queue_counts(ok)
             if wanted is not None:
                 await _verify(channel, wanted, timeout)
-        except amqp_errors.ChannelNotFoundEntity:
-            channel = None  # absent; the broker closed the channel
+        except amqp_errors.ChannelNotFoundEntity as exc:
+            channel = None  # absent (or its node is down); the broker closed the channel
+            if kind == "queue" and (down := _HOME_DOWN.search(reply_text(exc))) is not None:
+                found.down[name] = down["node"]
         except amqp_errors.ChannelLockedResource:
             found.queues[name] = None
             channel = None

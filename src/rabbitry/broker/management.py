@@ -74,12 +74,15 @@ __all__ = [
 ]
 
 _EXCHANGE_COLUMNS = "name,type,durable,auto_delete,internal,arguments"
-_QUEUE_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments,policy,messages,consumers"
+_QUEUE_COLUMNS = (
+    "name,type,durable,auto_delete,exclusive,arguments,policy,messages,consumers,state,node"
+)
 #: ``policy`` (the user policy the broker applies) is in the queue's record, so it is
 #: there without statistics; ``operator_policy`` and ``effective_policy_definition``
 #: are not (3.10.8 leaves them out with ``disable_stats``, and lists them only seconds
 #: after a queue's first statistics otherwise): plan works those out itself.
-_QUEUE_DEFINITION_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments,policy"
+#: ``state`` and ``node`` say a classic queue's node is down (``live.py``'s docstring).
+_QUEUE_DEFINITION_COLUMNS = "name,type,durable,auto_delete,exclusive,arguments,policy,state,node"
 _COUNT_COLUMNS = "name,messages,consumers"
 _BINDING_COLUMNS = "source,destination,destination_type,routing_key,arguments"
 #: Seconds to wait for the TCP (and TLS) connection; a firewall that drops
@@ -287,6 +290,7 @@ def queue_from_row(row: Row) -> QueueState:
         messages=_count(row.get("messages")),
         consumers=_count(row.get("consumers")),
         policy=row.get("policy") or None,
+        down_on=str(row.get("node") or "?") if row.get("state") == "down" else None,
     )
 
 

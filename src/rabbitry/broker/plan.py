@@ -6,13 +6,20 @@ deletions in reverse order; then policies and operator policies to create,
 update (in place: a policy never touches a queue's messages) or, with prune,
 delete.  ``Plan.settings`` is each spec queue's effective settings after the
 apply, and where each comes from.  Nothing here talks to a broker.
+
+A queue whose cluster node is down (``QueueState.down_on``) is not seen: the
+management API lists its definition but hides its bindings, and every declare
+or bind of it fails with NOT_FOUND until the node is back (measured: ``live``'s
+docstring).  The plan changes nothing of it and lists it, with the spec's
+bindings to it, in ``Plan.unseen`` with the node: never a false "create binding"
+that apply would fail on.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +49,7 @@ __all__ = [
     "Kind",
     "Plan",
     "Settings",
+    "Unseen",
     "count_of",
     "diff",
     "refuse_what_the_broker_refuses",
@@ -168,12 +176,33 @@ def count_of(n: int | None, noun: str) -> str:
 
 
 @dataclass(frozen=True)
+class Unseen:
+    """An object plan could not see because the cluster node that holds it is down: the
+    plan neither creates, replaces nor deletes it, and cannot say it is in sync."""
+
+    kind: Kind  # QUEUE or BINDING (a binding to such a queue)
+    name: str
+    #: The node that is down.
+    node: str
+    #: The spec's binding, for a binding.
+    binding: BindingState | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind.value} {self.name} (node {self.node} is down)"
+
+    def as_json(self) -> dict[str, str]:
+        return {"kind": self.kind.value, "name": self.name, "node": self.node}
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...] = ()
     #: Objects on the broker that the spec does not have, left alone without prune.
     unmanaged: tuple[str, ...] = field(default=())
     #: Each spec queue's effective settings once the plan is carried out.
     settings: Settings = field(default_factory=dict)
+    #: What could not be seen because its node is down: left alone, unverified.
+    unseen: tuple[Unseen, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -196,6 +225,11 @@ def diff(want: Topology, have: Topology, spec: Spec | None = None, *, prune: boo
     ``spec`` lets run-time bindings on the broker (made by consumers from a
     ``{param}`` binding) be recognised, so that they are never pruned.
     """
+    down = {name: q.down_on for name, q in have.queues.items() if q.down_on is not None}
+    unseen = _unseen(want, down, prune=prune)
+    whole_want, whole_have = want, have
+    if down:
+        want, have = _without(want, down), _without(have, down)
     changes: list[Change] = []
     changes.extend(_exchanges(want, have))
     replaced_queues = set()
@@ -210,12 +244,43 @@ def diff(want: Topology, have: Topology, spec: Spec | None = None, *, prune: boo
     changes.extend(_cut_migrations(want, have))
     changes.extend(_policies(want.policies, have.policies, Kind.POLICY))
     changes.extend(_policies(want.operator_policies, have.operator_policies, Kind.OPERATOR_POLICY))
-    unmanaged = _unmanaged(want, have, spec)
+    # Without prune a down queue the spec lacks is still listed (it is there, unmanaged).
+    owned_down = {n: node for n, node in down.items() if n in whole_want.queues}
+    unmanaged = _unmanaged(want, have if prune else _without(whole_have, owned_down), spec)
     if prune:
         changes.extend(_deletions(unmanaged, have))
     names = tuple(sorted(f"{kind.value} {name}" for kind, name, _ in unmanaged))
-    settings = _settings(want, have, prune=prune)
-    return Plan(tuple(changes), () if prune else names, settings)
+    settings = _settings(whole_want, whole_have, prune=prune)
+    return Plan(tuple(changes), () if prune else names, settings, unseen)
+
+
+def _unseen(want: Topology, down: Mapping[str, str], *, prune: bool) -> tuple[Unseen, ...]:
+    """The spec's queues whose node is down and the spec's bindings to them; with
+    ``prune`` also the broker's other queues there (they cannot be deleted now)."""
+    found = [
+        Unseen(Kind.QUEUE, name, node)
+        for name, node in sorted(down.items())
+        if prune or name in want.queues
+    ]
+    found.extend(
+        Unseen(Kind.BINDING, b.describe(), down[b.destination], b)
+        for b in sorted(want.bindings, key=BindingState.sort_key)
+        if b.destination_type == "queue" and b.destination in down
+    )
+    return tuple(found)
+
+
+def _without(topology: Topology, down: Mapping[str, str]) -> Topology:
+    """``topology`` without the queues whose node is down, nor bindings to them."""
+    return replace(
+        topology,
+        queues={n: q for n, q in topology.queues.items() if n not in down},
+        bindings=frozenset(
+            b
+            for b in topology.bindings
+            if not (b.destination_type == "queue" and b.destination in down)
+        ),
+    )
 
 
 def _differences(want: Mapping[str, Any], have: Mapping[str, Any]) -> tuple[FieldChange, ...]:

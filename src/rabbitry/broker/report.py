@@ -7,7 +7,7 @@ from typing import Any
 
 from rabbitry.broker.plan import POLICY_KINDS, Action, Change, Kind, Plan, count_of
 
-__all__ = ["plan_lines", "settings_json", "settings_lines", "summary"]
+__all__ = ["plan_lines", "settings_json", "settings_lines", "summary", "unseen_lines"]
 
 _MARK = {Action.CREATE: "+", Action.REPLACE: "~", Action.UPDATE: "~", Action.DELETE: "-"}
 
@@ -41,6 +41,12 @@ def plan_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def unseen_lines(plan: Plan) -> list[str]:
+    """What plan could not see because its cluster node is down, one line each (``?``):
+    apply leaves them alone."""
+    return [f"  ? not seen: {u.describe()}" for u in plan.unseen]
+
+
 def summary(plan: Plan) -> str:
     counts = plan.counts()
     text = (
@@ -52,6 +58,13 @@ def summary(plan: Plan) -> str:
             f"; {count_of(len(plan.unmanaged), 'object')} on the broker "
             f"{'is' if len(plan.unmanaged) == 1 else 'are'} not in the spec "
             "(left alone; --prune deletes them)"
+        )
+    if plan.unseen:
+        nodes = sorted({u.node for u in plan.unseen})
+        text += (
+            f"; {count_of(len(plan.unseen), 'object')} not seen: "
+            f"node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)} "
+            f"{'are' if len(nodes) > 1 else 'is'} down (left alone)"
         )
     return text + "."
 

@@ -110,6 +110,12 @@ class QueueState:
     #: or not known); it settles a tie between equal priorities, which the broker
     #: breaks arbitrarily.
     policy: str | None = field(default=None, compare=False)
+    #: The cluster node that holds it, when that node is down (``None``: it is not).
+    #: Its definition is still listed, but not its bindings (the management API
+    #: hides them) nor what it holds, and no declare or bind of it works until the
+    #: node is back: ``plan`` lists it as unseen (``plan.Unseen``) and changes nothing
+    #: of it.  Measured on RabbitMQ 3.10.8: see ``live``'s docstring.
+    down_on: str | None = field(default=None, compare=False)
 
     def fields(self) -> dict[str, Any]:
         return {

@@ -15,7 +15,13 @@ import click
 from rabbitry.broker import converge
 from rabbitry.broker.live import BlindSpot
 from rabbitry.broker.plan import version_findings
-from rabbitry.broker.report import plan_lines, settings_json, settings_lines, summary
+from rabbitry.broker.report import (
+    plan_lines,
+    settings_json,
+    settings_lines,
+    summary,
+    unseen_lines,
+)
 from rabbitry.broker.url import BrokerURL
 from rabbitry.check import load_spec
 from rabbitry.cli._options import (
@@ -62,7 +68,8 @@ def plan_command(
 
     Exit 0 only when everything the spec declares was seen and matches; 3 when
     changes are pending; 1 on errors, and when something the spec declares could
-    not be seen (read over AMQP, bindings and policies are not visible).
+    not be seen (read over AMQP, bindings and policies are not visible; in a
+    cluster, a queue whose node is down and its bindings).
     """
     model = load_spec(which_spec(spec, spec_option))
     brokers = endpoints(url, management_url)
@@ -76,7 +83,7 @@ def plan_command(
         _print_plan(target, planned, unverified=unverified)
     if not planned.plan.empty:
         sys.exit(3)
-    sys.exit(1 if unverified else 0)
+    sys.exit(1 if unverified or planned.plan.unseen else 0)
 
 
 @click.command("apply")
@@ -114,6 +121,10 @@ def apply_command(
 
     Idempotent: a second run changes nothing. A queue that holds messages or has
     consumers is never deleted or replaced without --allow-data-loss.
+
+    In a cluster, a queue whose node is down and its bindings cannot be seen nor
+    declared: apply leaves them alone, carries out the rest, says so and exits 3
+    (not converged: run it again once the node is back).
     """
     model = load_spec(which_spec(spec, spec_option))
     brokers = endpoints(url, management_url)
@@ -148,7 +159,7 @@ def apply_command(
             for m in done.result.migrations
         ]
         click.echo(json.dumps(data, indent=2))
-        return
+        sys.exit(_LEFT_UNSEEN if done.planned.plan.unseen else 0)
     _print_plan(target, done.planned, unverified=unverified, applied=True)
     for m in done.result.migrations:
         click.echo(
@@ -160,6 +171,22 @@ def apply_command(
         click.echo(
             f"applied {plural(done.result.applied, 'change')} in {done.result.seconds:.2f} s"
         )
+    unseen = done.planned.plan.unseen
+    if unseen:
+        nodes = ", ".join(sorted({u.node for u in unseen}))
+        click.echo(
+            click.style(
+                f"not converged: {plural(len(unseen), 'object')} left alone, not seen because "
+                f"their node is down ({nodes}); run apply again once it is back",
+                fg="red",
+            )
+        )
+        sys.exit(_LEFT_UNSEEN)
+
+
+#: apply's exit code when it left objects it could not see (their node is down): what
+#: it could see is converged, the rest is not verified; 1 stays "failed", 0 "converged".
+_LEFT_UNSEEN = 3
 
 
 _SOURCES = {"management": "the management API", "amqp": "passive declares over AMQP"}
@@ -194,19 +221,29 @@ def _print_plan(
                 fg="red",
             )
         )
+    elif plan.empty and plan.unseen:
+        click.echo(
+            click.style(
+                "  not verified: no difference seen in what could be seen, but the objects "
+                "below are on a node that is down",
+                fg="red",
+            )
+        )
     elif plan.empty:
         click.echo(click.style("  in sync: nothing to change", fg="green"))
     else:
         for line in plan_lines(plan):
             colour = {"+": "green", "~": "yellow", "-": "red"}.get(line.strip()[:1])
             click.echo(click.style(line, fg=colour) if line.startswith("  ") else line)
+    for line in unseen_lines(plan):
+        click.echo(click.style(line, fg="red"))
     settings = settings_lines(plan)
     if settings:
         pending = not applied and not plan.empty
         click.echo("Effective settings" + (" (after apply):" if pending else ":"))
         for line in settings:
             click.echo(line)
-    if plan.unmanaged or not plan.empty:
+    if plan.unmanaged or plan.unseen or not plan.empty:
         click.echo(summary(plan))
 
 
@@ -231,10 +268,12 @@ def _plan_json(
             {"code": spot.value, "text": spot.describe()} for spot in planned.live.blind_spots
         ],
         "unverified": [spot.value for spot in unverified],
-        "in_sync": planned.plan.empty and not unverified,
+        "in_sync": planned.plan.empty and not unverified and not planned.plan.unseen,
         "counts": planned.plan.counts(),
         "changes": [c.as_json() for c in planned.plan.changes],
         "unmanaged": list(planned.plan.unmanaged),
+        # Objects on a cluster node that is down: left alone by apply, not verified.
+        "unseen": [u.as_json() for u in planned.plan.unseen],
         "settings": settings_json(planned.plan),
     }
 
