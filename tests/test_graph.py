@@ -5,7 +5,7 @@ renderers promise (a node: id, shape, one quoted label; an edge: two ids, an
 arrow, an optional quoted label), decoding each label by the format's own
 escaping rules.  A name whose quotes, brackets, pipes or ``#`` leaked into the
 syntax would not parse, or would decode to another name.  Graphviz itself checks
-the dot output where ``dot`` is installed (``.ci/run`` does not install it).
+the dot output too (``./run test`` installs Graphviz; where it cannot, that test skips).
 """
 
 from __future__ import annotations
