@@ -14,6 +14,9 @@ consume    messages/s draining one pre-filled queue, prefetch and an ack per mes
 apply      ``converge.apply`` vs ``rabbitmqctl import_definitions`` (timed until complete)
            of 2,000 queues + 2,000 bindings + 10 exchanges; the whole ``rabbitry apply``
            command; then the no-op ``rabbitry plan``
+scale      ``bench/scale.py``: check, generate, route, the no-op plan and the whole
+           ``rabbitry apply`` (each the CLI) beside ``import_definitions`` at 1,000, 5,000
+           and 20,000 queues (quick: 200, 1,000); each step's growth, import ÷ apply
 
 Every figure is the median of ``--repeat`` rounds (a ratio: the median of the
 per-round ratios; the sides of a round alternate who goes first).  It prints a
@@ -38,12 +41,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import apply as apply_bench
 import messaging
+import scale as scale_bench
 from common import Broker, machine, median, ratios, versions
 
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 
-SECTIONS = ("validate", "publish", "consume", "apply")
+SECTIONS = ("validate", "publish", "consume", "apply", "scale")
 
 #: figure → (comparison, target, unit); a ratio's value is "x", a fraction "%".
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -53,6 +57,10 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "apply_vs_import_definitions": (">=", 4.0, "x"),
     "noop_plan_s": ("<=", 1.5, "s"),
     "validate_us": ("<=", 3.0, "µs"),
+    **{f"scale_{step}_growth": ("<=", scale_bench.MAX_GROWTH, "x") for step in scale_bench.OFFLINE},
+    "scale_apply_vs_import_definitions": (">=", scale_bench.MIN_APPLY_RATIO, "x"),
+    "scale_check_s": ("<=", 5.0, "s"),
+    "scale_route_s": ("<=", 2.0, "s"),
 }
 
 
@@ -90,6 +98,7 @@ def main() -> None:
         "bindings": 200 if quick else 2000,
         "exchanges": 10,
         "validate_calls": 2000 if quick else 20000,
+        "scale_sizes": scale_bench.QUICK_SIZES if quick else scale_bench.SIZES,
         "quick": quick,
         "sections": sections,
     }
@@ -163,6 +172,9 @@ def run_sections(broker: Broker, settings: dict[str, Any], raw: dict[str, Any]) 
                     + f", no-op plan {applied[-1]['apply']['noop_plan_cli_s']:.2f} s"
                 )
         raw["apply"] = applied
+    if "scale" in sections:
+        log("scale ...")
+        raw["scale"] = scale_bench.bench_scale(broker, tuple(settings["scale_sizes"]), log=log)
 
 
 # -- figures ------------------------------------------------------------------------
@@ -213,6 +225,17 @@ def summarise(report: dict[str, Any]) -> None:
             medians["apply"][side]["broker_cpu_ms_per_object"] = (
                 _round(cpu / objects * 1000) if cpu is not None else None
             )
+    if "scale" in raw:
+        # One run of every size (no rounds): growth only between the two sizes.
+        grown = scale_bench.growth(raw["scale"], *scale_bench.GROWTH)
+        for step in scale_bench.OFFLINE:
+            figures[f"scale_{step}_growth"] = None if grown is None else grown[step]
+        figures["scale_apply_vs_import_definitions"] = min(
+            r["apply_vs_import_definitions"] for r in raw["scale"]
+        )
+        largest = {r["queues"]: r for r in raw["scale"]}.get(scale_bench.GROWTH[1])
+        figures["scale_check_s"] = None if largest is None else largest["check"]
+        figures["scale_route_s"] = None if largest is None else largest["route"]
     report["figures"] = {k: _round(v) for k, v in figures.items()}
     report["medians"] = medians
     report["targets"] = {
@@ -319,6 +342,29 @@ def print_table(report: dict[str, Any]) -> None:
             "the whole `rabbitry plan` command; in process "
             f"{a['apply']['noop_plan_inprocess_s']:.2f} s",
         )
+    if "scale" in report["raw"]:
+        sizes = report["raw"]["scale"]
+        at = ", ".join(f"{r['queues']:,}: {r['apply_vs_import_definitions']:.2f}x" for r in sizes)
+        for step in scale_bench.OFFLINE:
+            if f.get(f"scale_{step}_growth") is not None:
+                add(
+                    f"scale_{step}_growth",
+                    fmt["x"](f[f"scale_{step}_growth"]),
+                    f"the `rabbitry {step}` command, {scale_bench.GROWTH[0]:,} → "
+                    f"{scale_bench.GROWTH[1]:,} queues",
+                )
+        add(
+            "scale_apply_vs_import_definitions",
+            fmt["x"](f["scale_apply_vs_import_definitions"]),
+            f"the lowest of import ÷ the whole `rabbitry apply` per size ({at})",
+        )
+        for step in ("check", "route"):
+            if f.get(f"scale_{step}_s") is not None:
+                add(
+                    f"scale_{step}_s",
+                    fmt["s"](f[f"scale_{step}_s"]),
+                    f"the `rabbitry {step}` command at {scale_bench.GROWTH[1]:,} queues",
+                )
     if "validate_us" in med:
         v = med["validate_us"]
         add(
