@@ -191,6 +191,8 @@ def _check_text(workdir: Path, text: str) -> Report:
     spec.write_text(text, encoding="utf-8")
     report = check(spec)
     _assert_well_formed(report)
+    # What load_spec runs: the checks that find only warnings skipped, the same errors.
+    assert check(spec, advisory=False).errors == report.errors
     return report
 
 

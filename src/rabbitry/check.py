@@ -61,27 +61,28 @@ class Depth(Enum):
     ALL = "all"
 
 
-def check(path: Path | str, depth: Depth = Depth.ALL) -> Report:
+def check(path: Path | str, depth: Depth = Depth.ALL, *, advisory: bool = True) -> Report:
     """Read the spec at ``path`` and run the checks of ``depth`` (every check by
-    default); never raises for a bad spec."""
+    default); never raises for a bad spec.  Without ``advisory``, the checks that
+    find only warnings, and the hints, are skipped: the errors are the same."""
     with _gc.paused():
-        return _check(path, depth)
+        return _check(path, depth, advisory)
 
 
-def _check(path: Path | str, depth: Depth) -> Report:
-    spec, problems = read(path, schemas=depth is not Depth.TOPOLOGY)
+def _check(path: Path | str, depth: Depth, advisory: bool) -> Report:
+    spec, problems = read(path, schemas=depth is not Depth.TOPOLOGY, advisory=advisory)
     if depth is Depth.ALL and spec is not None:
         if spec.complete and not any(d.code in _BLOCKERS for d in problems):
             problems = [*problems, *check_routing(spec)]
         problems = [*problems, *check_rabbitmq4(spec)]
-    hints = run_hints(spec) if spec is not None and depth is Depth.ALL else []
+    hints = run_hints(spec) if spec is not None and depth is Depth.ALL and advisory else []
     return Report(spec, tuple(sorted(set(problems))), tuple(sorted(set(hints))))
 
 
 def load_spec(path: Path | str, depth: Depth = Depth.ALL) -> Spec:
     """The spec at ``path``, or ``SpecError`` carrying every error the checks of
     ``depth`` find (every check by default)."""
-    report = check(path, depth)
+    report = check(path, depth, advisory=False)  # its warnings are nobody's to read
     if report.spec is None or report.errors:
         raise SpecError(report.errors)
     return report.spec

@@ -19,14 +19,17 @@ from rabbitry.spec.schemas import load_schemas
 __all__ = ["read"]
 
 
-def read(path: Path | str, *, schemas: bool = True) -> tuple[Spec | None, list[Diagnostic]]:
+def read(
+    path: Path | str, *, schemas: bool = True, advisory: bool = True
+) -> tuple[Spec | None, list[Diagnostic]]:
     """The spec at ``path`` as far as it can be read, and every fault found.
 
     Faults cover the file, its YAML, the spec's shape, its schemas and the
     checks of ``rabbitry.spec.checks`` (not the routing checks, which need
     ``rabbitry.routing``).  ``None`` when nothing could be built.  Without
     ``schemas`` no schema file is read: the messages' ``schema`` stay empty
-    and the checks that judge schemas (placeholders) judge nothing.
+    and the checks that judge schemas (placeholders) judge nothing.  Without
+    ``advisory`` the checks that find only warnings are skipped.
     """
     path = Path(path)
     display = str(path)
@@ -48,19 +51,19 @@ def read(path: Path | str, *, schemas: bool = True) -> tuple[Spec | None, list[D
     spec, problems = build_spec(tree, path)
     problems = [*duplicates, *problems]
     if not schemas:  # the checks that read schemas find none and judge nothing
-        return spec, [*problems, *run_checks(spec)]
+        return spec, [*problems, *run_checks(spec, advisory=advisory)]
     wanted = {
         spec.schema_file(m): m.locs.of("schema") for m in reversed(list(spec.messages.values()))
     }
     store, schema_problems = load_schemas(wanted)
     messages = {
         name: replace(m, schema=_as_mapping(store.contents(spec.schema_file(m))))
-        if spec.schema_file(m).resolve() in store.documents
+        if store.real(spec.schema_file(m)) in store.documents
         else m
         for name, m in spec.messages.items()
     }
     spec = replace(spec, messages=MappingProxyType(messages), schemas=store)
-    return spec, [*problems, *schema_problems, *run_checks(spec)]
+    return spec, [*problems, *schema_problems, *run_checks(spec, advisory=advisory)]
 
 
 def _as_mapping(schema: Any) -> Mapping[str, Any]:

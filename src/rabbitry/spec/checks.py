@@ -22,7 +22,7 @@ from rabbitry.spec.model import (
     placeholders,
 )
 from rabbitry.spec.policies import dead_letter_of
-from rabbitry.spec.policy_checks import POLICY_CHECKS, POLICY_HINTS
+from rabbitry.spec.policy_checks import POLICY_ADVISORY, POLICY_CHECKS, POLICY_HINTS
 from rabbitry.spec.schemas import SchemaStore
 
 __all__ = ["CHECKS", "HINTS", "consumed", "run_checks", "run_hints"]
@@ -194,7 +194,7 @@ def check_placeholders(spec: Spec) -> Iterator[Diagnostic]:
             message.routing_key, where, f"message {message.name!r} routing key"
         )
         schema_path = spec.schema_file(message)
-        if store is None or schema_path.resolve() not in store.documents:
+        if store is None or store.real(schema_path) not in store.documents:
             continue  # the schema itself is reported
         root_path, root = store.resolve(schema_path, store.contents(schema_path))
         if root is None:
@@ -323,9 +323,18 @@ CHECKS: tuple[Check, ...] = (
 HINTS: tuple[Check, ...] = POLICY_HINTS
 
 
-def run_checks(spec: Spec) -> list[Diagnostic]:
-    """Every finding of every check, in check order."""
-    return [finding for check in CHECKS for finding in check(spec)]
+#: The checks whose findings are all warnings: a spec read only to be used
+#: (``rabbitry.check.load_spec``, which fails on errors alone) skips them.
+#: ``tests/test_fuzz_spec.py`` holds that skipping them never changes the errors.
+ADVISORY: frozenset[Check] = frozenset({check_warnings, *POLICY_ADVISORY})
+
+
+def run_checks(spec: Spec, *, advisory: bool = True) -> list[Diagnostic]:
+    """Every finding of every check, in check order (without ``advisory``, of those
+    that may find an error)."""
+    return [
+        finding for check in CHECKS if advisory or check not in ADVISORY for finding in check(spec)
+    ]
 
 
 def run_hints(spec: Spec) -> list[Diagnostic]:

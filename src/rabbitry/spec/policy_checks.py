@@ -56,7 +56,7 @@ from rabbitry.spec.policies import (
     winning_policy,
 )
 
-__all__ = ["POLICY_CHECKS", "POLICY_HINTS"]
+__all__ = ["POLICY_ADVISORY", "POLICY_CHECKS", "POLICY_HINTS"]
 
 #: A thing a policy can apply to: ``("queue", name)`` or ``("exchange", name)``.
 Target = tuple[Literal["queue", "exchange"], str]
@@ -382,4 +382,7 @@ POLICY_CHECKS = (
 
 #: Advice (severity ``info``), kept apart from the findings: a spec with only
 #: advice is clean, and ``check`` reports it on its own (``Report.hints``).
+#: The policy checks whose findings are all warnings (see ``checks.ADVISORY``).
+POLICY_ADVISORY = (check_policy_overrides,)
+
 POLICY_HINTS = (check_policy_settable,)
