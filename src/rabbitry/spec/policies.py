@@ -400,7 +400,20 @@ def effective_exchange(spec: Spec, exchange_name: str) -> Mapping[str, Setting]:
     """The exchange's effective settings: its arguments, then its winning policy's
     exchange keys, the argument winning as ``PRECEDENCE`` says.  A built-in exchange
     (``amq.topic``, ...) has no arguments but takes policies; the default exchange
-    ``""`` routes by queue name only and takes neither."""
+    ``""`` routes by queue name only and takes neither.  Once per exchange of a spec
+    (routing asks at every hop)."""
+    memo = spec.derived(_effective_exchange)
+    found = memo.get(exchange_name)
+    if found is None:
+        found = memo[exchange_name] = _exchange_settings(spec, exchange_name)
+    return found
+
+
+def _effective_exchange(spec: Spec) -> dict[str, Mapping[str, Setting]]:
+    return {}
+
+
+def _exchange_settings(spec: Spec, exchange_name: str) -> Mapping[str, Setting]:
     declared = spec.exchanges.get(exchange_name)
     arguments = declared.arguments if declared is not None else {}
     found: dict[str, Setting] = {
