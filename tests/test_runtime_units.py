@@ -192,6 +192,10 @@ class Props:
         self.message_id = values.get("message_id")
         self.timestamp = values.get("timestamp")
         self.headers = values.get("headers")
+        self.correlation_id = values.get("correlation_id")
+        self.reply_to = values.get("reply_to")
+        self.priority = values.get("priority")
+        self.expiration = values.get("expiration")
 
 
 def run_decode(contract: Contract, body: bytes, **props: Any) -> Delivery[Any] | Refusal:

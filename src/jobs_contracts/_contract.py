@@ -80,6 +80,7 @@ DATA: Final[dict[str, Any]] = {
                     },
                 },
             },
+            "priorities": {},
         },
         "Start": {
             "exchange": "jobs.new",
@@ -146,6 +147,7 @@ DATA: Final[dict[str, Any]] = {
                     },
                 },
             },
+            "priorities": {},
         },
         "StartSuccess": {
             "exchange": "jobs.status",
@@ -199,6 +201,7 @@ DATA: Final[dict[str, Any]] = {
                     },
                 },
             },
+            "priorities": {},
         },
         "Stop": {
             "exchange": "jobs.control",
@@ -253,6 +256,7 @@ DATA: Final[dict[str, Any]] = {
                     },
                 },
             },
+            "priorities": {},
         },
         "Update": {
             "exchange": "jobs.status",
@@ -321,6 +325,7 @@ DATA: Final[dict[str, Any]] = {
                     },
                 },
             },
+            "priorities": {},
         },
     },
     "queues": {

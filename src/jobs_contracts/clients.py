@@ -11,7 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self, Unpack, cast
 
-from rabbitry import BrokerURL, Client, ClientOptions, Consumer, Handler, Subscription
+from rabbitry import (
+    BrokerURL,
+    Client,
+    ClientOptions,
+    Consumer,
+    Handler,
+    PublishOptions,
+    Subscription,
+)
 
 from ._contract import CONTRACT
 from .deliveries import JobControlDelivery, JobsReadyDelivery, JobStatusDelivery
@@ -123,28 +131,28 @@ class Server:
     async def publish_start(
         self,
         message: Start,
-        *,
-        timeout: float | None = None,
+        **options: Unpack[PublishOptions],
     ) -> None:
         """START: run a job. Any worker that handles the job type may take it.
 
         Validated, then published to exchange ``jobs.new`` with routing key
-        ``job.{job_type}``; returns once the broker has confirmed it.
+        ``job.{job_type}``; returns once the broker has confirmed it. ``options``:
+        ``timeout`` and the message's properties (``rabbitry.PublishOptions``).
         """
-        await self.client.publish("Start", message, timeout=timeout)
+        await self.client.publish("Start", message, **options)
 
     async def publish_stop(
         self,
         message: Stop,
-        *,
-        timeout: float | None = None,
+        **options: Unpack[PublishOptions],
     ) -> None:
         """STOP: the worker running this job must stop it and report Finished.
 
         Validated, then published to exchange ``jobs.control`` with routing key
-        ``{job_id}``; returns once the broker has confirmed it.
+        ``{job_id}``; returns once the broker has confirmed it. ``options``: ``timeout``
+        and the message's properties (``rabbitry.PublishOptions``).
         """
-        await self.client.publish("Stop", message, timeout=timeout)
+        await self.client.publish("Stop", message, **options)
 
     def subscribe_job_status(
         self,
@@ -202,41 +210,41 @@ class Worker:
     async def publish_start_success(
         self,
         message: StartSuccess,
-        *,
-        timeout: float | None = None,
+        **options: Unpack[PublishOptions],
     ) -> None:
         """START_SUCCESS: a worker has taken the job.
 
         Validated, then published to exchange ``jobs.status`` with routing key
-        ``{job_id}``; returns once the broker has confirmed it.
+        ``{job_id}``; returns once the broker has confirmed it. ``options``: ``timeout``
+        and the message's properties (``rabbitry.PublishOptions``).
         """
-        await self.client.publish("StartSuccess", message, timeout=timeout)
+        await self.client.publish("StartSuccess", message, **options)
 
     async def publish_update(
         self,
         message: Update,
-        *,
-        timeout: float | None = None,
+        **options: Unpack[PublishOptions],
     ) -> None:
         """UPDATE: progress of a running job.
 
         Validated, then published to exchange ``jobs.status`` with routing key
-        ``{job_id}``; returns once the broker has confirmed it.
+        ``{job_id}``; returns once the broker has confirmed it. ``options``: ``timeout``
+        and the message's properties (``rabbitry.PublishOptions``).
         """
-        await self.client.publish("Update", message, timeout=timeout)
+        await self.client.publish("Update", message, **options)
 
     async def publish_finished(
         self,
         message: Finished,
-        *,
-        timeout: float | None = None,
+        **options: Unpack[PublishOptions],
     ) -> None:
         """The job has ended: completed, failed or stopped. The last message of a job.
 
         Validated, then published to exchange ``jobs.status`` with routing key
-        ``{job_id}``; returns once the broker has confirmed it.
+        ``{job_id}``; returns once the broker has confirmed it. ``options``: ``timeout``
+        and the message's properties (``rabbitry.PublishOptions``).
         """
-        await self.client.publish("Finished", message, timeout=timeout)
+        await self.client.publish("Finished", message, **options)
 
     def consume_jobs_ready(
         self,

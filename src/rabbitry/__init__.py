@@ -11,7 +11,8 @@ and may move::
 - the routing model: ``route``, ``route_message`` → ``Destination``\\s, each
   with its ``Condition``\\s;
 - the contract and the client: ``Contract``, ``MessageContract``, ``Client``,
-  ``ClientOptions``, ``Consumer``, ``Handler``, ``Delivery``, ``Subscription``;
+  ``ClientOptions``, ``PublishOptions``, ``Consumer``, ``Handler``, ``Delivery``,
+  ``Subscription``;
 - the broker: ``BrokerURL`` (``parse_url``), ``Endpoints`` (several URLs of one
   broker: ``parse_urls``), ``plan`` → ``Planned``,
   ``apply`` → ``Converged``;
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
         Consumer,
         Delivery,
         Handler,
+        PublishOptions,
         Subscription,
     )
     from rabbitry.messaging.contract import Contract, MessageContract
@@ -108,6 +110,7 @@ __all__ = [
     "PublishFailed",
     "PublishManyFailed",
     "PublishNacked",
+    "PublishOptions",
     "PublishRefused",
     "PublishTimeout",
     "RabbitryError",
@@ -148,6 +151,7 @@ _LAZY: dict[str, str] = {
     "Handler": "rabbitry.messaging.client",
     "MessageContract": "rabbitry.messaging.contract",
     "Plan": "rabbitry.broker.plan",
+    "PublishOptions": "rabbitry.messaging.client",
     "Planned": "rabbitry.broker.converge",
     "Subscription": "rabbitry.messaging.client",
     "apply": "rabbitry.broker.converge",

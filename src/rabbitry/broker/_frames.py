@@ -88,10 +88,14 @@ class HeaderTemplate:
         message_id: str,
         timestamp: int,
         headers: Mapping[str, Any] | None = None,
+        extra: tuple[int, bytes] = (0, b""),
     ) -> bytes:
-        """The content header's payload (``message_id`` is 32 ASCII hex digits)."""
+        """The content header's payload (``message_id`` is 32 ASCII hex digits); ``extra``
+        is more property flags and their values between delivery-mode and message-id
+        (priority, correlation-id, reply-to, expiration: ``messaging._properties``)."""
+        flags, more = extra
         if headers:
-            start = _HEADER_START.pack(_BASIC, 0, body_size, self._flags_with_headers)
+            start = _HEADER_START.pack(_BASIC, 0, body_size, self._flags_with_headers | flags)
             table = _field_table(headers)
             return b"".join(
                 (
@@ -99,6 +103,7 @@ class HeaderTemplate:
                     self._before_id,
                     table,
                     self._mode,
+                    more,
                     bytes((len(message_id),)),
                     message_id.encode(),
                     _U64.pack(timestamp),
@@ -107,9 +112,10 @@ class HeaderTemplate:
             )
         return b"".join(
             (
-                _HEADER_START.pack(_BASIC, 0, body_size, self._flags),
+                _HEADER_START.pack(_BASIC, 0, body_size, self._flags | flags),
                 self._before_id,
                 self._mode,
+                more,
                 bytes((len(message_id),)),
                 message_id.encode(),
                 _U64.pack(timestamp),

@@ -54,6 +54,7 @@ _FIXED_NAMES = frozenset(
         "Never",
         "NotRequired",
         "Protocol",
+        "PublishOptions",
         "Received",
         "STRATEGIES",
         "Self",
@@ -254,6 +255,7 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
         (
             "rabbitry",
             (["BrokerURL", "Client", "ClientOptions"] if services else [])
+            + (["PublishOptions"] if any(s.publishes for s in services) else [])
             + (["Consumer", "Handler"] if consumes else [])
             + (["Subscription"] if subscriptions else []),
         ),

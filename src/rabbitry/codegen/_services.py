@@ -248,7 +248,11 @@ class _Builder:
             where = f"Validated, then published to exchange ``{m.exchange}``"
             where += f" with routing key ``{m.routing_key}``" if m.routing_key else ""
             where += f" and headers ``{dict(m.headers)}``" if m.headers else ""
-            doc = [m.description or "", f"{where}; returns once the broker has confirmed it."]
+            doc = [
+                m.description or "",
+                f"{where}; returns once the broker has confirmed it.  ``options``: "
+                "``timeout`` and the message's properties (``rabbitry.PublishOptions``).",
+            ]
             method = methods.take(f"publish_{snake(message)}")
             out.publishes.append(Publish(method, message, type_name, doc))
         for queue, names in service.consumes.items():

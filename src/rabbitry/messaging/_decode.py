@@ -215,7 +215,16 @@ def decode(
         timestamp=timestamp if isinstance(timestamp, datetime) else None,
         redelivered=redelivered,
         headers=properties.headers or {},
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        priority=properties.priority,
+        expiration=_expiration(properties.expiration),
     )
+
+
+def _expiration(text: str | None) -> int | None:
+    """The per-message TTL in milliseconds (the broker refuses any but a decimal string)."""
+    return int(text) if text is not None and text.isdecimal() else None
 
 
 def _names(accepts: Mapping[str, MessageContract]) -> str:

@@ -25,7 +25,13 @@ __all__ = ["Delivery", "T", "T_co"]
 
 @dataclass(frozen=True, slots=True)
 class Delivery(Generic[T_co]):
-    """A received message that passed its contract: ``type`` is its name, ``body`` its payload."""
+    """A received message that passed its contract: ``type`` is its name, ``body`` its payload.
+
+    ``headers`` are all the message's headers: the routing headers the spec fills and the
+    publisher's own.  ``correlation_id``, ``reply_to``, ``priority`` and ``expiration``
+    (milliseconds, as published: the broker removes it from a dead-lettered message) are
+    the publisher's properties, ``None`` when not sent.
+    """
 
     type: str
     body: T_co
@@ -35,3 +41,7 @@ class Delivery(Generic[T_co]):
     timestamp: datetime | None = None
     redelivered: bool = False
     headers: Mapping[str, Any] = field(default_factory=dict)
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    priority: int | None = None
+    expiration: int | None = None

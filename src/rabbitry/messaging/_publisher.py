@@ -78,6 +78,7 @@ from rabbitry.errors import (
     phrase_of,
 )
 from rabbitry.messaging._decode import MAX_BODY, json_faults
+from rabbitry.messaging._properties import Properties
 from rabbitry.messaging._supervisor import Supervisor, backoff
 from rabbitry.messaging.contract import MessageContract
 
@@ -220,8 +221,13 @@ def prepare(
     payload: Mapping[str, Any],
     *,
     index: int | None = None,
+    props: Properties | None = None,
 ) -> Outgoing:
-    """Validate and marshal one message; ``ContractViolation`` (nothing queued) if it is bad."""
+    """Validate and marshal one message; ``ContractViolation`` (nothing queued) if it is bad.
+
+    ``props`` are its own properties, validated already (``_properties.properties``); its
+    custom headers go beside the routing headers the spec fills (never over them).
+    """
     name = contract.name
     try:
         contract.validate(payload)
@@ -255,7 +261,12 @@ def prepare(
         raise ContractViolation(name, [Fault("", f"routing key: {exc}")], index=index) from None
     message_id = _frames.message_id()
     headers = contract.headers_for(payload) if contract.headers else None
-    header = template.payload(len(body), message_id, int(time.time()), headers)
+    if props is None:
+        header = template.payload(len(body), message_id, int(time.time()), headers)
+    else:
+        if props.headers:
+            headers = {**props.headers, **(headers or {})}
+        header = template.payload(len(body), message_id, int(time.time()), headers, props.extra)
     return Outgoing(
         name,
         exchange=contract.exchange,

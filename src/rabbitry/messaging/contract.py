@@ -85,6 +85,9 @@ class MessageContract:
     #: Sent with delivery mode 2 when it can reach a durable queue.
     persistent: bool
     schema: Mapping[str, Any]
+    #: The queues it can reach that have a ``max_priority`` (queue → max_priority): a
+    #: publish's ``priority`` is checked against them (``_properties``).
+    priorities: Mapping[str, int] = field(default_factory=dict)
 
     _validator: Any = field(init=False, repr=False, compare=False)
 
@@ -196,6 +199,7 @@ class Contract:
                 m["headers"],
                 m["persistent"],
                 m["schema"],
+                m.get("priorities", {}),
             )
             for name, m in data["messages"].items()
         }
@@ -246,6 +250,11 @@ def contract_data(spec: Spec) -> dict[str, Any]:
             "headers": dict(message.headers),
             "persistent": any(spec.queues[q].durable for q in reached if q in spec.queues),
             "schema": bundle(spec.schemas, spec.schema_file(message)),
+            "priorities": {
+                q: spec.queues[q].arguments["x-max-priority"]
+                for q in sorted(reached)
+                if q in spec.queues and "x-max-priority" in spec.queues[q].arguments
+            },
         }
     accepts: dict[str, list[str]] = {}
     for service in spec.services.values():
