@@ -75,6 +75,7 @@ FINISHED: Finished = {
 
 async def dispatch(server: Server) -> float:
     await server.publish_start(START, timeout=5)
+    await server.publish_start(START, correlation_id=JOB, expiration=5000, headers={"a": 1})
     await server.publish_stop({"job_id": JOB, "requested_at": "2024-01-01T00:00:00Z"})
     async with server.subscribe_job_status(job_id=JOB, prefetch=10) as status:
         await status.bind(job_id=JOB)
@@ -99,6 +100,8 @@ async def dispatch(server: Server) -> float:
 async def run_job(delivery: JobsReadyDelivery) -> None:
     assert_type(delivery.body, Start)
     print(delivery.body["job_type"], delivery.routing_key, delivery.redelivered)
+    assert_type(delivery.correlation_id, str | None)
+    assert_type(delivery.priority, int | None)
 
 
 async def work(worker: Worker) -> None:
@@ -133,6 +136,8 @@ unknown_key: Stop = {"job_id": JOB, "requested_at": "x", "urgent": True}  # E
 async def misuse(server: Server, delivery: JobStatusDelivery) -> None:
     await server.publish_start({"job_id": 7, "job_type": "x", "steps": 1, "submitted_at": "x"})  # E
     await server.publish_stop(wrong_enum)  # E
+    await server.publish_start(wrong_type, priority="high")  # E
+    await server.publish_start(wrong_type, urgent=True)  # E
     server.subscribe_job_status(job=JOB)  # E
     server.subscribe_job_status(job_id=42)  # E
     if delivery.type == "Update":
