@@ -14,7 +14,8 @@ raises, and ``wait()`` raises that instead of waiting on jobs that can no
 longer report: the server never waits, alive and deaf.  The same holds for
 the broker itself: the client reconnects for ever by default (and says so
 in its log); given a finite ``reconnect_timeout`` it gives up after that
-long an outage and ``wait()`` raises ``ConnectionFailed``.
+long an outage and ``wait()`` raises ``ConnectionFailed``.  While it waits,
+the client runs as a service (``Client.run``): SIGINT or SIGTERM ends the wait.
 """
 
 from __future__ import annotations
@@ -120,15 +121,17 @@ class JobServer:
                 self._unbinding.add(task)
                 task.add_done_callback(self._unbinding.discard)
 
-    async def wait(self, timeout: float) -> bool:
-        """Whether every dispatched job ended within ``timeout`` seconds; raises why the
-        status subscription stopped, if it stopped first (e.g. ``NotFound``), or why the
-        client gave up on the broker (``ConnectionFailed``)."""
+    async def wait(self, timeout: float, *, ready_file: str | None = None) -> bool:
+        """Whether every dispatched job ended within ``timeout`` seconds (``False`` also when
+        SIGINT or SIGTERM came first); raises why the status subscription stopped, if it
+        stopped first (e.g. ``NotFound``), or why the client gave up on the broker
+        (``ConnectionFailed``).  Meanwhile the client runs as a service (``Client.run``): the
+        signals end the wait, and ``ready_file`` exists while it is connected."""
         ended = asyncio.ensure_future(
             asyncio.gather(*(job.finished.wait() for job in self.jobs.values()))
         )
-        connected = asyncio.ensure_future(self.server.wait())
-        watched: list[asyncio.Future[Any]] = [ended, connected]
+        running = asyncio.ensure_future(self.server.client.run(ready_file=ready_file))
+        watched: list[asyncio.Future[Any]] = [ended, running]
         if self._follower is not None:
             watched.append(self._follower)
         try:
@@ -136,10 +139,13 @@ class JobServer:
         finally:
             if not ended.done():
                 ended.cancel()
-            if not connected.done():
-                connected.cancel()
-        if connected.done() and not connected.cancelled() and not ended.done():
-            connected.result()  # the client gave up on the broker: say why
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+        if running.done() and not running.cancelled() and not ended.done():
+            running.result()  # the client gave up on the broker: say why
+            return False  # a signal: stop waiting
         if self._follower is not None and self._follower.done() and not ended.done():
             self._follower.result()  # the subscription failed: say why
             return False  # it ended without failing (closed): the jobs cannot be followed

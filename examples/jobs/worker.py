@@ -7,7 +7,9 @@ with that id as the routing key.
 
     python examples/jobs/worker.py --url amqp://guest:guest@localhost:5672/
 
-runs until interrupted (Ctrl-C or SIGTERM), finishing the jobs it holds.
+runs until interrupted (Ctrl-C or SIGTERM), finishing the jobs it holds
+within ``--drain-timeout`` seconds (the rest go back to jobs.ready for another
+worker); ``--ready-file PATH`` exists while it takes jobs (a probe's readiness).
 A job of type ``explode`` fails on purpose, to show the failure path.
 
 When ``jobs.ready`` is deleted or replaced under it (``rabbitry apply
@@ -15,8 +17,7 @@ When ``jobs.ready`` is deleted or replaced under it (``rabbitry apply
 jobs again as soon as it exists (the runtime logs both); jobs in hand finish.
 If the queue stays gone longer than ``--reattach-timeout`` seconds, the
 consumer stops and so does the worker, with exit status 1: a worker never
-stays up and idle.  ``consumer.consuming`` is the readiness a supervisor's
-probe would read.
+stays up and idle.  The ready file is removed while the queue is gone.
 
 When the broker goes away, the worker reconnects for ever by default (the
 runtime logs the loss, a WARNING every 30 s with the outage's length, and the
@@ -32,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -159,35 +159,27 @@ async def run(
     prefetch: int,
     reattach_timeout: float,
     reconnect_timeout: float | None = None,
+    concurrency: int | None = None,
+    drain_timeout: float = 20.0,
+    ready_file: str | None = None,
 ) -> None:
-    """Consume until a signal, or until the consumer or the client stops on its own (then
-    raise why: its queue stayed gone, the broker stayed away longer than ``reconnect_timeout``)."""
+    """Consume until a signal (then drain: jobs in hand finish within ``drain_timeout``, the
+    rest go back to jobs.ready), or until the consumer or the client stops on its own (then
+    raise why: its queue stayed gone, the broker stayed away longer than ``reconnect_timeout``).
+    The runtime's run loop does it all (``Client.run``)."""
     async with Worker(
         url,
         prefetch=prefetch,
         reattach_timeout=reattach_timeout,
         reconnect_timeout=reconnect_timeout,
+        concurrency=concurrency,
     ) as worker:
         jobs = JobWorker(worker, name, step_seconds=step_seconds)
         consumer = worker.consume_jobs_ready(jobs.handle)
         await consumer.ready()
         print(f"{name}: waiting for jobs on jobs.ready", flush=True)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
-        signalled = asyncio.create_task(stopping.wait())
-        consuming = asyncio.create_task(consumer.wait())  # raises if it stops on its own
-        connected = asyncio.create_task(worker.wait())  # raises if the client gives up
-        await asyncio.wait([signalled, consuming, connected], return_when=asyncio.FIRST_COMPLETED)
-        signalled.cancel()
-        for task in (connected, consuming):
-            if task.done():
-                task.result()  # the queue stayed gone (NotFound), the broker stayed away, ...
-        consuming.cancel()
-        connected.cancel()
-        print(f"{name}: stopping; finishing the jobs in hand", flush=True)
-        await consumer.cancel()
+        await worker.client.run(drain_timeout=drain_timeout, ready_file=ready_file)
+        print(f"{name}: stopped; the jobs in hand finished or went back to jobs.ready", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,7 +187,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", default=os.environ.get("RABBITRY_URL"), help="the broker")
     parser.add_argument("--name", default=f"worker@{socket.gethostname()}:{os.getpid()}")
     parser.add_argument("--step-seconds", type=float, default=0.2)
-    parser.add_argument("--prefetch", type=int, default=2, help="jobs run at once")
+    parser.add_argument("--prefetch", type=int, default=2, help="jobs held at once")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="jobs run at once (default: --prefetch)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=20.0,
+        help="seconds the jobs in hand get to finish on SIGTERM before they are requeued",
+    )
+    parser.add_argument(
+        "--ready-file", default=None, help="a file present while the worker takes jobs"
+    )
     parser.add_argument(
         "--reattach-timeout",
         type=float,
@@ -231,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
                 prefetch=args.prefetch,
                 reattach_timeout=args.reattach_timeout,
                 reconnect_timeout=args.reconnect_timeout,
+                concurrency=args.concurrency,
+                drain_timeout=args.drain_timeout,
+                ready_file=args.ready_file,
             )
         )
     except RabbitryError as exc:

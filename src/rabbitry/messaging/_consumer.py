@@ -119,6 +119,7 @@ __all__ = [
     "Inbox",
     "Link",
     "Settler",
+    "concurrency_of",
     "deadline_of",
 ]
 
@@ -943,6 +944,15 @@ class Inbox:
                 await asyncio.wait_for(channel.close(), self._timeout)
 
 
+def concurrency_of(limit: int | None) -> int | None:
+    """A ``concurrency`` bound as a consumer takes it: ``None`` (the prefetch bounds) or >= 1."""
+    if limit is not None and (isinstance(limit, bool) or limit < 1):
+        raise InvalidArgument(
+            f"concurrency must be at least 1, not {limit} (None: as many as the prefetch)"
+        )
+    return limit
+
+
 def deadline_of(seconds: float | None) -> float | None:
     """A handler deadline as ``asyncio.timeout`` takes it: ``None`` or ``math.inf`` is none."""
     if seconds is None or math.isinf(seconds):
@@ -1045,6 +1055,14 @@ class Consumer(Inbox):
     Each try of the handler has ``handler_timeout`` seconds (default 300;
     ``None``: no deadline); one still running then is cancelled and counts as
     failed (retried, then dead-lettered), logged at WARNING.
+
+    ``concurrency`` bounds the handlers running at once apart from the prefetch
+    (``None``: the prefetch alone bounds them, as before).  A prefetch above it
+    keeps the next messages in hand, decoded, so a freed slot starts at once
+    without a round trip; the handler deadline counts from the slot, not from
+    the delivery.  A delivery waiting for a slot when ``cancel()`` begins never
+    starts: it is requeued (``basic.nack`` with ``requeue``) at once, and so is
+    a handler cancelled at the drain deadline, before the channel closes.
     """
 
     def __init__(
@@ -1060,6 +1078,7 @@ class Consumer(Inbox):
         shutdown_timeout: float,
         policy: ReattachPolicy | None = None,
         handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
+        concurrency: int | None = None,
     ) -> None:
         policy = policy or ReattachPolicy()
         super().__init__(supervisor, publisher, queue, accepts, prefetch=prefetch, policy=policy)
@@ -1069,6 +1088,11 @@ class Consumer(Inbox):
         self.handler_timeout = deadline_of(handler_timeout)
         self._shutdown_timeout = shutdown_timeout
         self._starting: asyncio.Task[None] | None = None
+        #: Most handlers running at once (``None``: the prefetch is the bound).
+        self.concurrency = concurrency_of(concurrency)
+        self._slots = None if concurrency is None else asyncio.Semaphore(concurrency)
+        #: Set when ``cancel()`` begins: nothing new starts, a waiting delivery is requeued.
+        self._draining = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<Consumer of queue {self.contract.name!r}>"
@@ -1101,6 +1125,7 @@ class Consumer(Inbox):
     async def cancel(self, timeout: float | None = None) -> None:
         """Stop consuming; handlers in flight get ``timeout`` seconds to finish (default: the
         client's ``timeout``), the rest is cancelled and its messages requeued."""
+        self._draining.set()
         if self._starting is not None and not self._starting.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._starting), self._timeout)
@@ -1113,46 +1138,86 @@ class Consumer(Inbox):
         attempts = self._attempts
         deadline = self.handler_timeout
         for attempt in range(1, attempts + 1):
+            if not await self._take_slot():
+                return REQUEUE  # draining: it never started; back to the queue at once
+            failure: Exception | None = None
             try:
                 async with asyncio.timeout(deadline) as scope:
                     await handler(delivery)
+            except asyncio.CancelledError:
+                if self._draining.is_set():  # the drain deadline: back before the channel closes
+                    settler.settle(tag, REQUEUE)
+                raise
             except Exception as exc:
-                if isinstance(exc, TimeoutError) and scope.expired():
-                    reason = f"handler did not finish within {deadline:g} s"
-                else:
-                    reason = f"{type(exc).__name__}: {shown(exc, sentence=True)}"
-                fields = {
-                    "queue": self.queue,
-                    "message_id": delivery.message_id,
-                    "message_type": delivery.type,
-                    "attempt": attempt,
-                    "reason": reason,
-                }
-                if attempt < attempts:
-                    log.warning(
-                        "handler of queue %r failed on %s %s (attempt %d of %d): %s; retrying",
-                        self.queue,
-                        delivery.type,
-                        shown(delivery.message_id),
-                        attempt,
-                        attempts,
-                        reason,
-                        extra=fields,
-                    )
-                    await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
-                    continue
+                failure = exc
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
+            if failure is None:
+                return ACK
+            if isinstance(failure, TimeoutError) and scope.expired():
+                reason = f"handler did not finish within {deadline:g} s"
+            else:
+                reason = f"{type(failure).__name__}: {shown(failure, sentence=True)}"
+            fields = {
+                "queue": self.queue,
+                "message_id": delivery.message_id,
+                "message_type": delivery.type,
+                "attempt": attempt,
+                "reason": reason,
+            }
+            if attempt < attempts:
                 log.warning(
-                    "handler of queue %r failed on %s %s %d time(s); last: %s",
+                    "handler of queue %r failed on %s %s (attempt %d of %d): %s; retrying",
                     self.queue,
                     delivery.type,
                     shown(delivery.message_id),
+                    attempt,
                     attempts,
                     reason,
-                    exc_info=not isinstance(exc, TimeoutError),
                     extra=fields,
                 )
-                refusal = Refusal(f"the handler failed {attempts} time(s); last: {reason}")
-                return await self.dead_letter(message, refusal)
-            else:
-                return ACK
+                await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
+                continue
+            log.warning(
+                "handler of queue %r failed on %s %s %d time(s); last: %s",
+                self.queue,
+                delivery.type,
+                shown(delivery.message_id),
+                attempts,
+                reason,
+                exc_info=failure if not isinstance(failure, TimeoutError) else False,
+                extra=fields,
+            )
+            refusal = Refusal(f"the handler failed {attempts} time(s); last: {reason}")
+            return await self.dead_letter(message, refusal)
         return ACK  # pragma: no cover - the loop always returns
+
+    async def _take_slot(self) -> bool:
+        """Wait for a free handler slot (``concurrency``); ``False`` once draining (then no
+        slot is held).  The common case, a free slot, costs no task."""
+        if self._draining.is_set():
+            return False
+        slots = self._slots
+        if slots is None:
+            return True
+        if not slots.locked():
+            await slots.acquire()  # free: returns at once
+            return True
+        acquire = asyncio.ensure_future(slots.acquire())
+        halt = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({acquire, halt}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            if acquire.done() and not acquire.cancelled():
+                slots.release()
+            raise
+        finally:
+            halt.cancel()
+            acquire.cancel()
+        if acquire.cancelled() or not acquire.done():
+            return False
+        if self._draining.is_set():
+            slots.release()
+            return False
+        return True

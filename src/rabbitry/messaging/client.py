@@ -19,8 +19,9 @@ rabbitry's (``rabbitry.errors``): ``ContractViolation``, ``Unroutable``,
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypedDict
 
@@ -28,28 +29,25 @@ from rabbitry.broker import _frames
 from rabbitry.broker.endpoints import Endpoints, URLs, parse_urls
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import InvalidArgument, InvalidState, UnknownName
-from rabbitry.messaging._consumer import DEFAULT_HANDLER_TIMEOUT, Consumer, Handler
+from rabbitry.messaging._consumer import (
+    DEFAULT_HANDLER_TIMEOUT,
+    Consumer,
+    Handler,
+    concurrency_of,
+)
 from rabbitry.messaging._delivery import Delivery
-from rabbitry.messaging._properties import PublishOptions, properties
 from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
 from rabbitry.messaging._reattach import (
     DEFAULT_IDLE_CHECK,
     DEFAULT_REATTACH_TIMEOUT,
     ReattachPolicy,
 )
+from rabbitry.messaging._run import DEFAULT_CHECK_EVERY, DEFAULT_DRAIN_TIMEOUT, SIGNALS, serve
 from rabbitry.messaging._subscription import Subscription
 from rabbitry.messaging._supervisor import Supervisor
 from rabbitry.messaging.contract import Contract, MessageContract
 
-__all__ = [
-    "Client",
-    "ClientOptions",
-    "Consumer",
-    "Delivery",
-    "Handler",
-    "PublishOptions",
-    "Subscription",
-]
+__all__ = ["Client", "ClientOptions", "Consumer", "Delivery", "Handler", "Subscription"]
 
 
 class ClientOptions(TypedDict, total=False):
@@ -64,6 +62,7 @@ class ClientOptions(TypedDict, total=False):
     reattach_timeout: float | None
     idle_check: float
     handler_timeout: float | None
+    concurrency: int | None
 
 
 class Client:
@@ -116,6 +115,7 @@ class Client:
         reattach_timeout: float | None = DEFAULT_REATTACH_TIMEOUT,
         idle_check: float = DEFAULT_IDLE_CHECK,
         handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
+        concurrency: int | None = None,
     ) -> None:
         self.contract = contract
         #: Every URL the client may use, in the order it tries them.
@@ -138,6 +138,8 @@ class Client:
         #: Seconds one try of a consumer's handler may take (``None``: no deadline); a
         #: handler still running then is cancelled and counts as failed.
         self.handler_timeout = handler_timeout
+        #: Most handlers of one consumer running at once (``None``: its prefetch bounds them).
+        self.concurrency = concurrency_of(concurrency)
         self._connect_timeout = connect_timeout
         self._reconnect_timeout = reconnect_timeout
         self._heartbeat = heartbeat
@@ -255,24 +257,9 @@ class Client:
         return contract, template
 
     async def publish(
-        self,
-        message: str,
-        payload: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        priority: int | None = None,
-        expiration: int | timedelta | None = None,
-        headers: Mapping[str, Any] | None = None,
+        self, message: str, payload: Mapping[str, Any], *, timeout: float | None = None
     ) -> None:
         """Validate, then publish with confirms and ``mandatory``; raises if not delivered.
-
-        ``correlation_id``, ``reply_to``, ``priority`` (0-255, at most the highest
-        ``max_priority`` of the queues the message can reach), ``expiration`` (a per-message
-        TTL: milliseconds or a ``timedelta``) and custom ``headers`` (never a routing
-        header, ``CC``/``BCC``, ``x-death`` or ``x-rabbitry-*``) are the message's
-        properties; a bad one is ``InvalidArgument``, before anything is sent.
 
         ``ContractViolation`` (nothing sent) when ``payload`` breaks the schema
         or its body is over ``MAX_BODY`` (what consumers accept);
@@ -286,33 +273,14 @@ class Client:
         """
         _, publisher = self._open()
         contract, template = self._message(message)
-        props = properties(
-            contract,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
-            priority=priority,
-            expiration=expiration,
-            headers=headers,
-        )
-        outgoing = prepare(contract, template, payload, props=props)
+        outgoing = prepare(contract, template, payload)
         await publisher.send((outgoing,), self.timeout if timeout is None else timeout)
 
     async def publish_many(
-        self,
-        items: Iterable[tuple[str, Mapping[str, Any]]],
-        *,
-        timeout: float | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        priority: int | None = None,
-        expiration: int | timedelta | None = None,
-        headers: Mapping[str, Any] | None = None,
+        self, items: Iterable[tuple[str, Mapping[str, Any]]], *, timeout: float | None = None
     ) -> None:
         """Validate every item first (nothing is sent if one is bad: ``ContractViolation`` with
         its ``index``), then publish them all in batched writes and wait for every confirm.
-
-        The properties (as ``publish`` takes them) apply to every item; one that does not
-        fit an item's message is ``InvalidArgument`` naming the item's index.
 
         ``timeout`` bounds the whole call (default: the client's ``timeout`` plus one second
         per 1,000 messages).  When some fail, ``PublishManyFailed`` is raised once all are
@@ -323,18 +291,7 @@ class Client:
         outgoing: list[Outgoing] = []
         for index, (name, payload) in enumerate(items):
             contract, template = self._message(name)
-            try:
-                props = properties(
-                    contract,
-                    correlation_id=correlation_id,
-                    reply_to=reply_to,
-                    priority=priority,
-                    expiration=expiration,
-                    headers=headers,
-                )
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"item {index}: {exc}") from None
-            out = prepare(contract, template, payload, index=index, props=props)
+            out = prepare(contract, template, payload, index=index)
             out.index = index
             outgoing.append(out)
         if timeout is None:
@@ -364,6 +321,7 @@ class Client:
         prefetch: int | None = None,
         attempts: int | None = None,
         handler_timeout: float | None = None,
+        concurrency: int | None = None,
     ) -> Consumer:
         """Call ``handler`` with each valid message of ``queue`` (a queue ``apply`` declares).
 
@@ -377,7 +335,8 @@ class Client:
         dead-lettered, as are messages that fail decoding or validation.
         Each try may take ``handler_timeout`` seconds (default: the client's, 300 s;
         ``math.inf`` for none on this consumer); a handler still running then is
-        cancelled and counts as failed.
+        cancelled and counts as failed.  ``concurrency`` (default: the client's; ``None``:
+        the prefetch) bounds the handlers running at once apart from the prefetch.
         """
         supervisor, publisher = self._open()
         contract = self.contract.queue(queue)
@@ -397,6 +356,7 @@ class Client:
             handler_timeout=self.handler_timeout if handler_timeout is None else handler_timeout,
             shutdown_timeout=self.timeout,
             policy=self.reattach,
+            concurrency=self.concurrency if concurrency is None else concurrency,
         )
         self._keep(consumer)
         consumer._start()
@@ -446,3 +406,38 @@ class Client:
                 self._inboxes.remove(inbox)
 
         inbox.on_stop = forget
+
+    # -- running as a service --------------------------------------------------
+
+    async def run(
+        self,
+        *,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        ready_file: str | os.PathLike[str] | None = None,
+        check_every: float = DEFAULT_CHECK_EVERY,
+        signals: Iterable[signal.Signals] = SIGNALS,
+    ) -> None:
+        """Run this client's consumers as a service until SIGTERM or SIGINT, then drain.
+
+        ::
+
+            async with Worker(url, concurrency=4) as worker:
+                worker.consume_jobs_ready(handle)
+                await worker.client.run(ready_file="/tmp/worker.ready")
+
+        On a signal: every consumer stops taking messages (``basic.cancel``), its
+        handlers in flight get ``drain_timeout`` seconds to finish, the rest are
+        cancelled and their messages requeued; then it returns (exit status 0).
+        ``ready_file`` exists while the client is connected and every consumer
+        consumes, refreshed every ``check_every`` seconds, and is removed otherwise.
+        When the client gives up on the broker (``reconnect_timeout``) or a consumer
+        stops for good (``reattach_timeout``), the rest are drained and it raises why:
+        the process exits non-zero instead of staying alive and idle.
+        """
+        await serve(
+            self,
+            drain_timeout=drain_timeout,
+            ready_file=ready_file,
+            check_every=check_every,
+            signals=signals,
+        )
