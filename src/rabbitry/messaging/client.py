@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypedDict
 
@@ -36,6 +37,7 @@ from rabbitry.messaging._consumer import (
     concurrency_of,
 )
 from rabbitry.messaging._delivery import Delivery
+from rabbitry.messaging._properties import PublishOptions, properties
 from rabbitry.messaging._publisher import CONTENT_TYPE, Outgoing, Publisher, prepare
 from rabbitry.messaging._reattach import (
     DEFAULT_IDLE_CHECK,
@@ -47,7 +49,15 @@ from rabbitry.messaging._subscription import Subscription
 from rabbitry.messaging._supervisor import Supervisor
 from rabbitry.messaging.contract import Contract, MessageContract
 
-__all__ = ["Client", "ClientOptions", "Consumer", "Delivery", "Handler", "Subscription"]
+__all__ = [
+    "Client",
+    "ClientOptions",
+    "Consumer",
+    "Delivery",
+    "Handler",
+    "PublishOptions",
+    "Subscription",
+]
 
 
 class ClientOptions(TypedDict, total=False):
@@ -257,9 +267,24 @@ class Client:
         return contract, template
 
     async def publish(
-        self, message: str, payload: Mapping[str, Any], *, timeout: float | None = None
+        self,
+        message: str,
+        payload: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        priority: int | None = None,
+        expiration: int | timedelta | None = None,
+        headers: Mapping[str, Any] | None = None,
     ) -> None:
         """Validate, then publish with confirms and ``mandatory``; raises if not delivered.
+
+        ``correlation_id``, ``reply_to``, ``priority`` (0-255, at most the highest
+        ``max_priority`` of the queues the message can reach), ``expiration`` (a per-message
+        TTL: milliseconds or a ``timedelta``) and custom ``headers`` (never a routing
+        header, ``CC``/``BCC``, ``x-death`` or ``x-rabbitry-*``) are the message's
+        properties; a bad one is ``InvalidArgument``, before anything is sent.
 
         ``ContractViolation`` (nothing sent) when ``payload`` breaks the schema
         or its body is over ``MAX_BODY`` (what consumers accept);
@@ -273,14 +298,33 @@ class Client:
         """
         _, publisher = self._open()
         contract, template = self._message(message)
-        outgoing = prepare(contract, template, payload)
+        props = properties(
+            contract,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            priority=priority,
+            expiration=expiration,
+            headers=headers,
+        )
+        outgoing = prepare(contract, template, payload, props=props)
         await publisher.send((outgoing,), self.timeout if timeout is None else timeout)
 
     async def publish_many(
-        self, items: Iterable[tuple[str, Mapping[str, Any]]], *, timeout: float | None = None
+        self,
+        items: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        timeout: float | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        priority: int | None = None,
+        expiration: int | timedelta | None = None,
+        headers: Mapping[str, Any] | None = None,
     ) -> None:
         """Validate every item first (nothing is sent if one is bad: ``ContractViolation`` with
         its ``index``), then publish them all in batched writes and wait for every confirm.
+
+        The properties (as ``publish`` takes them) apply to every item; one that does not
+        fit an item's message is ``InvalidArgument`` naming the item's index.
 
         ``timeout`` bounds the whole call (default: the client's ``timeout`` plus one second
         per 1,000 messages).  When some fail, ``PublishManyFailed`` is raised once all are
@@ -291,7 +335,18 @@ class Client:
         outgoing: list[Outgoing] = []
         for index, (name, payload) in enumerate(items):
             contract, template = self._message(name)
-            out = prepare(contract, template, payload, index=index)
+            try:
+                props = properties(
+                    contract,
+                    correlation_id=correlation_id,
+                    reply_to=reply_to,
+                    priority=priority,
+                    expiration=expiration,
+                    headers=headers,
+                )
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"item {index}: {exc}") from None
+            out = prepare(contract, template, payload, index=index, props=props)
             out.index = index
             outgoing.append(out)
         if timeout is None:
