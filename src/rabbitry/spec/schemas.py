@@ -13,7 +13,7 @@ import functools
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,17 @@ class _Document:
     path: Path  # resolved
     display: str  # as reported: relative to the spec's folder
     contents: Any
-    tree: YNode | None  # the same text parsed with positions, where YAML can read it
+    text: str = field(repr=False)
+
+    @functools.cached_property
+    def tree(self) -> YNode | None:
+        """The same text parsed with positions, where YAML can read it: only when a
+        finding needs a place (most files have none, and a read of 2,000 schema files
+        spent half its time locating values nobody asked for)."""
+        try:
+            return parse_yaml(self.text, self.display)[0]
+        except YamlError:
+            return None  # valid JSON that YAML cannot read (tabs, say): positions are 1:1
 
 
 @dataclass
@@ -171,19 +181,23 @@ def _path_of(uri: str) -> Path:
 
 
 def _read(
-    path: Path, display: str, named_at: Location
+    path: Path, display: str, where_named: Location | Callable[[], Location]
 ) -> tuple[_Document | None, Diagnostic | None]:
     try:
         text = read_text_bounded(path)
     except FileNotFoundError:
         return None, Diagnostic(
-            named_at, Code.SCHEMA_FILE, f"schema file {display} does not exist", "check the path"
+            _at(where_named),
+            Code.SCHEMA_FILE,
+            f"schema file {display} does not exist",
+            "check the path",
         )
     except FileRefused as exc:
         what = f"schema file {display} {exc.reason}"
-        return None, Diagnostic(named_at, Code.SCHEMA_FILE, what, REFUSED_HINT)
+        return None, Diagnostic(_at(where_named), Code.SCHEMA_FILE, what, REFUSED_HINT)
     except (OSError, UnicodeDecodeError) as exc:
-        return None, Diagnostic(named_at, Code.SCHEMA_FILE, f"cannot read {display}: {exc}")
+        what = f"cannot read {display}: {exc}"
+        return None, Diagnostic(_at(where_named), Code.SCHEMA_FILE, what)
     deep = _too_deep(text)
     if deep is not None:
         where = Location(display, *deep)
@@ -194,11 +208,12 @@ def _read(
     except json.JSONDecodeError as exc:
         where = Location(display, exc.lineno, exc.colno)
         return None, Diagnostic(where, Code.SCHEMA_FILE, f"not JSON: {exc.msg}", "fix the syntax")
-    try:
-        tree: YNode | None = parse_yaml(text, display)[0]
-    except YamlError:
-        tree = None  # valid JSON that YAML cannot read (tabs, say): positions fall back to 1:1
-    return _Document(path.resolve(), display, contents, tree), None
+    return _Document(path.resolve(), display, contents, text), None
+
+
+def _at(where: Location | Callable[[], Location]) -> Location:
+    """A place given, or worked out now that a finding needs it."""
+    return where() if callable(where) else where
 
 
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
@@ -239,7 +254,7 @@ def load_schemas(
     """
     store = SchemaStore()
     problems: list[Diagnostic] = []
-    pending = list(paths.items())
+    pending: list[tuple[Path, Location | Callable[[], Location]]] = list(paths.items())
     cwd = Path.cwd().resolve()
     while pending:
         path, named_at = pending.pop(0)
@@ -262,7 +277,7 @@ def load_schemas(
                     Diagnostic(where, Code.SCHEMA_REF, f"{json_path(parts)}: {target}", hint)
                 )
             elif target is not None:
-                pending.append((target, store.locate(doc.path, parts)))
+                pending.append((target, functools.partial(store.locate, doc.path, parts)))
     # Every reachable file is registered now: resolve each local reference for real.
     for doc in store.documents.values():
         for parts, ref in refs(doc.contents):
