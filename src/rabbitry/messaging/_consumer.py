@@ -103,6 +103,7 @@ from rabbitry.errors import (
     PublishFailed,
     PublishTimeout,
 )
+from rabbitry.messaging import _telemetry
 from rabbitry.messaging._decode import MAX_BODY, Refusal, decode
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import Publisher, prepare_raw
@@ -753,7 +754,20 @@ class Inbox:
                 accepts=self._accepts,
             )
             if isinstance(result, Refusal):
+                if _telemetry.ON:
+                    _telemetry.refused(self.contract.name, message.header.properties.message_type)
                 state: int | None = await self.dead_letter(message, result)
+            elif _telemetry.ON:
+                state = await _telemetry.processing(
+                    partial(self._accept, result, message, settler, tag),
+                    queue=self.contract.name,
+                    exchange=frame.exchange,
+                    routing_key=frame.routing_key or "",
+                    tag=tag,
+                    message_type=result.type,
+                    message_id=message_id,
+                    headers=message.header.properties.headers,
+                )
             else:
                 state = await self._accept(result, message, settler, tag)
             if state is not None:
@@ -1177,6 +1191,8 @@ class Consumer(Inbox):
                     reason,
                     extra=fields,
                 )
+                if _telemetry.ON:
+                    _telemetry.retried(self.queue, delivery.type)
                 await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
                 continue
             log.warning(
@@ -1190,6 +1206,8 @@ class Consumer(Inbox):
                 extra=fields,
             )
             refusal = Refusal(f"the handler failed {attempts} time(s); last: {reason}")
+            if _telemetry.ON:
+                _telemetry.dead_lettered(self.queue, delivery.type, _telemetry.HANDLER)
             return await self.dead_letter(message, refusal)
         return ACK  # pragma: no cover - the loop always returns
 

@@ -77,6 +77,7 @@ from rabbitry.errors import (
     PublishTimeout,
     phrase_of,
 )
+from rabbitry.messaging import _telemetry
 from rabbitry.messaging._decode import MAX_BODY, json_faults
 from rabbitry.messaging._properties import Properties
 from rabbitry.messaging._supervisor import Supervisor, backoff
@@ -137,6 +138,7 @@ class Outgoing:
         "owner",
         "routing_key",
         "sent",
+        "span",
         "suspect",
         "tag",
         "waiter",
@@ -175,6 +177,8 @@ class Outgoing:
         self.closes = 0
         #: Maybe what closed the last channel: written alone, after the previous confirm.
         self.suspect = False
+        #: Its OpenTelemetry span (``_telemetry``), ended when it settles.
+        self.span: Any = None
 
     def __call__(self, future: asyncio.Future[Any]) -> None:
         """Done-callback of this message's confirmation future (set by aiormq's reader)."""
@@ -198,6 +202,8 @@ class Outgoing:
                 failure,
                 extra=self.fields(reason=str(failure)),
             )
+        if self.span is not None:
+            _telemetry.published(self.span, self.name, self.exchange, failure)
         if self.waiter is not None:
             self.waiter.settle(self.index or 0, failure)
 
@@ -261,13 +267,18 @@ def prepare(
         raise ContractViolation(name, [Fault("", f"routing key: {exc}")], index=index) from None
     message_id = _frames.message_id()
     headers = contract.headers_for(payload) if contract.headers else None
+    span = None
+    if _telemetry.ON:
+        span, headers = _telemetry.publishing(
+            name, contract.exchange, routing_key, message_id, headers
+        )
     if props is None:
         header = template.payload(len(body), message_id, int(time.time()), headers)
     else:
         if props.headers:
             headers = {**props.headers, **(headers or {})}
         header = template.payload(len(body), message_id, int(time.time()), headers, props.extra)
-    return Outgoing(
+    out = Outgoing(
         name,
         exchange=contract.exchange,
         routing_key=routing_key,
@@ -276,6 +287,8 @@ def prepare(
         body=body,
         message_id=message_id,
     )
+    out.span = span
+    return out
 
 
 def prepare_raw(
