@@ -17,7 +17,7 @@ from rabbitry._values import Outcome, Refusal, ValueRoutes, value_routes
 from rabbitry.errors import SpecError
 from rabbitry.spec import Code, Diagnostic, Message, Severity, Spec, read
 from rabbitry.spec._domains import Domain
-from rabbitry.spec.checks import run_hints
+from rabbitry.spec.checks import replies, run_hints
 from rabbitry.spec.model import Location, placeholders
 from rabbitry.spec.rabbitmq4 import check_rabbitmq4
 
@@ -135,6 +135,8 @@ def check_routing(spec: Spec) -> Iterator[Diagnostic]:
         if message.name in spec.broken_messages:
             continue  # its fault is reported; where the faulty message goes is its consequence
         reached[message.name] = reach(spec, message)
+        if message.exchange == "" and message.name in replies(spec):
+            continue  # a reply goes to its requester's reply_to, bound to no queue (check_replies)
         if not routing.route_message(spec, message):
             yield Diagnostic(
                 message.locs.of("routing_key" if message.routing_key else "exchange"),

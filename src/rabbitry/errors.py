@@ -24,9 +24,10 @@
         ├── NotFound           404: an object the operation needs does not exist
         ├── PreconditionFailed 406: an object exists with other properties (inequivalent arg)
         ├── BrokerTimeout      a call did not finish by its deadline
-        │   └── PublishTimeout a publish was not confirmed by its deadline (also a
-        │                      PublishFailed): ``sent`` says whether it left (outcome
-        │                      UNKNOWN: it may have reached its queues) or never did
+        │   ├── PublishTimeout a publish was not confirmed by its deadline (also a
+        │   │                  PublishFailed): ``sent`` says whether it left (outcome
+        │   │                  UNKNOWN: it may have reached its queues) or never did
+        │   └── RequestTimeout no reply to a request (``Client.request``) by its deadline
         ├── PublishFailed      a published message is not known to be delivered; carries
         │   │                  ``message_name``, ``message_id`` and, in publish_many, ``index``
         │   ├── Unroutable     returned (mandatory): no queue is bound for its routing key
@@ -89,6 +90,7 @@ __all__ = [
     "PublishRefused",
     "PublishTimeout",
     "RabbitryError",
+    "RequestTimeout",
     "RoutingError",
     "SpecError",
     "UnknownName",
@@ -420,6 +422,11 @@ class PublishTimeout(PublishFailed, BrokerTimeout):
     """
 
     sent: bool = True
+
+
+class RequestTimeout(BrokerTimeout):
+    """No reply to a request (``Client.request``) by its deadline: the request was sent (it
+    may have been handled; its reply is dropped if it comes later)."""
 
 
 class ManagementError(BrokerError):

@@ -236,6 +236,7 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
     services = clients.services
     subscriptions = clients.subscriptions
     consumes = any(s.consumes for s in services)
+    requests = any(s.requests for s in services)
     stdlib = [
         (
             "collections.abc",
@@ -248,7 +249,7 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
             "typing",
             (["Self"] if services or subscriptions else [])
             + (["Unpack"] if services else [])
-            + (["cast"] if subscriptions or consumes else []),
+            + (["cast"] if subscriptions or consumes or requests else []),
         ),
     ]
     runtime = [
@@ -260,9 +261,11 @@ def _clients_context(spec_name: str, clients: Clients) -> dict[str, object]:
             + (["Subscription"] if subscriptions else []),
         ),
     ]
-    deliveries = {s.delivery for s in subscriptions} | {
-        c.delivery for s in services for c in s.consumes
-    }
+    deliveries = (
+        {s.delivery for s in subscriptions}
+        | {c.delivery for s in services for c in s.consumes}
+        | {r.reply for s in services for r in s.requests}
+    )
     types = set(clients.types) | {p.type_name for s in services for p in s.publishes}
     local = [
         ("._contract", ["CONTRACT"] if services else []),

@@ -54,11 +54,25 @@ class Publish:
 
 
 @dataclass
+class Request:
+    """``request_<message>()``: a message with a ``reply`` (an extension of the spec format)."""
+
+    method: str
+    message: str
+    type_name: str
+    #: The reply's delivery type, what the method returns.
+    reply: str
+    doc: list[str]
+
+
+@dataclass
 class Consume:
     method: str
     queue: str
     delivery: str
     doc: list[str]
+    #: What the handler returns: the replies of the requests the queue carries, or None.
+    returns: str = "None"
 
 
 @dataclass
@@ -88,6 +102,7 @@ class Service:
     service: str
     doc: list[str]
     publishes: list[Publish] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
     consumes: list[Consume] = field(default_factory=list)
     subscribes: list[Subscribe] = field(default_factory=list)
 
@@ -255,6 +270,16 @@ class _Builder:
             ]
             method = methods.take(f"publish_{snake(message)}")
             out.publishes.append(Publish(method, message, type_name, doc))
+            if m.reply is not None and m.reply in spec.messages:
+                doc = [
+                    m.description or "",
+                    f"Send it as a request (validated, routed as ``{method}`` does) and return "
+                    f"its reply ``{m.reply}``, validated; ``RequestTimeout`` when none came "
+                    "within ``timeout`` seconds (default: the client's).",
+                ]
+                reply = self.out.deliveries[m.reply]
+                request = methods.take(f"request_{snake(message)}")
+                out.requests.append(Request(request, message, type_name, reply, doc))
         for queue, names in service.consumes.items():
             delivery = unions[(queue, tuple(names))]
             description = spec.queues[queue].description if queue in spec.queues else None
@@ -270,7 +295,14 @@ class _Builder:
                     f"Consume ``{queue}`` with ``handler``: it gets {_list(names)}, each "
                     "validated; a message is acknowledged when the handler returns.",
                 ]
-                out.consumes.append(Consume(method, queue, delivery, doc))
+                replies = self.replies(names)
+                if replies:
+                    doc.append(
+                        "A request (sent with ``request_*``) is answered with what the handler "
+                        "returns, validated against the reply's schema."
+                    )
+                returns = " | ".join([*replies, "None"])
+                out.consumes.append(Consume(method, queue, delivery, doc, returns))
         summary = f"The service ``{service_name}``"
         summary += f": publishes {_list(service.publishes)}" if service.publishes else ""
         summary += f"; consumes {_list(service.consumes)}" if service.consumes else ""
@@ -281,6 +313,19 @@ class _Builder:
                 "``client.publish`` takes objects)."
             )
         return out
+
+    def replies(self, names: Iterable[str]) -> list[str]:
+        """The type names of the replies of ``names`` (in order, once each)."""
+        found: list[str] = []
+        for name in names:
+            message = self.spec.messages.get(name)
+            reply = None if message is None else message.reply
+            if reply is not None and reply in self.model.messages:
+                type_name = self.model.messages[reply]
+                if type_name not in found:
+                    found.append(type_name)
+        self.out.types.update(found)
+        return found
 
 
 def _list(names: Iterable[str]) -> str:

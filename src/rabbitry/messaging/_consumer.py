@@ -92,11 +92,12 @@ from rabbitry.broker._aiormq import (
     limit_body,
     withheld,
 )
-from rabbitry.broker._frames import raw_header
+from rabbitry.broker._frames import HeaderTemplate, raw_header
 from rabbitry.broker.amqp import broker_error
 from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
     BrokerError,
+    ContractViolation,
     Fault,
     InvalidArgument,
     NotFound,
@@ -108,6 +109,7 @@ from rabbitry.messaging._decode import MAX_BODY, Refusal, decode
 from rabbitry.messaging._delivery import Delivery
 from rabbitry.messaging._publisher import Publisher, prepare_raw
 from rabbitry.messaging._reattach import Absence, ReattachPolicy
+from rabbitry.messaging._request import reply_outgoing
 from rabbitry.messaging._supervisor import Supervisor, backoff
 from rabbitry.messaging.contract import MessageContract, QueueContract
 
@@ -987,6 +989,16 @@ _DEFAULT_FRAME_MAX = 131072
 _SHORT = 200
 
 
+def _reply_header(reply: MessageContract) -> dict[str, Any]:
+    """A reply's content header: transient (direct reply-to keeps nothing on disk)."""
+    return {
+        "message_type": reply.name,
+        "content_type": "application/json",
+        "persistent": False,
+        "app_id": None,
+    }
+
+
 def _frame_max(message: DeliveredMessage) -> int:
     """The largest frame the connection ``message`` came on takes (the copy goes to the same
     broker, on a connection tuned alike)."""
@@ -1045,7 +1057,9 @@ def _fault_tables(
     return tables
 
 
-Handler = Callable[[Delivery[Any]], Awaitable[None]]
+#: A handler's return value is ignored, save for a request (a message with a ``reply`` that
+#: came with a ``reply_to``): then it is the reply's payload (``_request``).
+Handler = Callable[[Delivery[Any]], Awaitable[Any]]
 
 
 class Consumer(Inbox):
@@ -1093,6 +1107,7 @@ class Consumer(Inbox):
         policy: ReattachPolicy | None = None,
         handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
         concurrency: int | None = None,
+        replies: Mapping[str, MessageContract] | None = None,
     ) -> None:
         policy = policy or ReattachPolicy()
         super().__init__(supervisor, publisher, queue, accepts, prefetch=prefetch, policy=policy)
@@ -1107,6 +1122,11 @@ class Consumer(Inbox):
         self._slots = None if concurrency is None else asyncio.Semaphore(concurrency)
         #: Set when ``cancel()`` begins: nothing new starts, a waiting delivery is requeued.
         self._draining = asyncio.Event()
+        #: Request message → its reply's contract and content header (``reply:`` in the spec).
+        self._replies = {
+            name: (reply, HeaderTemplate(**_reply_header(reply)))
+            for name, reply in (replies or {}).items()
+        }
 
     def __repr__(self) -> str:
         return f"<Consumer of queue {self.contract.name!r}>"
@@ -1155,9 +1175,10 @@ class Consumer(Inbox):
             if not await self._take_slot():
                 return REQUEUE  # draining: it never started; back to the queue at once
             failure: Exception | None = None
+            returned: Any = None
             try:
                 async with asyncio.timeout(deadline) as scope:
-                    await handler(delivery)
+                    returned = await handler(delivery)
             except asyncio.CancelledError:
                 if self._draining.is_set():  # the drain deadline: back before the channel closes
                     settler.settle(tag, REQUEUE)
@@ -1168,6 +1189,8 @@ class Consumer(Inbox):
                 if self._slots is not None:
                     self._slots.release()
             if failure is None:
+                if delivery.reply_to is not None and delivery.type in self._replies:
+                    return await self._answer(delivery, message, returned)
                 return ACK
             if isinstance(failure, TimeoutError) and scope.expired():
                 reason = f"handler did not finish within {deadline:g} s"
@@ -1210,6 +1233,39 @@ class Consumer(Inbox):
                 _telemetry.dead_lettered(self.queue, delivery.type, _telemetry.HANDLER)
             return await self.dead_letter(message, refusal)
         return ACK  # pragma: no cover - the loop always returns
+
+    async def _answer(
+        self, delivery: Delivery[Any], message: DeliveredMessage, payload: Any
+    ) -> int:
+        """Send the handler's reply to the request's ``reply_to``, then ack the request.  A
+        reply that breaks its schema dead-letters the request (a retry would not mend it); a
+        reply that cannot be sent is logged, and the requester's deadline tells it."""
+        reply, template = self._replies[delivery.type]
+        try:
+            out = reply_outgoing(
+                reply,
+                template,
+                payload,
+                reply_to=delivery.reply_to or "",
+                correlation_id=delivery.correlation_id,
+            )
+        except ContractViolation as exc:
+            first = exc.faults[0].path if exc.faults else ""
+            refusal = Refusal(f"the handler's reply: {exc}", first, tuple(exc.faults))
+            return await self.dead_letter(message, refusal)
+        try:
+            await self._publisher.send([out], self._timeout)
+        except BrokerError as exc:
+            log.warning(
+                "queue %r: the reply %s to %s %s was not sent: %s",
+                self.queue,
+                reply.name,
+                delivery.type,
+                shown(delivery.message_id),
+                exc,
+                extra={"queue": self.queue, "message_id": delivery.message_id, "reason": str(exc)},
+            )
+        return ACK
 
     async def _take_slot(self) -> bool:
         """Wait for a free handler slot (``concurrency``); ``False`` once draining (then no

@@ -44,6 +44,7 @@ from rabbitry.messaging._reattach import (
     DEFAULT_REATTACH_TIMEOUT,
     ReattachPolicy,
 )
+from rabbitry.messaging._request import Requester
 from rabbitry.messaging._run import DEFAULT_CHECK_EVERY, DEFAULT_DRAIN_TIMEOUT, SIGNALS, serve
 from rabbitry.messaging._subscription import Subscription
 from rabbitry.messaging._supervisor import Supervisor
@@ -159,6 +160,7 @@ class Client:
         self._supervisor: Supervisor | None = None
         self._publisher: Publisher | None = None
         self._inboxes: list[Consumer | Subscription[Any]] = []
+        self._requester: Requester | None = None
 
     def __repr__(self) -> str:
         return f"<Client {self.service or '(any service)'} at {self.url.masked}>"
@@ -214,6 +216,9 @@ class Client:
                 else:
                     await inbox._stop(self.timeout)
         self._inboxes.clear()
+        if self._requester is not None:
+            await self._requester.close()
+            self._requester = None
         await publisher.close()
         await supervisor.close()
         self._supervisor = self._publisher = None
@@ -353,6 +358,32 @@ class Client:
             timeout = self.timeout + len(outgoing) / 1000
         await publisher.send(outgoing, timeout, many=True)
 
+    async def request(
+        self, message: str, payload: Mapping[str, Any], *, timeout: float | None = None
+    ) -> Delivery[Any]:
+        """Send ``message`` (one whose spec names a ``reply``) and return its validated reply.
+
+        Any number of requests may be in flight at once (direct reply-to on one channel of
+        the client's, replies matched by ``correlation_id``: ``_request``).  ``timeout``
+        (default: the client's) bounds the whole round trip: ``RequestTimeout`` when no
+        reply came by then.  ``Unroutable`` when no queue takes the request;
+        ``ContractViolation`` when the request (nothing sent) or the reply breaks its
+        schema; ``ConnectionFailed`` when the connection is lost with it in flight.
+        """
+        supervisor, _ = self._open()
+        contract, _ = self._message(message)
+        if contract.reply is None:
+            raise InvalidArgument(
+                f"message {message} names no reply in the spec: publish it, or give it "
+                "`reply: MESSAGE` in the spec"
+            )
+        reply = self.contract.message(contract.reply)
+        if self._requester is None:
+            self._requester = Requester(supervisor, self.service)
+        return await self._requester.request(
+            contract, reply, payload, self.timeout if timeout is None else timeout
+        )
+
     # -- consuming -----------------------------------------------------------
 
     def _accepts(self, queue: str) -> dict[str, MessageContract]:
@@ -400,11 +431,12 @@ class Client:
                 f"queue {queue!r} is a run-time queue (exclusive, bound with values): use "
                 f"subscribe({queue!r}, {', '.join(f'{p}=...' for p in contract.params)})"
             )
+        accepts = self._accepts(queue)
         consumer = Consumer(
             supervisor,
             publisher,
             contract,
-            self._accepts(queue),
+            accepts,
             handler,
             prefetch=prefetch or self.prefetch,
             attempts=self.attempts if attempts is None else attempts,
@@ -412,6 +444,7 @@ class Client:
             shutdown_timeout=self.timeout,
             policy=self.reattach,
             concurrency=self.concurrency if concurrency is None else concurrency,
+            replies={n: self.contract.message(m.reply) for n, m in accepts.items() if m.reply},
         )
         self._keep(consumer)
         consumer._start()

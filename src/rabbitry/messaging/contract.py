@@ -88,6 +88,8 @@ class MessageContract:
     #: The queues it can reach that have a ``max_priority`` (queue → max_priority): a
     #: publish's ``priority`` is checked against them (``_properties``).
     priorities: Mapping[str, int] = field(default_factory=dict)
+    #: The message its consumer answers with (the spec's ``reply:``), ``None`` for none.
+    reply: str | None = None
 
     _validator: Any = field(init=False, repr=False, compare=False)
 
@@ -200,6 +202,7 @@ class Contract:
                 m["persistent"],
                 m["schema"],
                 m.get("priorities", {}),
+                m.get("reply"),
             )
             for name, m in data["messages"].items()
         }
@@ -256,6 +259,8 @@ def contract_data(spec: Spec) -> dict[str, Any]:
                 if q in spec.queues and "x-max-priority" in spec.queues[q].arguments
             },
         }
+        if message.reply is not None:  # only then: the data of a spec without replies is as was
+            messages[message.name]["reply"] = message.reply
     accepts: dict[str, list[str]] = {}
     for service in spec.services.values():
         for queue_name, names in service.consumes.items():

@@ -73,7 +73,7 @@ _QUEUE_KEYS = (
     *(a.sugar for a in QUEUE_ARGUMENTS.values() if a.sugar),
 )
 _BINDING_KEYS = ("from", "queue", "exchange", "key", "match", "headers", "arguments", "description")
-_MESSAGE_KEYS = ("schema", "exchange", "routing_key", "headers", "description")
+_MESSAGE_KEYS = ("schema", "exchange", "routing_key", "headers", "description", "reply")
 _SERVICE_KEYS = ("publishes", "consumes", "description")
 _CODEGEN_KEYS = ("package", "out")
 #: Queue sugar keys that are not policy keys: fixed when the queue is declared.
@@ -448,6 +448,7 @@ class _Builder:
             routing_key=self.text(body.get("routing_key"), f"{what} routing_key", default="") or "",
             headers=MappingProxyType(self.table(body.get("headers"), f"{what} headers")),
             description=self.text(body.get("description"), f"{what} description"),
+            reply=self.text(body.get("reply"), f"{what} reply"),
             locs=self.locs(body, key_loc),
         )
 

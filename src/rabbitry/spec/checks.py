@@ -25,7 +25,7 @@ from rabbitry.spec.policies import dead_letter_of
 from rabbitry.spec.policy_checks import POLICY_ADVISORY, POLICY_CHECKS, POLICY_HINTS
 from rabbitry.spec.schemas import SchemaStore
 
-__all__ = ["CHECKS", "HINTS", "consumed", "run_checks", "run_hints"]
+__all__ = ["CHECKS", "HINTS", "consumed", "replies", "run_checks", "run_hints"]
 
 Check = Callable[[Spec], Iterator[Diagnostic]]
 
@@ -277,6 +277,42 @@ def _parking_queues(spec: Spec) -> set[str]:
     return {queue for queue, sources in bound.items() if sources <= dlxs}
 
 
+def replies(spec: Spec) -> frozenset[str]:
+    """The messages some message names as its ``reply`` (sent to a requester's reply_to)."""
+    return frozenset(m.reply for m in spec.messages.values() if m.reply is not None)
+
+
+def check_replies(spec: Spec) -> Iterator[Diagnostic]:
+    """A ``reply:`` names a declared message, and that message says it travels the way every
+    reply does: through the default exchange (``exchange: ""``, no routing key or headers),
+    to the address in the request's ``reply_to`` (direct reply-to), with no binding."""
+    for message in spec.messages.values():
+        name = message.reply
+        if name is None:
+            continue
+        where = message.locs.of("reply")
+        reply = spec.messages.get(name)
+        if reply is None:
+            if name not in spec.broken_messages:
+                yield Diagnostic(
+                    where,
+                    Code.UNKNOWN_MESSAGE,
+                    f"message {message.name!r} names reply {name!r}, which the spec does not "
+                    "declare",
+                    did_you_mean(name, spec.messages, "messages"),
+                )
+            continue
+        if reply.exchange != "" or reply.routing_key or reply.headers:
+            yield Diagnostic(
+                reply.locs.of("exchange"),
+                Code.BAD_VALUE,
+                f"message {name!r} is the reply of {message.name!r}, so it is sent through the "
+                f"default exchange to the requester's reply_to, not to {reply.exchange!r}"
+                + (" with a routing key or headers" if reply.routing_key or reply.headers else ""),
+                'write `exchange: ""` (the default exchange) and no routing_key or headers',
+            )
+
+
 def check_warnings(spec: Spec) -> Iterator[Diagnostic]:
     """Likely mistakes that still work: unconsumed queues, nowhere to dead-letter."""
     parking = _parking_queues(spec)
@@ -314,6 +350,7 @@ CHECKS: tuple[Check, ...] = (
     check_bindings,
     check_placeholders,
     check_runtime_queues,
+    check_replies,
     check_warnings,
     *POLICY_CHECKS,
 )

@@ -213,6 +213,9 @@ class Message:
     #: For a headers exchange: each value fixed or a ``{field}`` template.
     headers: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
     description: str | None = None
+    #: The message its consumer answers with (``reply:``, an extension of the spec format):
+    #: sent through the default exchange to the request's ``reply_to``.
+    reply: str | None = None
     #: The loaded JSON Schema (``$ref``s left in place; see ``Spec.schemas``).
     schema: Mapping[str, Any] = field(default_factory=lambda: _frozen(None), compare=False)
     locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
