@@ -215,6 +215,10 @@ def _messages(
             bindings.append(route)
         homes.setdefault(home, []).append(name)
         messages[name] = _described(draw, message)
+    if messages and draw(st.booleans()):  # a request and its reply (the default exchange)
+        schemas["schemas/reply.json"] = {"$schema": DRAFT, "type": "object"}
+        messages[draw(st.sampled_from(sorted(messages)))]["reply"] = "TheReply"
+        messages["TheReply"] = {"schema": "schemas/reply.json", "exchange": ""}
     return messages, schemas, homes
 
 

@@ -287,6 +287,8 @@ def _message(spec: Spec, message: Message, message_id: str) -> dict[str, Any]:
         extras["headers"] = dict(message.headers)
     if message.params:
         extras["placeholders"] = list(message.params)
+    if message.reply is not None:
+        extras["reply"] = message.reply
     entry: dict[str, Any] = {
         "name": message.name,
         "title": message.name,

@@ -312,4 +312,6 @@ def _message(message: Mapping[str, Any]) -> dict[str, Any]:
         entry["routing_key"] = extras["routing_key"]
     if "headers" in extras:
         entry["headers"] = extras["headers"]
+    if "reply" in extras:
+        entry["reply"] = extras["reply"]
     return _described(entry, message)

@@ -123,6 +123,7 @@ _MESSAGE = _object(
             exchange=_TEXT,
             routing_key=_TEXT,
             headers=_TABLE,
+            reply=_TEXT,
         )
     },
 )
