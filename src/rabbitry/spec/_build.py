@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
+from rabbitry.spec._retry import MAX_RETRIES, delay_ms, retry_queue
 from rabbitry.spec._yaml import YMap, YNode, YScalar, YSeq
 from rabbitry.spec.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS, ArgSpec, check_value
 from rabbitry.spec.diagnostics import Code, Diagnostic, did_you_mean
@@ -70,6 +71,7 @@ _QUEUE_KEYS = (
     "auto_delete",
     "arguments",
     "description",
+    "retry",
     *(a.sugar for a in QUEUE_ARGUMENTS.values() if a.sugar),
 )
 _BINDING_KEYS = ("from", "queue", "exchange", "key", "match", "headers", "arguments", "description")
@@ -344,11 +346,47 @@ class _Builder:
             auto_delete=self.flag(body.get("auto_delete"), f"{what} auto_delete", False),
             arguments=MappingProxyType(arguments),
             description=self.text(body.get("description"), f"{what} description"),
+            retry=self.retry(body.get("retry"), what, kind, exclusive),
             locs=self.locs(body, key_loc),
         )
         if type_known:
             self.queue_type_faults(queue, body)
         return queue
+
+    def retry(
+        self, node: YNode | None, what: str, kind: QueueType, exclusive: bool
+    ) -> tuple[int, ...]:
+        """``retry: [5s, 30s, 5m]``: the delays in ms (``_retry``); faults for the rest."""
+        if node is None or (isinstance(node, YScalar) and node.value is None):
+            return ()
+        items = self.sequence(node, f"{what} retry")
+        if not isinstance(node, YSeq):
+            return ()
+        problem = ""
+        if not items:
+            problem = "is an empty list"
+        elif len(items) > MAX_RETRIES:
+            problem = f"has {len(items)} delays, more than {MAX_RETRIES}"
+        elif kind is QueueType.STREAM:
+            problem = "is on a stream, whose messages are never acked or taken away"
+        elif exclusive:
+            problem = "is on an exclusive queue, which its retry queues would outlive"
+        if problem:
+            self.fault(
+                node.loc,
+                Code.RETRY,
+                f"{what} retry {problem}",
+                "list 1 to 25 delays, e.g. `retry: [5s, 30s, 5m]`, on a durable classic or "
+                "quorum queue",
+            )
+            return ()
+        delays: list[int] = []
+        for item in items:
+            try:
+                delays.append(delay_ms(item.plain()))
+            except ValueError as exc:
+                self.fault(item.loc, Code.RETRY, f"{what} retry: {exc}", "e.g. 5s, 30s, 5m, 1h")
+        return tuple(delays) if len(delays) == len(items) else ()
 
     def queue_type_faults(self, queue: Queue, body: YMap) -> None:
         what = f"{queue.type.value} queue {queue.name!r}"
@@ -754,7 +792,9 @@ class _Builder:
         broken_exchanges: set[str] = set()
         broken_queues: set[str] = set()
         exchanges = self.objects(root, "exchanges", "exchange", self.exchange, broken_exchanges)
-        queues = self.objects(root, "queues", "queue", self.queue, broken_queues)
+        queues = self.with_retry_queues(
+            self.objects(root, "queues", "queue", self.queue, broken_queues)
+        )
         broken_messages: set[str] = set()
         messages = self.objects(
             root, "messages", "message", self.message, broken_messages, keep_broken=True
@@ -804,6 +844,35 @@ class _Builder:
             broken_messages=frozenset(broken_messages),
             locs=self.locs(root, root.loc),
         )
+
+    def with_retry_queues(self, queues: dict[str, Queue]) -> dict[str, Queue]:
+        """``queues`` with each queue's retry queues (``_retry``) right after it."""
+        if not any(queue.retry for queue in queues.values()):
+            return queues
+        out: dict[str, Queue] = {}
+        for name, queue in queues.items():
+            out[name] = queue
+            for delay, retry_name in queue.retry_queues:
+                where = queue.locs.of("retry")
+                if retry_name in queues:
+                    self.fault(
+                        where,
+                        Code.RETRY,
+                        f"queue {name!r} retries through a queue named {retry_name!r}, "
+                        f"which the spec declares itself",
+                        f"rename queue {retry_name!r}: `retry:` makes it",
+                    )
+                elif len(retry_name.encode()) > _MAX_NAME_BYTES:
+                    self.fault(
+                        where,
+                        Code.NAME_TOO_LONG,
+                        f"queue {name!r}'s retry queue {retry_name!r} is over "
+                        f"{_MAX_NAME_BYTES} bytes",
+                        "shorten the queue's name",
+                    )
+                elif retry_name not in out:
+                    out[retry_name] = retry_queue(queue, delay)
+        return out
 
     def objects(
         self,

@@ -60,6 +60,7 @@ class Code(StrEnum):
     UNSENDABLE_VALUE = "unsendable-value"
     RUNTIME_QUEUE = "runtime-queue"
     INTERNAL_EXCHANGE = "internal-exchange"
+    RETRY = "retry"
     # schemas
     SCHEMA_FILE = "schema-file"
     SCHEMA_INVALID = "schema-invalid"
@@ -103,6 +104,7 @@ CODES: dict[Code, CodeInfo] = {
     Code.MISSING_KEY: CodeInfo(_E, "a required key is missing"),
     Code.WRONG_TYPE: CodeInfo(_E, "a value of the wrong type"),
     Code.BAD_VALUE: CodeInfo(_E, "a value outside the allowed set"),
+    Code.RETRY: CodeInfo(_E, "a queue's `retry:` that cannot work as written"),
     Code.BAD_NAME: CodeInfo(_E, "a name that cannot be used"),
     Code.RESERVED_NAME: CodeInfo(_E, "a name RabbitMQ reserves for itself"),
     Code.NAME_TOO_LONG: CodeInfo(_E, "a name over 255 bytes"),

@@ -37,6 +37,8 @@ __all__ = [
     "Service",
     "Spec",
     "placeholders",
+    "retry_label",
+    "retry_queue_name",
 ]
 
 #: A value of an AMQP table as the spec can write it.
@@ -143,6 +145,28 @@ class Exchange:
         return value if isinstance(value, str) else None
 
 
+#: Units a ``retry:`` delay may be written in, largest first, in milliseconds.
+RETRY_UNITS: Mapping[str, int] = MappingProxyType(
+    {"h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
+)
+
+
+def retry_label(delay_ms: int) -> str:
+    """A delay as the spec would write it, in the largest unit that divides it: ``5s``, ``5m``,
+    ``1500ms``.  Part of a retry queue's name, so it is the one spelling of each delay."""
+    for unit, size in RETRY_UNITS.items():
+        if delay_ms % size == 0:
+            return f"{delay_ms // size}{unit}"
+    raise AssertionError("unreachable: every delay is a whole number of ms")  # pragma: no cover
+
+
+def retry_queue_name(queue: str, delay_ms: int) -> str:
+    """The queue where a failed message of ``queue`` waits ``delay_ms`` before it comes back:
+    ``jobs.ready.retry.5s``.  One per distinct delay, so every message in it has the same
+    TTL and the head is always the first to expire (a per-queue TTL never blocks)."""
+    return f"{queue}.retry.{retry_label(delay_ms)}"
+
+
 @dataclass(frozen=True)
 class Queue:
     name: str
@@ -154,12 +178,25 @@ class Queue:
     #: ``x-queue-type`` is not among them: it is ``type``.
     arguments: Mapping[str, ArgValue] = field(default_factory=lambda: _frozen(None))
     description: str | None = None
+    #: ``retry: [5s, 30s, 5m]`` (an extension of the v1 format): the delays, in ms, after
+    #: which a message whose handler failed comes back, one try after each.
+    retry: tuple[int, ...] = ()
+    #: Set on a retry queue the spec's ``retry:`` made (not written in the spec): the queue
+    #: whose failed messages wait in it.  Its TTL is the delay; its dead-letter route, the
+    #: default exchange with that queue's name, brings them back.
+    retry_of: str | None = None
     locs: Locs = field(default=_NOWHERE, compare=False, repr=False)
 
     @property
     def runtime(self) -> bool:
         """Declared by its consumer at run time (server-named), not by ``apply``."""
         return self.exclusive
+
+    @property
+    def retry_queues(self) -> tuple[tuple[int, str], ...]:
+        """``(delay_ms, retry queue)`` for each try after the first, in order (a delay
+        written twice uses one queue twice)."""
+        return tuple((delay, retry_queue_name(self.name, delay)) for delay in self.retry)
 
     @property
     def dead_letter_exchange(self) -> str | None:
