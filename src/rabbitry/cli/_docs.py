@@ -10,15 +10,14 @@ from pathlib import Path
 import click
 
 from rabbitry.check import load_spec
-from rabbitry.cli._options import spec_options, which_spec
+from rabbitry.cli._options import spec_argument, which_spec
 from rabbitry.docs import write_docs
 
 __all__ = ["docs_command"]
 
 
 @click.command("docs")
-@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@spec_options
+@spec_argument
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

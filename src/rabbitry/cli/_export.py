@@ -10,7 +10,7 @@ import click
 
 from rabbitry.asyncapi import asyncapi_text, export_asyncapi
 from rabbitry.check import load_spec
-from rabbitry.cli._options import spec_options, which_spec
+from rabbitry.cli._options import output_option, spec_argument, which_spec, write_output
 from rabbitry.export_definitions import definitions
 
 __all__ = ["export_group"]
@@ -22,21 +22,14 @@ def export_group() -> None:
 
 
 @export_group.command("definitions")
-@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@spec_options
+@spec_argument
 @click.option(
     "--vhost",
     default="/",
     show_default=True,
     help="The vhost every exchange, queue, binding and policy is written for.",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The file to write [default: standard output].",
-)
+@output_option("The file to write [default: standard output].")
 def definitions_command(
     *, spec: Path | None, spec_option: Path | None, vhost: str, output: Path | None
 ) -> None:
@@ -50,21 +43,13 @@ def definitions_command(
     """
     model = load_spec(which_spec(spec, spec_option))
     text = json.dumps(definitions(model, vhost), indent=2, ensure_ascii=False) + "\n"
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
+    write_output(output, text)
 
 
 @export_group.command("asyncapi")
-@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@spec_options
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The file to write, YAML if it ends in .yaml or .yml [default: JSON on standard output].",
+@spec_argument
+@output_option(
+    "The file to write, YAML if it ends in .yaml or .yml [default: JSON on standard output]."
 )
 def asyncapi_command(*, spec: Path | None, spec_option: Path | None, output: Path | None) -> None:
     """Write the spec as an AsyncAPI 3.0.0 document, with nothing of it lost.
@@ -78,8 +63,4 @@ def asyncapi_command(*, spec: Path | None, spec_option: Path | None, output: Pat
     """
     model = load_spec(which_spec(spec, spec_option))
     as_yaml = output is not None and output.suffix.lower() in (".yaml", ".yml")
-    text = asyncapi_text(export_asyncapi(model), as_yaml=as_yaml)
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
+    write_output(output, asyncapi_text(export_asyncapi(model), as_yaml=as_yaml))

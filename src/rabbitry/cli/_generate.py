@@ -12,7 +12,7 @@ from rabbitry.check import load_spec
 from rabbitry.cli._options import (
     format_option,
     plural,
-    spec_options,
+    spec_argument,
     told,
     which_spec,
 )
@@ -23,8 +23,7 @@ __all__ = ["generate_command"]
 
 
 @click.command("generate")
-@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@spec_options
+@spec_argument
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

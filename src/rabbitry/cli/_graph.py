@@ -7,15 +7,14 @@ from pathlib import Path
 import click
 
 from rabbitry.check import load_spec
-from rabbitry.cli._options import spec_options, which_spec
+from rabbitry.cli._options import output_option, spec_argument, which_spec, write_output
 from rabbitry.graph import RENDERERS, render
 
 __all__ = ["graph_command"]
 
 
 @click.command("graph")
-@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@spec_options
+@spec_argument
 @click.option(
     "--format",
     "diagram_format",
@@ -24,13 +23,7 @@ __all__ = ["graph_command"]
     show_default=True,
     help="Mermaid flowchart (renders on GitHub) or Graphviz dot (`dot -Tsvg`).",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the diagram to FILE [default: standard output].",
-)
+@output_option("Write the diagram to FILE [default: standard output].")
 def graph_command(
     *,
     spec: Path | None,
@@ -43,11 +36,4 @@ def graph_command(
     which exchange and consumes which queue. Run-time bindings are dashed.
     Reads the spec only; no broker is needed.
     """
-    text = render(load_spec(which_spec(spec, spec_option)), diagram_format)
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise click.FileError(str(output), hint=exc.strerror or str(exc)) from None
+    write_output(output, render(load_spec(which_spec(spec, spec_option)), diagram_format))

@@ -16,7 +16,13 @@ from pathlib import Path
 import click
 
 from rabbitry.check import Report, check
-from rabbitry.cli._options import broker_options, endpoints, plural
+from rabbitry.cli._options import (
+    broker_options,
+    endpoints,
+    file_error,
+    output_option,
+    plural,
+)
 from rabbitry.errors import InvalidArgument, UsageError
 from rabbitry.importer import draft_from_topology, read_definitions, read_live
 from rabbitry.spec.draft import SpecDraft, spec_yaml, write_spec
@@ -52,15 +58,9 @@ _NEXT = (
     default=None,
     help="Read an AsyncAPI 3 document (rabbitry export asyncapi) instead of a broker; needs -o.",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=(
-        "Write the spec to FILE (schema files go beside it) [default: standard output, "
-        "for a spec without schema files]."
-    ),
+@output_option(
+    "Write the spec to FILE (schema files go beside it) [default: standard output, "
+    "for a spec without schema files]."
 )
 @click.option("--force", is_flag=True, help="Overwrite FILE and schema files that exist.")
 def import_command(
@@ -118,7 +118,7 @@ def import_command(
         try:
             write_spec(draft, output, header=header, force=force)
         except OSError as exc:
-            raise click.FileError(str(output), hint=exc.strerror or str(exc)) from None
+            raise file_error(output, exc) from None
         _judge(check(output), str(output))
     click.echo(_counts(draft) + ("" if complete else f"; {_NEXT}"), err=True)
 

@@ -20,12 +20,16 @@ __all__ = [
     "broker_options",
     "connection_options",
     "endpoints",
+    "file_error",
     "format_option",
+    "output_option",
     "plural",
     "said",
+    "spec_argument",
     "spec_options",
     "told",
     "which_spec",
+    "write_output",
 ]
 
 DEFAULT_SPEC = "topology.yaml"
@@ -43,6 +47,42 @@ def spec_options(func: F) -> F:
         default=None,
         help=f"The spec file [default: ./{DEFAULT_SPEC}].",
     )(func)
+
+
+def spec_argument(func: F) -> F:
+    """The spec as an optional positional ``SPEC`` and as ``-f/--spec FILE`` (``which_spec``
+    takes one of the two): every command that reads the spec has both."""
+    func = spec_options(func)
+    return click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))(
+        func
+    )
+
+
+def output_option(help: str) -> Callable[[F], F]:
+    """``-o/--output FILE`` (``None``: standard output); ``write_output`` writes it."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=help,
+    )
+
+
+def file_error(path: Path, exc: OSError) -> click.FileError:
+    """A file that could not be written, as click reports it (exit 1, no traceback)."""
+    return click.FileError(str(path), hint=exc.strerror or str(exc))
+
+
+def write_output(output: Path | None, text: str) -> None:
+    """``text`` to ``output``, or to standard output when ``None``."""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise file_error(output, exc) from None
 
 
 def format_option(func: F) -> F:
