@@ -148,6 +148,36 @@ def test_sigterm_drains_finishes_what_runs_and_requeues_the_rest(
     assert all(m.delivery.redelivered for m in back)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_signal_during_the_drain_stops_at_once_and_requeues_what_runs(
+    jobs: Vhost, contract: Contract, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A 60 s handler runs; the first signal starts a 60 s drain (the ready file goes), the
+    second cuts it short: the handler is cancelled, its job requeued (redelivered to the
+    next consumer), and the exit status is 128 + the signal's number, not 0 and not death
+    by the signal (Python's default handlers, which the drain used to leave in place)."""
+    long_ = start(steps=600)
+    ready = tmp_path / "ready"
+    run = {"drain_timeout": 60, "ready_file": str(ready)}
+    with service(tmp_path, jobs, run=run) as child:
+        wait_for(ready.exists, 20, "for the service to be ready")
+        asyncio.run(publish_starts(jobs, contract, [long_]))
+        wait_for(lambda: len(events(tmp_path)) >= 1, 10, "for the handler to start")
+        child.send_signal(sig)
+        wait_for(lambda: not ready.exists(), 5, "for the drain to begin")
+        time.sleep(0.1)
+        assert child.poll() is None  # draining: waiting for the 60 s handler
+        child.send_signal(sig)
+        began = time.monotonic()
+        assert exit_status(child, 15) == 128 + sig
+        took = time.monotonic() - began
+    assert took < 6  # at once, not the 60 s drain
+    assert events(tmp_path) == [("start", long_["job_id"])]
+    back = asyncio.run(drain(jobs.amqp_url, "jobs.ready", 1))
+    assert [json.loads(m.body)["job_id"] for m in back] == [long_["job_id"]]
+    assert back[0].delivery.redelivered
+
+
 def test_the_ready_file_follows_the_consumer_and_a_queue_gone_for_good_exits_1(
     jobs: Vhost, tmp_path: Path
 ) -> None:
