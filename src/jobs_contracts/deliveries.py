@@ -49,6 +49,10 @@ class Received(Protocol[N_co, B_co]):
     def priority(self) -> int | None: ...
     @property
     def expiration(self) -> int | None: ...
+    @property
+    def attempt(self) -> int:
+        """This try's number, from 1 (after ``retry:`` delays: 2, 3, ...)."""
+        ...
 
 
 FinishedDelivery: TypeAlias = Received[Literal["Finished"], Finished]

@@ -17,6 +17,8 @@
     │                          ``at_risk`` (one ``AtRisk`` per object) and ``remedies``
     ├── ContractViolation      a message does not fit its schema (or its routing key cannot be
     │                          filled); carries the message name and each fault's JSON path
+    ├── DeadLetter             raised BY A HANDLER, not by rabbitry: dead-letter this message
+    │                          now with ``reason``, no retry (a failure no retry can mend)
     └── BrokerError            talking to RabbitMQ failed; the message names host:port (password
         │                      masked), the object and what to do
         ├── ConnectionFailed   unreachable, wrong credentials, missing vhost, connection lost
@@ -75,6 +77,7 @@ __all__ = [
     "ConnectionFailed",
     "ContractViolation",
     "DataLossRefused",
+    "DeadLetter",
     "Fault",
     "InvalidArgument",
     "InvalidState",
@@ -233,6 +236,21 @@ class ContractViolation(RabbitryError):
         more = f" (and {len(self.faults) - 1} more)" if len(self.faults) > 1 else ""
         item = f"item {index}: " if index is not None else ""
         super().__init__(f"{item}{message} {first}{more}")
+
+
+class DeadLetter(RabbitryError):
+    """Raise it in a handler to dead-letter the message now, with ``reason``: no further try,
+    in process or after a ``retry:`` delay.
+
+    For a failure that no retry can mend (a job that names a file that does not exist, a
+    payload the schema allows but the business refuses): retrying it would only delay the
+    dead letter and load the queue.  The dead letter's ``x-rabbitry-error`` is ``reason``;
+    any other exception a handler raises is retried.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 @dataclass(frozen=True)

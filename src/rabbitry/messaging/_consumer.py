@@ -7,7 +7,22 @@ against the schema of its ``type`` (``_decode``); then:
 - valid: the handler runs; its return acks the message.  An exception is
   retried in process (``attempts`` in all, pausing ``RETRY_PAUSE`` seconds,
   doubling: long enough to outlast a peer's reconnect), then the message is
-  dead-lettered with the last exception as the reason.  Each try has a
+  dead-lettered with the last exception as the reason.  On a queue with
+  ``retry: [5s, 30s]`` in the spec (the contract's ``retry``) there is ONE try
+  per delivery instead, and no pause in process: a failed try sends a copy
+  (same body and properties) through the default exchange to the retry queue
+  of the next delay, with ``x-rabbitry-attempt`` (the next try's number) and
+  ``x-rabbitry-error`` (why this one failed), confirmed and ``mandatory``, and
+  only then acks the original; the broker dead-letters the copy back to the
+  queue when the retry queue's TTL ends.  The try number is read back from
+  that header (``Delivery.attempt``; a value that is not a whole number >= 1
+  is 1, a larger one than the last try is the last try: nothing loops).  A
+  retry queue that cannot take the copy (missing: the spec's retry topology
+  was not applied) dead-letters the message with that hint, logged at ERROR;
+  a passing failure (connection) requeues it.  After the last try the message
+  is dead-lettered with ``x-rabbitry-attempts`` (the tries made).  A handler
+  that raises ``DeadLetter`` dead-letters it at once, on any queue: no retry,
+  in process or delayed.  Each try has a
   deadline (``handler_timeout``, default ``DEFAULT_HANDLER_TIMEOUT``; ``None``:
   none): a handler still running then is cancelled and counts as failed, with
   the reason "handler did not finish within N s" -- a hung handler would
@@ -74,7 +89,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -98,6 +114,7 @@ from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import (
     BrokerError,
     ContractViolation,
+    DeadLetter,
     Fault,
     InvalidArgument,
     NotFound,
@@ -106,12 +123,13 @@ from rabbitry.errors import (
 )
 from rabbitry.messaging import _telemetry
 from rabbitry.messaging._decode import MAX_BODY, Refusal, decode
-from rabbitry.messaging._delivery import Delivery
+from rabbitry.messaging._delivery import ATTEMPT, Delivery, attempt_of
 from rabbitry.messaging._publisher import Publisher, prepare_raw
 from rabbitry.messaging._reattach import Absence, ReattachPolicy
 from rabbitry.messaging._request import reply_outgoing
 from rabbitry.messaging._supervisor import Supervisor, backoff
 from rabbitry.messaging.contract import MessageContract, QueueContract
+from rabbitry.spec.model import retry_label
 
 __all__ = [
     "ACK",
@@ -129,6 +147,10 @@ __all__ = [
 log = logging.getLogger("rabbitry.messaging")
 
 PENDING, ACK, REJECT, REQUEUE, SENT = 0, 1, 2, 3, 4
+#: A try failed and another follows in process (never a settlement).
+_AGAIN = -1
+#: The dead letter's header with the handler's tries (after the last one, or a ``DeadLetter``).
+ATTEMPTS = "x-rabbitry-attempts"
 #: Seconds before a failed handler's first retry (then doubling).  A handler often fails
 #: on something passing: a publish ``Unroutable`` while the consumer of a run-time
 #: queue reconnects (its queue is declared again within about a second).
@@ -830,8 +852,12 @@ class Inbox:
         )
         return REJECT
 
-    async def dead_letter(self, message: DeliveredMessage, refusal: Refusal) -> int:
-        """Put ``message`` where the queue's dead letters go, with ``refusal``; how to settle it."""
+    async def dead_letter(
+        self, message: DeliveredMessage, refusal: Refusal, attempts: int | None = None
+    ) -> int:
+        """Put ``message`` where the queue's dead letters go, with ``refusal``; how to settle it.
+        ``attempts``: the handler's tries, written as ``x-rabbitry-attempts`` (a refusal by
+        the contract has none)."""
         frame, _ = delivered(message)
         properties = message.header.properties
         queue = self.contract.name
@@ -859,7 +885,8 @@ class Inbox:
             )
             return REJECT
         routing_key = self.contract.dead_letter_routing_key or frame.routing_key or ""
-        fits = _copy_headers(message, refusal, queue, frame)
+        extra = {} if attempts is None else {ATTEMPTS: attempts}
+        fits = _copy_headers(message, refusal, queue, frame, extra)
         if fits is None:
             log.error(
                 "queue %r refused %s: %s; its dead-letter copy with the reason would not fit "
@@ -1008,7 +1035,11 @@ def _frame_max(message: DeliveredMessage) -> int:
 
 
 def _copy_headers(
-    message: DeliveredMessage, refusal: Refusal, queue: str, frame: spec.Basic.Deliver
+    message: DeliveredMessage,
+    refusal: Refusal,
+    queue: str,
+    frame: spec.Basic.Deliver,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The headers of ``message``'s dead-letter copy: its own and rabbitry's reason, so that
     the copy's content header fits in one frame; the reason is shortened when the full one
@@ -1017,21 +1048,46 @@ def _copy_headers(
     would get the message again on the next one, for ever).  Every header rabbitry adds
     grows with what the message holds (the reason quotes its values, the path names its
     keys), so the size is measured, not assumed."""
+    return _fit(
+        message,
+        (
+            {
+                "x-rabbitry-error": refusal.reason[: _SHORT if short else MAX_REASON],
+                "x-rabbitry-path": refusal.path[:_SHORT] if short else refusal.path,
+                "x-rabbitry-errors": _fault_tables(refusal, 1, _SHORT)
+                if short
+                else _fault_tables(refusal),
+                "x-rabbitry-queue": queue,
+                "x-rabbitry-exchange": frame.exchange,
+                "x-rabbitry-routing-key": frame.routing_key,
+                **(extra or {}),
+            }
+            for short in (False, True)
+        ),
+    )
+
+
+def _retry_headers(message: DeliveredMessage, attempt: int, reason: str) -> dict[str, Any] | None:
+    """The headers of ``message``'s copy for its retry queue: its own, the number of the try
+    it goes back for and the reason of the failed one (shortened if the full one does not fit
+    in one frame; ``None`` when not even the short one does: see ``_copy_headers``)."""
+    return _fit(
+        message,
+        (
+            {ATTEMPT: attempt, "x-rabbitry-error": reason[:longest]}
+            for longest in (MAX_REASON, _SHORT)
+        ),
+    )
+
+
+def _fit(message: DeliveredMessage, choices: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """``message``'s headers with the first of ``choices`` added whose content header fits in
+    one frame (``frame_max``); ``None`` when none does."""
     properties = message.header.properties
     room = _frame_max(message) - _FRAME_OVERHEAD
     size = len(message.body)
     own = properties.headers
-    for short in (False, True):
-        added: dict[str, Any] = {
-            "x-rabbitry-error": refusal.reason[: _SHORT if short else MAX_REASON],
-            "x-rabbitry-path": refusal.path[:_SHORT] if short else refusal.path,
-            "x-rabbitry-errors": _fault_tables(refusal, 1, _SHORT)
-            if short
-            else _fault_tables(refusal),
-            "x-rabbitry-queue": queue,
-            "x-rabbitry-exchange": frame.exchange,
-            "x-rabbitry-routing-key": frame.routing_key,
-        }
+    for added in choices:
         headers = {**(own or {}), **added}
         properties.headers = headers
         try:
@@ -1041,6 +1097,11 @@ def _copy_headers(
         if fits:
             return headers
     return None
+
+
+def _delays(retry: tuple[tuple[int, str], ...]) -> str:
+    """The delays of a queue's ``retry:`` as the spec writes them: ``1s, 5s``."""
+    return ", ".join(retry_label(delay) for delay, _ in retry)
 
 
 def _fault_tables(
@@ -1066,8 +1127,11 @@ class Consumer(Inbox):
     """A registered consumer of a durable queue; ``cancel()`` stops it gracefully.
 
     Its handler gets each valid ``Delivery``; the message is acked when the
-    handler returns.  An exception is retried (``attempts`` in all) and the
-    message then dead-lettered with the exception as the reason.
+    handler returns.  An exception is retried (``attempts`` in all, in process;
+    on a queue with ``retry:`` in the spec, once after each of its delays
+    through its retry queues, and ``attempts`` does not apply) and the message
+    then dead-lettered with the exception as the reason; ``DeadLetter`` raised
+    by the handler dead-letters it at once.
 
     Its queue must exist when it starts (``ready()`` raises ``NotFound``
     otherwise: a deploy before ``rabbitry apply`` is a mistake to see at once).
@@ -1168,71 +1232,189 @@ class Consumer(Inbox):
     async def _accept(
         self, delivery: Delivery[Any], message: DeliveredMessage, settler: Settler, tag: int
     ) -> int | None:
-        handler = self._handler
-        attempts = self._attempts
+        retry = self.contract.retry
+        if retry:  # one try per delivery; the next comes back through a retry queue
+            tries = len(retry) + 1
+            attempt = min(attempt_of(delivery.headers), tries)  # a larger one: the last try
+            if attempt != 1:
+                delivery = replace(delivery, attempt=attempt)
+            return await self._try(delivery, message, settler, tag, tries)
+        tries = self._attempts
+        for attempt in range(1, tries + 1):
+            if attempt != 1:
+                delivery = replace(delivery, attempt=attempt)
+            state = await self._try(delivery, message, settler, tag, tries)
+            if state != _AGAIN:
+                return state
+            await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
+        return ACK  # pragma: no cover - the last try never returns _AGAIN
+
+    async def _try(
+        self,
+        delivery: Delivery[Any],
+        message: DeliveredMessage,
+        settler: Settler,
+        tag: int,
+        tries: int,
+    ) -> int:
+        """Run the handler once (try ``delivery.attempt`` of ``tries``); how to settle the
+        delivery, or ``_AGAIN``: try again in process."""
+        if not await self._take_slot():
+            return REQUEUE  # draining: it never started; back to the queue at once
         deadline = self.handler_timeout
-        for attempt in range(1, attempts + 1):
-            if not await self._take_slot():
-                return REQUEUE  # draining: it never started; back to the queue at once
-            failure: Exception | None = None
-            returned: Any = None
-            try:
-                async with asyncio.timeout(deadline) as scope:
-                    returned = await handler(delivery)
-            except asyncio.CancelledError:
-                if self._draining.is_set():  # the drain deadline: back before the channel closes
-                    settler.settle(tag, REQUEUE)
-                raise
-            except Exception as exc:
-                failure = exc
-            finally:
-                if self._slots is not None:
-                    self._slots.release()
-            if failure is None:
-                if delivery.reply_to is not None and delivery.type in self._replies:
-                    return await self._answer(delivery, message, returned)
-                return ACK
-            if isinstance(failure, TimeoutError) and scope.expired():
-                reason = f"handler did not finish within {deadline:g} s"
-            else:
-                reason = f"{type(failure).__name__}: {shown(failure, sentence=True)}"
-            fields = {
-                "queue": self.queue,
-                "message_id": delivery.message_id,
-                "message_type": delivery.type,
-                "attempt": attempt,
-                "reason": reason,
-            }
-            if attempt < attempts:
-                log.warning(
-                    "handler of queue %r failed on %s %s (attempt %d of %d): %s; retrying",
-                    self.queue,
-                    delivery.type,
-                    shown(delivery.message_id),
-                    attempt,
-                    attempts,
-                    reason,
-                    extra=fields,
-                )
-                if _telemetry.ON:
-                    _telemetry.retried(self.queue, delivery.type)
-                await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
-                continue
+        failure: Exception | None = None
+        returned: Any = None
+        try:
+            async with asyncio.timeout(deadline) as scope:
+                returned = await self._handler(delivery)
+        except asyncio.CancelledError:
+            if self._draining.is_set():  # the drain deadline: back before the channel closes
+                settler.settle(tag, REQUEUE)
+            raise
+        except Exception as exc:
+            failure = exc
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+        if failure is None:
+            if delivery.reply_to is not None and delivery.type in self._replies:
+                return await self._answer(delivery, message, returned)
+            return ACK
+        attempt = delivery.attempt
+        fields = {
+            "queue": self.queue,
+            "message_id": delivery.message_id,
+            "message_type": delivery.type,
+            "attempt": attempt,
+        }
+        if isinstance(failure, DeadLetter):
+            reason = shown(failure.reason, sentence=True)
             log.warning(
-                "handler of queue %r failed on %s %s %d time(s); last: %s",
+                "handler of queue %r dead-lettered %s %s (attempt %d): %s",
                 self.queue,
                 delivery.type,
                 shown(delivery.message_id),
-                attempts,
+                attempt,
                 reason,
-                exc_info=failure if not isinstance(failure, TimeoutError) else False,
+                extra={**fields, "reason": reason},
+            )
+            if _telemetry.ON:
+                _telemetry.dead_lettered(self.queue, delivery.type, _telemetry.REFUSED)
+            return await self.dead_letter(message, Refusal(reason), attempt)
+        if isinstance(failure, TimeoutError) and scope.expired():
+            reason = f"handler did not finish within {deadline:g} s"
+        else:
+            reason = f"{type(failure).__name__}: {shown(failure, sentence=True)}"
+        fields["reason"] = reason
+        retry = self.contract.retry
+        if attempt < tries:
+            if retry:
+                return await self._retry_later(delivery, message, reason, tries)
+            log.warning(
+                "handler of queue %r failed on %s %s (attempt %d of %d): %s; retrying",
+                self.queue,
+                delivery.type,
+                shown(delivery.message_id),
+                attempt,
+                tries,
+                reason,
                 extra=fields,
             )
-            refusal = Refusal(f"the handler failed {attempts} time(s); last: {reason}")
+            if _telemetry.ON:
+                _telemetry.retried(self.queue, delivery.type, attempt + 1)
+            return _AGAIN
+        log.warning(
+            "handler of queue %r failed on %s %s %d time(s); last: %s",
+            self.queue,
+            delivery.type,
+            shown(delivery.message_id),
+            attempt,
+            reason,
+            exc_info=failure if not isinstance(failure, TimeoutError) else False,
+            extra=fields,
+        )
+        after = f" (tried again after {_delays(retry)})" if retry else ""
+        refusal = Refusal(f"the handler failed {attempt} time(s){after}; last: {reason}")
+        if _telemetry.ON:
+            _telemetry.dead_lettered(self.queue, delivery.type, _telemetry.HANDLER)
+        return await self.dead_letter(message, refusal, attempt)
+
+    async def _retry_later(
+        self, delivery: Delivery[Any], message: DeliveredMessage, reason: str, tries: int
+    ) -> int:
+        """Send a copy of ``message`` to the retry queue of its next delay (through the default
+        exchange, confirmed and mandatory), numbered for its next try, with the reason of this
+        one; then the original is acked.  The broker gives the copy back to the queue when the
+        delay ends.  A retry queue that cannot take it (missing: the spec's retry topology is
+        not applied) dead-letters the message; a passing failure (connection) requeues it."""
+        attempt = delivery.attempt
+        delay, retry_queue = self.contract.retry[attempt - 1]
+        properties = message.header.properties
+        what = (
+            f"{shown(properties.message_type or 'a message')} "
+            f"(message_id {shown(properties.message_id)})"
+        )
+        fields = {
+            "queue": self.queue,
+            "message_id": delivery.message_id,
+            "message_type": delivery.type,
+            "attempt": attempt,
+            "reason": reason,
+        }
+        failed = f"the handler failed (attempt {attempt} of {tries}): {reason}"
+        headers = _retry_headers(message, attempt + 1, reason)
+        if headers is None:
+            return await self.dead_letter(
+                message,
+                Refusal(
+                    f"{failed}; its retry headers would not fit in one frame "
+                    f"(frame_max {_frame_max(message)}), so it is not retried"
+                ),
+                attempt,
+            )
+        own, properties.headers = properties.headers, headers
+        try:
+            copy = prepare_raw(
+                f"retry of {what} from queue {self.queue!r}",
+                "",
+                retry_queue,
+                message.body,
+                properties,
+            )
+        finally:
+            properties.headers = own
+        try:
+            await self._publisher.send([copy], self._timeout)
+        except (NotFound, PublishFailed) as exc:
+            if isinstance(exc, PublishTimeout):
+                log.warning("%s; the original goes back to queue %r", exc, self.queue, extra=fields)
+                return REQUEUE
+            hint = (
+                f"{failed}; its retry queue {retry_queue!r} did not take it ({exc}): declare "
+                "the spec's retry queues with `rabbitry apply`"
+            )
+            log.error("queue %r: %s", self.queue, hint, extra={**fields, "reason": hint})
             if _telemetry.ON:
                 _telemetry.dead_lettered(self.queue, delivery.type, _telemetry.HANDLER)
-            return await self.dead_letter(message, refusal)
-        return ACK  # pragma: no cover - the loop always returns
+            return await self.dead_letter(message, Refusal(hint), attempt)
+        except BrokerError as exc:
+            log.warning("%s; the original goes back to queue %r", exc, self.queue, extra=fields)
+            return REQUEUE
+        log.warning(
+            "handler of queue %r failed on %s %s (attempt %d of %d): %s; attempt %d after %s",
+            self.queue,
+            delivery.type,
+            shown(delivery.message_id),
+            attempt,
+            tries,
+            reason,
+            attempt + 1,
+            retry_label(delay),
+            extra=fields,
+        )
+        if _telemetry.ON:
+            _telemetry.retried(self.queue, delivery.type, attempt + 1)
+        return ACK
 
     async def _answer(
         self, delivery: Delivery[Any], message: DeliveredMessage, payload: Any

@@ -20,7 +20,22 @@ else:
     T_co = TypeVar("T_co", covariant=True)
     T = TypeVar("T")
 
-__all__ = ["Delivery", "T", "T_co"]
+__all__ = ["ATTEMPT", "Delivery", "T", "T_co", "attempt_of"]
+
+#: The header of a retried message: the number of the try it comes back for (2, 3, ...).
+ATTEMPT = "x-rabbitry-attempt"
+
+
+def attempt_of(headers: Mapping[str, Any] | None) -> int:
+    """The try a delivery is for, from its ``x-rabbitry-attempt`` header: 1 without one.
+
+    The header comes from whoever published the message, so any value but a whole number
+    of at least 1 (a string, a negative, a bool, a float) counts as 1, the first try; the
+    consumer caps a larger one at its last try (``_consumer``), so no value can loop."""
+    value = headers.get(ATTEMPT) if headers else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +46,10 @@ class Delivery(Generic[T_co]):
     publisher's own.  ``correlation_id``, ``reply_to``, ``priority`` and ``expiration``
     (milliseconds, as published: the broker removes it from a dead-lettered message) are
     the publisher's properties, ``None`` when not sent.
+
+    ``attempt`` is the number of this try, from 1: on a queue with ``retry:`` in the spec,
+    the try after the delays so far (the ``x-rabbitry-attempt`` header, 2, 3, ...); on
+    one without, the consumer's in-process try.
     """
 
     type: str
@@ -45,3 +64,4 @@ class Delivery(Generic[T_co]):
     reply_to: str | None = None
     priority: int | None = None
     expiration: int | None = None
+    attempt: int = 1

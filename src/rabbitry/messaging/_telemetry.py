@@ -65,9 +65,11 @@ METRICS: Mapping[str, str] = {
 }
 
 _SYSTEM = "rabbitmq"
-#: The low-cardinality reason of a dead letter (the sentence stays in the headers).
+#: The low-cardinality reason of a dead letter (the sentence stays in the headers): the
+#: contract refused it; the handler failed every try; the handler raised ``DeadLetter``.
 CONTRACT = "contract"
 HANDLER = "handler"
+REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +178,7 @@ def dead_lettered(queue: str, message_type: str | None, reason: str) -> None:
     """A delivery on its way to the dead letters; ``reason`` is ``CONTRACT`` or ``HANDLER``
     (then the delivery's CONSUMER span, current here, records it as its error)."""
     assert _now is not None
-    if reason == HANDLER:
+    if reason != CONTRACT:
         span = _trace.get_current_span()
         span.set_attribute("rabbitry.dead_letter.reason", reason)
         span.set_status(_trace.Status(_trace.StatusCode.ERROR, "dead-lettered"))
@@ -191,8 +193,10 @@ def dead_lettered(queue: str, message_type: str | None, reason: str) -> None:
     )
 
 
-def retried(queue: str, message_type: str) -> None:
-    """A handler tried again after a failed try."""
+def retried(queue: str, message_type: str, attempt: int) -> None:
+    """A handler's failed try is to be followed by try number ``attempt`` (2, 3, ...): in
+    process, or after a ``retry:`` delay (then counted when it was scheduled).  The attempt
+    is an attribute: at most 26 values (``MAX_RETRIES``), and it shows how far messages go."""
     assert _now is not None
     _now.retries.add(
         1,
@@ -200,6 +204,7 @@ def retried(queue: str, message_type: str) -> None:
             "messaging.system": _SYSTEM,
             "messaging.destination.name": queue,
             "rabbitry.message.type": message_type,
+            "rabbitry.attempt": attempt,
         },
     )
 

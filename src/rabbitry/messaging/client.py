@@ -417,8 +417,10 @@ class Client:
         consumed again; ``await consumer.wait()`` raises if it stops on its own.
         Handlers run concurrently, up to ``prefetch`` at a time (default: the client's).
         The message is acked when the handler returns; an exception is retried
-        (``attempts`` in all, default the client's) and the message then
-        dead-lettered, as are messages that fail decoding or validation.
+        (``attempts`` in all, default the client's; on a queue with ``retry:`` in the
+        spec, once after each delay through its retry queues instead, and ``attempts``
+        does not apply) and the message then dead-lettered, as are messages that fail
+        decoding or validation and those whose handler raises ``DeadLetter``.
         Each try may take ``handler_timeout`` seconds (default: the client's, 300 s;
         ``math.inf`` for none on this consumer); a handler still running then is
         cancelled and counts as failed.  ``concurrency`` (default: the client's; ``None``:

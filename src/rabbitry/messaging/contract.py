@@ -160,6 +160,10 @@ class QueueContract:
     #: (``spec.policies.dead_letter_of``): a consumer sends what it refuses there.
     dead_letter_exchange: str | None = None
     dead_letter_routing_key: str | None = None
+    #: The spec's ``retry:``: ``(delay in ms, retry queue)`` for each try after the first
+    #: (``Queue.retry_queues``).  A consumer whose handler fails sends the message to the
+    #: next one's queue, which gives it back after the delay; ``()``: tries in process.
+    retry: tuple[tuple[int, str], ...] = ()
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -220,6 +224,7 @@ class Contract:
                 ),
                 q["dead_letter"]["exchange"],
                 q["dead_letter"]["routing_key"],
+                tuple((int(delay), str(retry)) for delay, retry in q.get("retry", ())),
             )
             for name, q in data["queues"].items()
         }
@@ -269,8 +274,10 @@ def contract_data(spec: Spec) -> dict[str, Any]:
     queues: dict[str, Any] = {}
     for queue in sorted(spec.queues.values(), key=lambda q: q.name):
         exchange, routing_key = dead_letter_of(spec, queue.name)
+        # A retry queue holds its queue's messages (so tail and peek of it decode them).
+        accepted = accepts.get(queue.retry_of or queue.name, [])
         queues[queue.name] = {
-            "accepts": sorted(accepts.get(queue.name, [])),
+            "accepts": sorted(accepted),
             "runtime": queue.runtime,
             "durable": queue.durable,
             "exclusive": queue.exclusive,
@@ -286,6 +293,8 @@ def contract_data(spec: Spec) -> dict[str, Any]:
                 "routing_key": None if routing_key is None else routing_key.value,
             },
         }
+        if queue.retry:  # only then: the data of a spec without retries is as it was
+            queues[queue.name]["retry"] = [list(pair) for pair in queue.retry_queues]
     services = {
         name: {
             "publishes": list(s.publishes),
