@@ -114,6 +114,9 @@ def _reaches(spec: Spec) -> dict[str, tuple[Message, frozenset[str]]]:
 
 
 def _reach(spec: Spec, message: Message) -> frozenset[str]:
+    """Routed, dead-lettered, and retried: a queue with ``retry:`` hands a failed message
+    to its retry queues (the runtime publishes it there), which hold it for the delay and
+    dead-letter it back (that hop is the routing model's: the default exchange)."""
     found: set[str] = set()
     frontier = [d.queue for d in routing.route_message(spec, message)]
     while frontier:
@@ -124,6 +127,9 @@ def _reach(spec: Spec, message: Message) -> frozenset[str]:
                 spec, queue, message.routing_key, message.headers, templates=True
             )
             frontier.extend(d.queue for d in hops)
+            retried = spec.queues.get(queue)
+            if retried is not None:
+                frontier.extend(name for _, name in retried.retry_queues if name in spec.queues)
     return frozenset(found)
 
 

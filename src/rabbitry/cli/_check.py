@@ -25,7 +25,8 @@ from rabbitry.cli._options import (
 from rabbitry.compat import Finding, Mode, Verdict, compare, load_against
 from rabbitry.errors import InvalidArgument
 from rabbitry.routing import Destination, route
-from rabbitry.spec import Code, Diagnostic, Severity
+from rabbitry.spec import Code, Diagnostic, Severity, Spec
+from rabbitry.spec.model import retry_label
 
 __all__ = ["check_command", "route_command"]
 
@@ -307,18 +308,23 @@ def route_command(
     """Which queues a message published to EXCHANGE with KEY reaches, offline.
 
     One queue per line; a queue reached only through a binding made at run
-    time says so. Exit 1 when the message reaches no queue.
+    time says so; a queue with retry: is followed by an indented line naming
+    its retry queues. Exit 1 when the message reaches no queue.
     """
     spec = load_spec(spec_option or Path(DEFAULT_SPEC), Depth.TOPOLOGY)
     header_table = dict(_parse_header(h) for h in headers)
     destinations = route(spec, exchange, key, header_table)
     if output_format == "json":
-        click.echo(json.dumps([_destination_json(d) for d in destinations], indent=2))
+        click.echo(json.dumps([_destination_json(spec, d) for d in destinations], indent=2))
     else:
         for destination in destinations:
             said = "; ".join(map(str, destination.conditions))
             note = f"\t({said})" if said else ""
             click.echo(destination.queue + note)
+            retries = _retries(spec, destination.queue)
+            if retries:
+                shown = ", ".join(f"{name} ({retry_label(delay)})" for delay, name in retries)
+                click.echo(f"  retries: {shown} → {destination.queue}")
     if not destinations:
         click.echo(
             f"no queue: a message to {exchange!r} with key {key!r} is returned to a "
@@ -328,7 +334,19 @@ def route_command(
         sys.exit(1)
 
 
-def _destination_json(destination: Destination) -> dict[str, Any]:
+def _retries(spec: Spec, queue: str) -> tuple[tuple[int, str], ...]:
+    """The queue's retry queues, each delay once, in the order of its tries."""
+    found = spec.queues.get(queue)
+    return tuple(dict.fromkeys(found.retry_queues)) if found is not None else ()
+
+
+def _destination_json(spec: Spec, destination: Destination) -> dict[str, Any]:
+    retries = _retries(spec, destination.queue)
+    extra: dict[str, Any] = (
+        {"retries": [{"queue": name, "delay_ms": delay} for delay, name in retries]}
+        if retries
+        else {}  # only then: the output for a spec without retries is as it was
+    )
     return {
         "queue": destination.queue,
         "conditions": [
@@ -344,4 +362,5 @@ def _destination_json(destination: Destination) -> dict[str, Any]:
             }
             for b in destination.path
         ],
+        **extra,
     }

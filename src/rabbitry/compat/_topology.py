@@ -6,6 +6,11 @@ Breaking, whatever the mode (a deployment mixes old and new services either way)
   publishers keep sending it the old way);
 - an exchange old publishers send to made internal;
 - a queue a service consumes from removed or re-declared differently;
+- a message's ``reply:`` removed or changed (its requesters wait for the old
+  reply); added is compatible;
+- a delay removed from a queue's ``retry:``: its retry queue leaves the spec
+  with whatever waits in it (breaking unless it is empty); delays added or
+  reordered are compatible, and the queue itself is not re-declared for either;
 - a message no longer reaching a queue that a service consumes it from — the
   routing model (``rabbitry.routing``, ``rabbitry.check.reach``) run on both
   specs, and shown with a concrete message that the old spec routes there and
@@ -31,7 +36,8 @@ from rabbitry.compat._schema import Root, key
 from rabbitry.compat._synth import Synth
 from rabbitry.errors import RabbitryError
 from rabbitry.messaging.contract import Contract, MessageContract
-from rabbitry.spec import Binding, Message, Spec
+from rabbitry.spec import Binding, Message, Queue, Spec
+from rabbitry.spec.model import retry_label
 
 __all__ = ["topology_findings"]
 
@@ -40,6 +46,12 @@ _TRIES = 48
 
 def _undocumented(value: Any) -> Any:
     return dataclasses.replace(value, description=None)
+
+
+def _declared(queue: Queue) -> Queue:
+    """The queue as the broker declares it: ``retry:`` is not part of it (its retry
+    queues are queues of their own, judged by ``_retries``)."""
+    return dataclasses.replace(queue, description=None, retry=())
 
 
 def _binding_key(b: Binding) -> str:
@@ -78,6 +90,7 @@ class _Topology:
         self._messages()
         self._consumers()
         self._objects()
+        self._retries()
         return self.findings
 
     # -- messages -----------------------------------------------------------------------------
@@ -99,6 +112,27 @@ class _Topology:
             self.add(Verdict.COMPATIBLE, f"message {name}", "added", message=name)
         for name in sorted(old.keys() & new.keys()):
             self._message_route(old[name], new[name])
+            self._message_reply(old[name], new[name])
+
+    def _message_reply(self, old: Message, new: Message) -> None:
+        """A request's ``reply:``: its requesters (generated ``request_*`` methods) wait
+        for and validate the reply the old spec names."""
+        if old.reply == new.reply:
+            return
+        change = Change("settings", {"reply": old.reply}, {"reply": new.reply})
+        if old.reply is None:
+            why = f"reply {new.reply!r} added; requesters that expect none are not affected"
+            verdict = Verdict.COMPATIBLE
+        elif new.reply is None:
+            why = f"reply {old.reply!r} removed; old requesters still wait for it and time out"
+            verdict = Verdict.BREAKING
+        else:
+            why = (
+                f"reply {old.reply!r} → {new.reply!r}; old requesters wait for a "
+                f"{old.reply!r} and refuse the new reply"
+            )
+            verdict = Verdict.BREAKING
+        self.add(verdict, f"message {old.name}", why, message=old.name, change=change)
 
     def _message_route(self, old: Message, new: Message) -> None:
         change = _settings(
@@ -142,9 +176,9 @@ class _Topology:
             for queue, names in sorted(service.consumes.items()):
                 if queue not in self.old.queues:
                     continue
-                if queue not in self.new.queues or _undocumented(
-                    self.new.queues[queue]
-                ) != _undocumented(self.old.queues[queue]):
+                if queue not in self.new.queues or _declared(self.new.queues[queue]) != _declared(
+                    self.old.queues[queue]
+                ):
                     if queue not in reported_queues:
                         reported_queues.add(queue)
                         self._queue_changed(queue)
@@ -165,7 +199,9 @@ class _Topology:
         if after is None:
             why = f"removed, but consumed by {'; '.join(users)}"
         else:
-            change = _settings(_fields(before, after, "arguments", "argument "))
+            change = _settings(
+                _fields(_declared(before), _declared(after), "arguments", "argument ")
+            )
             why = (
                 f"changed ({change}), but consumed by {'; '.join(users)}: "
                 "its consumers declare or expect the old queue"
@@ -246,18 +282,16 @@ class _Topology:
                 why = f"changed ({change}); no consumer lost a message"
                 self.add(Verdict.COMPATIBLE, f"exchange {name}", why, change=change)
         consumed = {q for s in old.services.values() for q in s.consumes}
-        for name in sorted(old.queues.keys() - new.queues.keys()):
+        old_queues, new_queues = _own_queues(old), _own_queues(new)
+        for name in sorted(old_queues.keys() - new_queues.keys()):
             if name not in consumed:
                 self.add(Verdict.COMPATIBLE, f"queue {name}", "removed (no service consumed it)")
-        for name in sorted(new.queues.keys() - old.queues.keys()):
+        for name in sorted(new_queues.keys() - old_queues.keys()):
             self.add(Verdict.COMPATIBLE, f"queue {name}", "added")
-        for name in sorted(old.queues.keys() & new.queues.keys()):
-            if name not in consumed and _undocumented(old.queues[name]) != _undocumented(
-                new.queues[name]
-            ):
-                change = _settings(
-                    _fields(old.queues[name], new.queues[name], "arguments", "argument ")
-                )
+        for name in sorted(old_queues.keys() & new_queues.keys()):
+            was, now = _declared(old_queues[name]), _declared(new_queues[name])
+            if name not in consumed and was != now:
+                change = _settings(_fields(was, now, "arguments", "argument "))
                 why = f"changed ({change}); no service consumes it"
                 self.add(Verdict.COMPATIBLE, f"queue {name}", why, change=change)
         old_bindings = {_binding_key(b): b for b in old.bindings}
@@ -273,6 +307,38 @@ class _Topology:
             self.add(Verdict.COMPATIBLE, f"service {name}", "removed")
         for name in sorted(new.services.keys() - old.services.keys()):
             self.add(Verdict.COMPATIBLE, f"service {name}", "added")
+
+    def _retries(self) -> None:
+        """A queue's ``retry:``, delay by delay: a removed delay's retry queue leaves the
+        spec with the messages waiting in it (unmanaged; ``--prune`` deletes it), so it is
+        breaking unless that queue is empty.  Added or reordered delays: compatible (the
+        runtime reads the delays of the spec it runs with)."""
+        old, new = self.old.queues, self.new.queues
+        for name in sorted(n for n, q in old.items() if q.retry_of is None):
+            before = old[name].retry
+            after = new[name].retry if name in new and new[name].retry_of is None else ()
+            if before == after:
+                continue
+            change = Change(
+                "settings",
+                {"retry": [retry_label(d) for d in before] or None},
+                {"retry": [retry_label(d) for d in after] or None},
+            )
+            kept = {q for _, q in new[name].retry_queues} if name in new else set()
+            removed = [q for d, q in dict.fromkeys(old[name].retry_queues) if q not in kept]
+            for delay, queue in dict.fromkeys(old[name].retry_queues):
+                if queue in kept:
+                    continue
+                why = (
+                    f"retry delay {retry_label(delay)} removed: retry queue {queue!r} leaves "
+                    "the spec with the messages waiting in it (unmanaged, deleted by "
+                    "--prune); breaking unless it is empty: drain it, or keep the delay "
+                    "until it is"
+                )
+                self.add(Verdict.BREAKING, f"queue {name}", why, change=change)
+            if not removed and name in new:
+                why = f"retry changed ({change}); every old retry queue stays"
+                self.add(Verdict.COMPATIBLE, f"queue {name}", why, change=change)
 
     def _policies(self) -> None:
         """Policies change in place; what they change in routing (a dead-letter or
@@ -297,6 +363,11 @@ class _Topology:
                         "every consumer still receives what it expects"
                     )
                     self.add(Verdict.COMPATIBLE, f"{kind} {name}", why, change=change)
+
+
+def _own_queues(spec: Spec) -> dict[str, Queue]:
+    """The spec's queues but its retry queues (judged with their queue's ``retry:``)."""
+    return {name: q for name, q in spec.queues.items() if q.retry_of is None}
 
 
 def _fields(before: Any, after: Any, mapping: str, prefix: str) -> list[tuple[str, Any, Any]]:

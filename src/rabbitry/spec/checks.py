@@ -23,6 +23,7 @@ from rabbitry.spec.model import (
 )
 from rabbitry.spec.policies import dead_letter_of
 from rabbitry.spec.policy_checks import POLICY_ADVISORY, POLICY_CHECKS, POLICY_HINTS
+from rabbitry.spec.retry_checks import RETRY_ADVISORY, RETRY_CHECKS
 from rabbitry.spec.schemas import SchemaStore
 
 __all__ = ["CHECKS", "HINTS", "consumed", "replies", "run_checks", "run_hints"]
@@ -314,22 +315,30 @@ def check_replies(spec: Spec) -> Iterator[Diagnostic]:
 
 
 def check_warnings(spec: Spec) -> Iterator[Diagnostic]:
-    """Likely mistakes that still work: unconsumed queues, nowhere to dead-letter."""
+    """Likely mistakes that still work: unconsumed queues, nowhere to dead-letter.
+    A queue with ``retry:`` and its retry queues are ``retry_checks``' to judge."""
     parking = _parking_queues(spec)
     for queue in spec.queues.values():
+        if queue.retry_of is not None:
+            continue  # a retry queue: nobody consumes it, by design (``retry_checks``)
         is_consumed = consumed(spec, queue.name)
-        if not is_consumed and queue.name not in parking:
+        if not is_consumed and queue.name not in parking and not queue.retry:
             yield Diagnostic(
                 queue.locs.where,
                 Code.UNCONSUMED_QUEUE,
                 f"no service consumes queue {queue.name!r}",
                 "add it to a service's `consumes`, or remove the queue",
             )
-        if is_consumed and queue.durable and dead_letter_of(spec, queue.name)[0] is None:
+        if ((is_consumed and queue.durable) or queue.retry) and dead_letter_of(spec, queue.name)[
+            0
+        ] is None:
             yield Diagnostic(
                 queue.locs.where,
                 Code.NO_DEAD_LETTER,
-                f"queue {queue.name!r} is consumed but has no dead_letter exchange: "
+                f"queue {queue.name!r} has retry: but no dead_letter exchange: a message "
+                "whose last try fails is dropped"
+                if queue.retry
+                else f"queue {queue.name!r} is consumed but has no dead_letter exchange: "
                 "a message its consumer refuses is dropped",
                 "add `dead_letter: EXCHANGE` (on the queue or in a policy) with a queue bound "
                 "to that exchange",
@@ -353,6 +362,7 @@ CHECKS: tuple[Check, ...] = (
     check_replies,
     check_warnings,
     *POLICY_CHECKS,
+    *RETRY_CHECKS,
 )
 
 
@@ -363,7 +373,7 @@ HINTS: tuple[Check, ...] = POLICY_HINTS
 #: The checks whose findings are all warnings: a spec read only to be used
 #: (``rabbitry.check.load_spec``, which fails on errors alone) skips them.
 #: ``tests/test_fuzz_spec.py`` holds that skipping them never changes the errors.
-ADVISORY: frozenset[Check] = frozenset({check_warnings, *POLICY_ADVISORY})
+ADVISORY: frozenset[Check] = frozenset({check_warnings, *POLICY_ADVISORY, *RETRY_ADVISORY})
 
 
 def run_checks(spec: Spec, *, advisory: bool = True) -> list[Diagnostic]:

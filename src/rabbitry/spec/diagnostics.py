@@ -61,6 +61,7 @@ class Code(StrEnum):
     RUNTIME_QUEUE = "runtime-queue"
     INTERNAL_EXCHANGE = "internal-exchange"
     RETRY = "retry"
+    RETRY_CONSUMER = "retry-consumer"
     # schemas
     SCHEMA_FILE = "schema-file"
     SCHEMA_INVALID = "schema-invalid"
@@ -70,6 +71,8 @@ class Code(StrEnum):
     NO_DEAD_LETTER = "no-dead-letter"
     IGNORED = "ignored"
     DEAD_LETTER_STRATEGY = "dead-letter-strategy"
+    RETRY_UNCONSUMED = "retry-unconsumed"
+    RETRY_POLICY = "retry-policy"
     # policies
     POLICY_SHAPE = "policy-shape"
     POLICY_KEY = "policy-key"
@@ -128,13 +131,27 @@ CODES: dict[Code, CodeInfo] = {
     ),
     Code.RUNTIME_QUEUE: CodeInfo(_E, "a run-time (exclusive) queue that apply would have to own"),
     Code.INTERNAL_EXCHANGE: CodeInfo(_E, "a message published to an internal exchange"),
+    Code.RETRY_CONSUMER: CodeInfo(
+        _E, "a service consumes a retry queue (consume its queue: the retry queue brings them back)"
+    ),
     Code.SCHEMA_FILE: CodeInfo(_E, "a schema file cannot be read or is not JSON"),
     Code.SCHEMA_INVALID: CodeInfo(_E, "a schema is not valid JSON Schema (draft 2020-12)"),
     Code.SCHEMA_REF: CodeInfo(_E, "a schema $ref does not resolve"),
     Code.UNCONSUMED_QUEUE: CodeInfo(_W, "a queue no service consumes"),
-    Code.NO_DEAD_LETTER: CodeInfo(_W, "a consumed durable queue with nowhere to dead-letter"),
+    Code.NO_DEAD_LETTER: CodeInfo(
+        _W, "a consumed durable queue, or one with `retry:`, with nowhere to dead-letter"
+    ),
     Code.IGNORED: CodeInfo(_W, "a setting the broker ignores"),
     Code.DEAD_LETTER_STRATEGY: CodeInfo(_W, "a dead-letter strategy the broker will not honour"),
+    Code.RETRY_UNCONSUMED: CodeInfo(
+        _W, "a queue with `retry:` that no service consumes: no handler fails, nothing retries"
+    ),
+    Code.RETRY_POLICY: CodeInfo(
+        _W,
+        "a policy whose message-ttl (lower: shortens the delay), expires, max-length or "
+        "max-length-bytes takes effect on a retry queue (a policy's dead-letter-exchange "
+        "does not: the retry queue's argument wins)",
+    ),
     Code.POLICY_SHAPE: CodeInfo(_E, "a policy whose keys do not fit together"),
     Code.POLICY_KEY: CodeInfo(_E, "a key the broker refuses in this (operator) policy"),
     Code.POLICY_TARGET: CodeInfo(

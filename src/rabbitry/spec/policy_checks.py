@@ -282,9 +282,10 @@ def _outcome(winner: Winner, key: str, kind: str, argument: Setting, policy: Set
 
 
 def check_policy_overrides(spec: Spec) -> Iterator[Diagnostic]:
-    """An x-argument that the applying (user or operator) policy sets too."""
+    """An x-argument that the applying (user or operator) policy sets too.  Not on a retry
+    queue: its arguments are rabbitry's, and ``retry_checks`` says which policy keys harm it."""
     for queue in spec.queues.values():
-        if queue.runtime:
+        if queue.runtime or queue.retry_of is not None:
             continue
         user, operator = queue_policies(spec, queue)
         for argument, value in queue.arguments.items():
@@ -339,10 +340,11 @@ def check_policy_settable(spec: Spec) -> Iterator[Diagnostic]:
     """Advice: x-arguments a policy could set instead, so that they change in place.
 
     ``info``, not a warning: an x-argument is a sound choice for a setting that
-    will not change, and a warning would fail ``check --strict`` for it.
+    will not change, and a warning would fail ``check --strict`` for it.  Not on a retry
+    queue: its TTL is the delay, part of its name, and its dead-letter route the way back.
     """
     for queue in spec.queues.values():
-        if queue.runtime:
+        if queue.runtime or queue.retry_of is not None:
             continue
         user, operator = queue_policies(spec, queue)
         settable: dict[str, ArgValue] = {}
