@@ -1,14 +1,18 @@
-"""The jobs system, end to end: a server, two workers, three jobs, one of them stopped.
+"""The jobs system, end to end: a server, two workers, three jobs, one stopped, one retried.
 
     python examples/jobs/demo.py --url amqp://guest:guest@localhost:5672/
 
 1. applies topology.yaml to the broker (``rabbitry apply``: idempotent);
 2. starts two workers, each its own process (``worker.py``);
 3. the server dispatches three jobs, follows each by its id, and stops the
-   longest one midway;
+   longest one midway; the first job fails its first try (``fail_first_try``)
+   and comes back from jobs.ready's retry queue after 1 s (a worker says
+   "attempt 2 after 1s");
 4. prints a timeline of every message the server sends and receives, and
    exits 0 when every job has ended the way it should (two completed, one
-   stopped), 1 otherwise.
+   stopped), 1 otherwise;
+5. prints the metrics rabbitry recorded in each process (``metrics.py``: the
+   OpenTelemetry SDK's in-memory reader; without the SDK it says what to install).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import signal
 import sys
 from pathlib import Path
 
+from metrics import NEEDS, record
 from server import Job, JobServer, Timeline
 
 from jobs_contracts import Server
@@ -30,6 +35,8 @@ SPEC = HERE.parent.parent / "topology.yaml"
 
 #: (job type, steps, stop it after this many updates or never)
 JOBS = (("render", 8, None), ("transcode", 12, None), ("report", 60, 3))
+#: The job whose first try fails: it is retried after jobs.ready's first delay.
+FLAKY = "render"
 
 
 async def start_worker(url: str, name: str, step_seconds: float) -> asyncio.subprocess.Process:
@@ -43,6 +50,7 @@ async def start_worker(url: str, name: str, step_seconds: float) -> asyncio.subp
         name,
         "--step-seconds",
         str(step_seconds),
+        "--metrics",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -70,6 +78,7 @@ async def stop_when_running(jobs: JobServer, job: Job, after_updates: int) -> No
 
 
 async def demo(url: str, step_seconds: float, timeout: float) -> bool:
+    metrics = record()
     # The management API is where the URL's host has it (:15672) unless said otherwise,
     # as for the CLI: a broker elsewhere (a cluster's node) gives $RABBITRY_MANAGEMENT_URL.
     target = parse_url(url, management=os.environ.get("RABBITRY_MANAGEMENT_URL"))
@@ -83,7 +92,8 @@ async def demo(url: str, step_seconds: float, timeout: float) -> bool:
             jobs = JobServer(server, Timeline())
             stoppers = []
             for job_type, steps, stop_after in JOBS:
-                job = await jobs.dispatch(job_type, steps, requested_by="demo")
+                flaky = {"fail_first_try": True} if job_type == FLAKY else {}
+                job = await jobs.dispatch(job_type, steps, requested_by="demo", **flaky)
                 expected[job.job_id] = "completed" if stop_after is None else "stopped"
                 if stop_after is not None:
                     stoppers.append(asyncio.create_task(stop_when_running(jobs, job, stop_after)))
@@ -105,6 +115,10 @@ async def demo(url: str, step_seconds: float, timeout: float) -> bool:
             f"by {job.worker or '-'}, {job.updates} updates (expected {expected[job.job_id]})"
         )
     print("every job ended as expected" if ok else "some jobs did not end as expected")
+    print()
+    print("metrics of the server (the workers printed theirs as they stopped):")
+    for line in metrics() if metrics is not None else [NEEDS]:
+        print(f"  {line}")
     return ok
 
 

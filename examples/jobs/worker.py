@@ -10,7 +10,11 @@ with that id as the routing key.
 runs until interrupted (Ctrl-C or SIGTERM), finishing the jobs it holds
 within ``--drain-timeout`` seconds (the rest go back to jobs.ready for another
 worker); ``--ready-file PATH`` exists while it takes jobs (a probe's readiness).
-A job of type ``explode`` fails on purpose, to show the failure path.
+A job of type ``explode`` fails on purpose, to show the failure path.  A job
+whose parameters say ``fail_first_try: true`` fails its first try, to show a
+delayed retry: topology.yaml gives jobs.ready ``retry: [1s, 5s]``, so the job
+comes back after 1 s and the worker says "attempt 2 after 1s".  With
+``--metrics`` it prints rabbitry's metrics when it stops (``metrics.py``).
 
 When ``jobs.ready`` is deleted or replaced under it (``rabbitry apply
 --allow-data-loss``, ``--migrate``), the consumer waits for the queue and takes
@@ -38,6 +42,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
+
+from metrics import NEEDS, record
 
 from jobs_contracts import (
     JobControlSubscription,
@@ -82,6 +88,12 @@ class JobWorker:
         """One job, start to end; the Start is acknowledged when this returns."""
         start: Start = delivery.body
         job_id = start["job_id"]
+        what = f"{self.name}: {start['job_type']} {job_id[:8]}"
+        if delivery.attempt > 1:
+            self.say(f"{what}: attempt {delivery.attempt}{self._after(delivery.attempt)}")
+        elif start.get("parameters", {}).get("fail_first_try"):
+            self.say(f"{what}: fails its first try (fail_first_try)")
+            raise RuntimeError("this job fails its first try, as its parameters ask")
         async with self.worker.subscribe_job_control(job_id=job_id) as control:
             stop = asyncio.Event()
             watcher = asyncio.create_task(self._watch(control, stop))
@@ -91,6 +103,13 @@ class JobWorker:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+
+    def _after(self, attempt: int) -> str:
+        """`` after 1s``: the delay before try ``attempt``, from the spec's ``retry:``."""
+        retry = self.worker.client.contract.queue("jobs.ready").retry
+        if attempt - 2 >= len(retry):
+            return ""  # tried again in process (a queue without retry:)
+        return f" after {retry[attempt - 2][0] / 1000:g}s"
 
     async def _watch(self, control: JobControlSubscription, stop: asyncio.Event) -> None:
         async for delivery in control:
@@ -213,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds of broker outage after which to exit 1 (default: reconnect for ever)",
     )
     parser.add_argument(
+        "--metrics", action="store_true", help="print rabbitry's metrics when it stops"
+    )
+    parser.add_argument(
         "--verbose", "-v", action="store_true", help="also log connects and reconnects (INFO)"
     )
     args = parser.parse_args(argv)
@@ -226,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     # and a traceback per lost connection; rabbitry says the same once, with the node,
     # the outage's length and the attempts in ``extra``.
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+    metrics = record() if args.metrics else None
+    if args.metrics and metrics is None:
+        print(f"{args.name}: {NEEDS}", flush=True)
     try:
         asyncio.run(
             run(
@@ -243,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     except RabbitryError as exc:
         print(f"{args.name}: stopped: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    finally:
+        for line in metrics() if metrics is not None else ():
+            print(f"{args.name}: metric {line}", flush=True)
 
 
 if __name__ == "__main__":
