@@ -369,7 +369,7 @@ class _Builder:
             problem = f"has {len(items)} delays, more than {MAX_RETRIES}"
         elif kind is QueueType.STREAM:
             problem = "is on a stream, whose messages are never acked or taken away"
-        elif exclusive:
+        elif exclusive and kind is QueueType.CLASSIC:  # other types: a fault of its own already
             problem = "is on an exclusive queue, which its retry queues would outlive"
         if problem:
             self.fault(
