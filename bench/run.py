@@ -14,6 +14,11 @@ consume    messages/s draining one pre-filled queue, prefetch and an ack per mes
 apply      ``converge.apply`` vs ``rabbitmqctl import_definitions`` (timed until complete)
            of 2,000 queues + 2,000 bindings + 10 exchanges; the whole ``rabbitry apply``
            command; then the no-op ``rabbitry plan``
+request_reply  ``bench/request_reply.py``: round trips/s with 100 requests in flight and one
+           at a time: rabbitry's ``Client.request``, FastStream's ``request()``, aio-pika's
+           RPC pattern (callback queue, correlation ids, futures); what each lets overlap
+tracing    ``bench/tracing.py``: rabbitry's publish and consume throughput with tracing
+           off (no OpenTelemetry), the API alone, the SDK recording everything
 scale      ``bench/scale.py``: check, generate, route, the no-op plan and the whole
            ``rabbitry apply`` (each the CLI) beside ``import_definitions`` at 1,000, 5,000
            and 20,000 queues (quick: 200, 1,000); each step's growth, import ÷ apply
@@ -41,13 +46,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import apply as apply_bench
 import messaging
+import request_reply as request_reply_bench
 import scale as scale_bench
+import tracing as tracing_bench
 from common import Broker, machine, median, ratios, versions
 
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 
-SECTIONS = ("validate", "publish", "consume", "apply", "scale")
+SECTIONS = ("validate", "publish", "consume", "apply", "request_reply", "tracing", "scale")
 
 #: figure → (comparison, target, unit); a ratio's value is "x", a fraction "%".
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -98,6 +105,9 @@ def main() -> None:
         "bindings": 200 if quick else 2000,
         "exchanges": 10,
         "validate_calls": 2000 if quick else 20000,
+        "requests": 200 if quick else 2000,
+        "in_flight": 100,
+        "tracing_messages": 1000 if quick else 10000,
         "scale_sizes": scale_bench.QUICK_SIZES if quick else scale_bench.SIZES,
         "quick": quick,
         "sections": sections,
@@ -172,9 +182,55 @@ def run_sections(broker: Broker, settings: dict[str, Any], raw: dict[str, Any]) 
                     + f", no-op plan {applied[-1]['apply']['noop_plan_cli_s']:.2f} s"
                 )
         raw["apply"] = applied
+    if "request_reply" in sections:
+        raw["request_reply"] = _request_reply_rounds(broker, settings)
+    if "tracing" in sections:
+        raw["tracing"] = _tracing_rounds(broker, settings)
     if "scale" in sections:
         log("scale ...")
         raw["scale"] = scale_bench.bench_scale(broker, tuple(settings["scale_sizes"]), log=log)
+
+
+def _request_reply_rounds(broker: Broker, settings: dict[str, Any]) -> list[dict[str, float]]:
+    rounds: list[dict[str, float]] = []
+    spec, contract = request_reply_bench.load_contract()
+    with broker.fresh_vhost() as url:
+        asyncio.run(request_reply_bench.prepare(url, spec))
+        for round_ in range(settings["repeat"]):
+            coro = request_reply_bench.bench_request_reply(
+                url,
+                contract,
+                n=settings["requests"],
+                in_flight=settings["in_flight"],
+                flip=round_ % 2 == 1,
+            )
+            rounds.append(asyncio.run(coro))
+            log(
+                f"request_reply round {round_ + 1}: "
+                + ", ".join(f"{k} {v:,.1f}" for k, v in rounds[-1].items())
+            )
+    return rounds
+
+
+def _tracing_rounds(broker: Broker, settings: dict[str, Any]) -> list[dict[str, float]]:
+    rounds: list[dict[str, float]] = []
+    spec, _ = messaging.load_contract()
+    with broker.fresh_vhost() as url:
+        asyncio.run(converge.apply(spec, url, timeout=60))
+        for round_ in range(settings["repeat"]):
+            rounds.append(
+                tracing_bench.bench_tracing(
+                    url,
+                    n=settings["tracing_messages"],
+                    window=settings["window"],
+                    flip=round_ % 2 == 1,
+                )
+            )
+            log(
+                f"tracing round {round_ + 1}: "
+                + ", ".join(f"{k} {v:,.0f}/s" for k, v in rounds[-1].items())
+            )
+    return rounds
 
 
 # -- figures ------------------------------------------------------------------------
@@ -225,6 +281,20 @@ def summarise(report: dict[str, Any]) -> None:
             medians["apply"][side]["broker_cpu_ms_per_object"] = (
                 _round(cpu / objects * 1000) if cpu is not None else None
             )
+    if "request_reply" in raw:
+        medians["request_reply"] = request_reply_bench.summary(raw["request_reply"])
+        for peer in request_reply_bench.SIDES[1:]:
+            for mode in ("in_flight", "one"):
+                figures[f"request_reply_vs_{peer}_{mode}"] = medians["request_reply"][
+                    f"rabbitry_vs_{peer}_{mode}"
+                ]
+    if "tracing" in raw:
+        medians["tracing"] = tracing_bench.summary(raw["tracing"])
+        for mode in tracing_bench.MODES[1:]:
+            for name in tracing_bench.FIGURES:
+                figures[f"tracing_{mode}_vs_off_{name}"] = medians["tracing"][
+                    f"{mode}_vs_off_{name}"
+                ]
     if "scale" in raw:
         # One run of every size (no rounds): growth only between the issue's two sizes.
         grown = scale_bench.growth(raw["scale"], *scale_bench.GROWTH)
@@ -342,6 +412,29 @@ def print_table(report: dict[str, Any]) -> None:
             "the whole `rabbitry plan` command; in process "
             f"{a['apply']['noop_plan_inprocess_s']:.2f} s",
         )
+    if "request_reply" in med:
+        r = med["request_reply"]
+        for peer in request_reply_bench.SIDES[1:]:
+            add(
+                f"request_reply_vs_{peer}_in_flight",
+                fmt["x"](f[f"request_reply_vs_{peer}_in_flight"]),
+                f"{s['in_flight']} requests in flight: rabbitry {r['rabbitry_in_flight']:,.0f}/s "
+                f"vs {peer} {r[f'{peer}_in_flight']:,.0f}/s round trips; one at a time "
+                f"{r['rabbitry_one']:,.0f} vs {r[f'{peer}_one']:,.0f}/s "
+                f"({f[f'request_reply_vs_{peer}_one']:.2f}x); {peer} overlapped "
+                f"{r[f'{peer}_overlap']:.1f} of {request_reply_bench.PROBE_REQUESTS} "
+                f"slow requests, rabbitry {r['rabbitry_overlap']:.1f}",
+            )
+    if "tracing" in med:
+        t = med["tracing"]
+        for mode in tracing_bench.MODES[1:]:
+            for name in tracing_bench.FIGURES:
+                add(
+                    f"tracing_{mode}_vs_off_{name}",
+                    fmt["%"](f[f"tracing_{mode}_vs_off_{name}"]),
+                    f"`{name}` with tracing {mode} {t[f'{mode}_{name}']:,.0f}/s vs off "
+                    f"{t[f'off_{name}']:,.0f}/s",
+                )
     if "scale" in report["raw"]:
         sizes = report["raw"]["scale"]
         at = ", ".join(f"{r['queues']:,}: {r['apply_vs_import_definitions']:.2f}x" for r in sizes)

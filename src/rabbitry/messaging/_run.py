@@ -248,6 +248,7 @@ async def _drain(
         return await draining
     finally:
         hurried.cancel()
+        draining.cancel()  # done by now, unless the run itself was cancelled
 
 
 def _handlers(consumer: Consumer) -> list[asyncio.Task[Any]]:
