@@ -171,6 +171,32 @@ def test_a_handler_that_always_fails_dead_letters_once_after_the_last_delay(
     assert calls == [1, 2, 3]
 
 
+def test_a_quorum_queue_retries_through_quorum_retry_queues(vhost: Vhost, tmp_path: Path) -> None:
+    quorum = SPEC.replace("tasks: {dead_letter: dlx,", "tasks: {type: quorum, dead_letter: dlx,")
+    contract = apply(vhost, write_spec(tmp_path, quorum, SCHEMAS))
+    types = {q["name"]: q["type"] for q in vhost.queues()}
+    assert types["tasks.retry.200ms"] == types["tasks.retry.400ms"] == "quorum"
+    calls: list[int] = []
+
+    async def broken(delivery: Delivery[Any]) -> None:
+        calls.append(delivery.attempt)
+        raise RuntimeError("still broken")
+
+    async def body() -> None:
+        worker, boss = await _worker(vhost, contract, broken)
+        try:
+            await boss.publish("Task", {"n": 7})
+            [dead] = await drain(vhost.amqp_url, "dead", 1)
+        finally:
+            await _close(worker, boss)
+        headers = dead.header.properties.headers
+        assert headers["x-rabbitry-attempts"] == 3
+        assert _names(headers["x-death"]) == ["tasks.retry.200ms", "tasks.retry.400ms"]
+
+    _run(body)
+    assert calls == [1, 2, 3]
+
+
 @pytest.mark.parametrize("queue", ["tasks", "chores"])
 def test_dead_letter_raised_by_a_handler_skips_every_retry(
     vhost: Vhost, contract: Contract, queue: str
@@ -197,6 +223,30 @@ def test_dead_letter_raised_by_a_handler_skips_every_retry(
 
     _run(body)
     assert calls == [1]
+
+
+def test_on_a_queue_without_retry_the_attempt_counts_the_tries_in_process(
+    vhost: Vhost, contract: Contract
+) -> None:
+    seen: list[tuple[int, Any]] = []
+
+    async def flaky(delivery: Delivery[Any]) -> None:
+        seen.append((delivery.attempt, delivery.headers.get("x-rabbitry-attempt")))
+        if delivery.attempt == 1:
+            raise RuntimeError("once")
+
+    async def body() -> None:
+        worker, boss = await _worker(vhost, contract, flaky, "chores")
+        try:
+            await boss.publish("Chore", {"n": 8})
+            await until(lambda: len(seen) == 2, 10, "for the second try")
+        finally:
+            await _close(worker, boss)
+        for name in ("dead", "tasks.retry.200ms", "tasks.retry.400ms"):
+            assert await depth(vhost.amqp_url, name) == 0, name
+
+    _run(body)
+    assert seen == [(1, None), (2, None)]  # the same delivery, tried again in process
 
 
 def test_an_invalid_message_is_dead_lettered_at_once_without_retry(
