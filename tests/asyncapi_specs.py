@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from rabbitry.spec import Spec
 
-__all__ = ["assert_same_spec", "spec_documents"]
+__all__ = ["RETRY_DELAYS", "assert_same_spec", "spec_documents"]
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -24,6 +24,12 @@ _NAME = st.text(alphabet="ab.-_/ é~", min_size=1, max_size=5).filter(
 )
 _MESSAGE_NAME = st.text(alphabet="ABab_", min_size=1, max_size=5).filter(str.isidentifier)
 _DESCRIPTION = st.none() | st.text(alphabet="ab é'\":#\n{}", max_size=12)
+#: A ``retry:`` delay as a user may write it: a unit, a number of ms, a spelling that is not
+#: the label (``60s`` is the queue ``*.retry.1m``), a delay written twice in one list.
+RETRY_DELAYS = st.one_of(
+    st.sampled_from(["5s", "30s", "5m", "1h", "250ms", "60s", "1500ms", "90m"]),
+    st.integers(1, 10**6),
+)
 _CUSTOM = st.one_of(
     st.integers(-5, 5),
     st.booleans(),
@@ -89,6 +95,8 @@ def _queues(draw: st.DrawFn, exchange_names: list[str]) -> tuple[dict[str, Any],
             entry["max_age"] = draw(st.sampled_from(["7D", "12h"]))
         if draw(st.booleans()):
             entry.setdefault("arguments", {})["x-custom"] = draw(_CUSTOM)
+        if kind != "stream" and not entry.get("exclusive") and draw(st.booleans()):
+            entry["retry"] = draw(st.lists(RETRY_DELAYS, min_size=1, max_size=4))
         queues[name] = _described(draw, entry)
     return queues, runtime
 

@@ -34,6 +34,7 @@ from rabbitry.graph import (
     mermaid,
     render,
 )
+from rabbitry.spec._retry import retry_queue
 from rabbitry.spec.model import (
     Binding,
     Exchange,
@@ -44,6 +45,7 @@ from rabbitry.spec.model import (
     QueueType,
     Service,
     Spec,
+    retry_label,
 )
 from specs import FLAGSHIP, run_cli, write_spec
 
@@ -91,7 +93,8 @@ _DOT_NODE = re.compile(
     rf"    ([a-z][0-9]+) \[label={_DOT_STRING}, shape=(hexagon|cylinder|box)(, style=dashed)?\];"
 )
 _DOT_EDGE = re.compile(
-    rf"    ([a-z][0-9]+) -> ([a-z][0-9]+) \[label={_DOT_STRING}, style=(solid|bold|dashed)\];"
+    rf"    ([a-z][0-9]+) -> ([a-z][0-9]+) \[label={_DOT_STRING}, "
+    r"style=(solid|bold|dashed|dotted)\];"
 )
 _DOT_SHAPES = {"hexagon": NodeKind.EXCHANGE, "cylinder": NodeKind.QUEUE, "box": NodeKind.SERVICE}
 
@@ -172,6 +175,7 @@ def test_the_flagship_diagram_holds_the_whole_topology() -> None:
     }
     runtime = {(e.source, e.target) for e in graph.edges if e.runtime}
     assert len(runtime) == 2
+    retries = _retry_edges(spec)
     # jobs.ready's dead-letter exchange is set by a policy, the other two by argument.
     assert _edges(graph, EdgeKind.DEAD_LETTER) == {
         (q, "dead-letter", "jobs.dead") for q in ("jobs.ready", "job-status", "job-control")
@@ -188,10 +192,24 @@ def test_the_flagship_diagram_holds_the_whole_topology() -> None:
         ("jobs.ready", "Start", "worker"),
         ("job-control", "Stop", "worker"),
     }
+    assert (_edges(graph, EdgeKind.RETRY), _edges(graph, EdgeKind.RETRY_BACK)) == retries
     _agrees(graph)
     text = mermaid(graph)
-    assert text.count("-.->") == 2
+    assert text.count("-.->") == 2 + 2 * len(retries[0])
     assert text.count("==>") == 3
+
+
+def _retry_edges(spec: Spec) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """The retry edges a spec's ``retry:`` lists should give: to each retry queue, and back."""
+    pairs = {
+        (q.name, retry_label(delay), name)
+        for q in spec.queues.values()
+        for delay, name in q.retry_queues
+    }
+    return (
+        {(q, f"retry {label}", r) for q, label, r in pairs},
+        {(r, f"after {label}", q) for q, label, r in pairs if spec.queues[r].retry_of == q},
+    )
 
 
 def test_the_flagship_dot_parses_with_graphviz(tmp_path: Path) -> None:
@@ -320,7 +338,12 @@ def _specs(draw: st.DrawFn) -> Spec:
             arguments["x-dead-letter-exchange"] = draw(some_exchange)
             if draw(st.booleans()):
                 arguments["x-dead-letter-routing-key"] = draw(_NAMES)
-        queues[name] = Queue(name, draw(st.sampled_from(QueueType)), arguments=arguments)
+        kind = draw(st.sampled_from(QueueType))
+        delays = draw(st.lists(st.integers(1, 10**7), max_size=3)) if kind != "stream" else []
+        queues[name] = Queue(name, kind, arguments=arguments, retry=tuple(delays))
+        for delay in dict.fromkeys(delays):
+            waiting = retry_queue(queues[name], delay)
+            queues.setdefault(waiting.name, waiting)
     bindings = []
     for _ in range(draw(st.integers(0, 8))):
         to_exchange = draw(st.booleans())
@@ -394,9 +417,16 @@ def test_every_object_is_one_node_and_every_binding_one_edge(spec: Spec) -> None
         for e in graph.edges
         if e.kind is EdgeKind.DEAD_LETTER
     }
+    retries = _retry_edges(spec)
+    backs = {r for r, _, _ in retries[1]}
     assert dead_letters == {
-        (q.name, q.dead_letter_exchange) for q in spec.queues.values() if q.dead_letter_exchange
+        (q.name, q.dead_letter_exchange)
+        for q in spec.queues.values()
+        if q.dead_letter_exchange and q.name not in backs
     }
+    # A retry queue's way back (the default exchange, keyed with its queue) is drawn as
+    # what it means, not as a dead-letter edge to the default exchange.
+    assert (_edges(graph, EdgeKind.RETRY), _edges(graph, EdgeKind.RETRY_BACK)) == retries
     alternates = {
         (nodes[e.source].name, nodes[e.target].name)
         for e in graph.edges

@@ -13,6 +13,10 @@ exchange bindings included, run-time bindings (a templated key) dashed; each
 queue's effective dead-letter exchange and each exchange's effective alternate
 exchange (argument or policy, as ``spec.policies`` resolves them); which
 service publishes which message to which exchange, and consumes which queue.
+A queue's ``retry:`` is drawn as an edge to each retry queue ("retry 5s") and
+one back ("after 5s"), dotted: the way back is the retry queue's dead-letter
+route (the default exchange, keyed with the queue's name), shown as what it
+means rather than as a dead-letter edge to the default exchange.
 Exchanges named but not declared (built-in ones, the default exchange) get a
 node of their own, marked not declared.
 """
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rabbitry.errors import InvalidArgument
-from rabbitry.spec.model import BUILTIN_EXCHANGES, ArgValue, Binding, Spec
+from rabbitry.spec.model import BUILTIN_EXCHANGES, ArgValue, Binding, Spec, retry_label
 from rabbitry.spec.policies import alternate_of, dead_letter_of
 
 __all__ = [
@@ -57,6 +61,10 @@ class EdgeKind(StrEnum):
     ALTERNATE = "alternate"
     PUBLISHES = "publishes"
     CONSUMES = "consumes"
+    #: A queue to one of its retry queues (``retry:``): where a failed message waits.
+    RETRY = "retry"
+    #: A retry queue back to its queue, once the delay (its TTL) is over.
+    RETRY_BACK = "retry-back"
 
 
 @dataclass(frozen=True)
@@ -169,13 +177,30 @@ def graph_of(spec: Spec) -> Graph:
         build.edge(
             source, target, EdgeKind.BINDING, binding_label(binding), runtime=binding.runtime
         )
+    backs = _retry_backs(spec)
     for queue in spec.queues.values():
+        if queue.name in backs:
+            continue  # drawn as the way back from the delay, below
         dlx, dlrk = dead_letter_of(spec, queue.name)
         if dlx is not None and isinstance(dlx.value, str):
             label = "dead-letter" if dlrk is None else f"dead-letter: {_value(dlrk.value)}"
             build.edge(
                 build.queue(queue.name), build.exchange(dlx.value), EdgeKind.DEAD_LETTER, label
             )
+    for queue in spec.queues.values():
+        for delay, name in dict.fromkeys(queue.retry_queues):
+            if name in spec.queues:
+                label = retry_label(delay)
+                build.edge(
+                    build.queue(queue.name), build.queue(name), EdgeKind.RETRY, f"retry {label}"
+                )
+                if name in backs:
+                    build.edge(
+                        build.queue(name),
+                        build.queue(queue.name),
+                        EdgeKind.RETRY_BACK,
+                        f"after {label}",
+                    )
     for exchange in spec.exchanges.values():
         alternate = alternate_of(spec, exchange.name)
         if alternate is not None and isinstance(alternate.value, str):
@@ -196,6 +221,24 @@ def graph_of(spec: Spec) -> Graph:
         for queue_name, messages in service.consumes.items():
             build.edge(build.queue(queue_name), me, EdgeKind.CONSUMES, ", ".join(messages))
     return Graph(tuple(build.nodes.values()), tuple(build.edges))
+
+
+def _retry_backs(spec: Spec) -> dict[str, str]:
+    """Retry queue → its queue, for each retry queue whose effective dead-letter route
+    leads back to its queue (the default exchange, keyed with the queue's name)."""
+    backs: dict[str, str] = {}
+    for queue in spec.queues.values():
+        if queue.retry_of is None:
+            continue
+        dlx, dlrk = dead_letter_of(spec, queue.name)
+        if (
+            dlx is not None
+            and dlx.value == ""
+            and dlrk is not None
+            and dlrk.value == queue.retry_of
+        ):
+            backs[queue.name] = queue.retry_of
+    return backs
 
 
 # -- Mermaid -------------------------------------------------------------------------
@@ -231,6 +274,8 @@ _MERMAID_ARROW: Mapping[EdgeKind, str] = {
     EdgeKind.ALTERNATE: "==>",
     EdgeKind.PUBLISHES: "-->",
     EdgeKind.CONSUMES: "-->",
+    EdgeKind.RETRY: "-.->",
+    EdgeKind.RETRY_BACK: "-.->",
 }
 
 
@@ -278,6 +323,8 @@ _DOT_STYLE: Mapping[EdgeKind, str] = {
     EdgeKind.ALTERNATE: "bold",
     EdgeKind.PUBLISHES: "solid",
     EdgeKind.CONSUMES: "solid",
+    EdgeKind.RETRY: "dotted",
+    EdgeKind.RETRY_BACK: "dotted",
 }
 
 

@@ -9,12 +9,18 @@ its consuming from a queue a ``receive`` operation.  What AsyncAPI cannot say
 rides in ``x-rabbitry-*`` fields, as the spec writes it: arguments, internal
 exchanges, queue types, bindings with their keys and headers (and which are
 made at run time, with their placeholders), policies and operator policies,
-routing keys and headers of messages, codegen, ``rabbitmq``, and every schema
+routing keys and headers of messages, a queue's ``retry:`` delays (as the spec
+writes them), codegen, ``rabbitmq``, and every schema
 file by its path, as JSON text (the payload is a bundle, which rewrites
 ``$ref``s: the files are how the spec is given back exactly).  A payload's own
 references are rewritten once more to start from the document's root
 (``#/components/messages/M/payload/$defs/...``): AsyncAPI resolves a ``$ref``
 against the whole document, as ``@asyncapi/parser`` does.
+
+The retry queues a ``retry:`` makes are channels like any queue (they exist on
+the broker, and a reader of the document should see where failed messages
+wait), each marked with the queue it serves (``retry_of``); the reader skips
+them, since the ``retry:`` of their queue makes them again.
 
 Object ids (channel, operation and message keys) are made from names with
 every character outside ``[A-Za-z0-9_.-]`` replaced and a counter added when two
@@ -42,6 +48,7 @@ from rabbitry.spec.model import (
     PolicyTarget,
     Queue,
     Spec,
+    retry_label,
 )
 from rabbitry.spec.policies import alternate_of, dead_letter_of
 
@@ -233,7 +240,16 @@ def _queue_channel(
 
 
 def _queue_extras(queue: Queue) -> dict[str, Any]:
-    return {"type": queue.type.value, "runtime": queue.runtime, "arguments": dict(queue.arguments)}
+    extras: dict[str, Any] = {
+        "type": queue.type.value,
+        "runtime": queue.runtime,
+        "arguments": dict(queue.arguments),
+    }
+    if queue.retry:
+        extras["retry"] = [retry_label(delay) for delay in queue.retry]
+    if queue.retry_of is not None:
+        extras["retry_of"] = queue.retry_of
+    return extras
 
 
 def _binding(binding: Binding) -> dict[str, Any]:

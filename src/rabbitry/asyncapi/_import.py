@@ -5,9 +5,10 @@ channel bindings' exchange and queue, descriptions, message names, the
 operations' channels and messages); the rest from the ``x-rabbitry-*`` fields,
 and the schema files from ``x-rabbitry-schema-files`` (JSON text, by path).  Fields the
 exporter adds for readers only (dead-letter paths, a binding's placeholders)
-are derived again by ``rabbitry check`` and not read.  Arguments with a sugar
-key come back as the sugar key (``x-dead-letter-exchange`` as ``dead_letter``),
-the way a spec is written by hand.
+are derived again by ``rabbitry check`` and not read, and neither are the
+channels of retry queues (marked ``retry_of``): their queue's ``retry:`` makes
+them.  Arguments with a sugar key come back as the sugar key
+(``x-dead-letter-exchange`` as ``dead_letter``), the way a spec is written by hand.
 
 A document that is not AsyncAPI 3.0.0, or not one rabbitry wrote, is refused
 with ``InvalidArgument`` naming the file and where it breaks which rule.
@@ -153,7 +154,7 @@ class _Reader:
         for channel in self.document["channels"].values():
             amqp = channel["bindings"]["amqp"]
             if amqp["is"] == "queue":
-                if not channel.get(f"{EXTENSION}undeclared"):
+                if not channel.get(f"{EXTENSION}undeclared") and not _made_by_retry(channel):
                     queues[amqp["queue"]["name"]] = _queue(channel, amqp["queue"])
             elif not channel.get(f"{EXTENSION}builtin"):
                 exchanges[amqp["exchange"]["name"]] = _exchange(channel, amqp["exchange"])
@@ -260,6 +261,11 @@ def _exchange(channel: Mapping[str, Any], amqp: Mapping[str, Any]) -> dict[str, 
     return _described(entry, channel)
 
 
+def _made_by_retry(channel: Mapping[str, Any]) -> bool:
+    """A retry queue: its queue's ``retry:`` makes it again, so the spec never names it."""
+    return "retry_of" in channel.get(f"{EXTENSION}queue", {})
+
+
 def _queue(channel: Mapping[str, Any], amqp: Mapping[str, Any]) -> dict[str, Any]:
     extras = channel[f"{EXTENSION}queue"]
     entry: dict[str, Any] = {}
@@ -274,6 +280,8 @@ def _queue(channel: Mapping[str, Any], amqp: Mapping[str, Any]) -> dict[str, Any
     if amqp.get("autoDelete", False):
         entry["auto_delete"] = True
     _sugared(entry, extras["arguments"], QUEUE_ARGUMENTS)
+    if "retry" in extras:
+        entry["retry"] = list(extras["retry"])
     return _described(entry, channel)
 
 

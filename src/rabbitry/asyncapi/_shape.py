@@ -47,7 +47,11 @@ _QUEUE_CHANNEL = {
                     ["x-rabbitry-queue"],
                     **{
                         "x-rabbitry-queue": _object(
-                            ["type", "arguments"], type=_TEXT, arguments=_TABLE
+                            ["type", "arguments"],
+                            type=_TEXT,
+                            arguments=_TABLE,
+                            retry={"type": "array", "items": _TEXT, "minItems": 1},
+                            retry_of=_TEXT,
                         )
                     },
                 ),

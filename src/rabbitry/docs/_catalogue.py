@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from rabbitry.check import reach
 from rabbitry.graph import Graph, NodeKind, binding_label, graph_of
 from rabbitry.spec.bundle import bundle
-from rabbitry.spec.model import ArgValue, Binding, Policy, Spec
+from rabbitry.spec.model import ArgValue, Binding, Policy, Spec, retry_label
 from rabbitry.spec.policies import (
     Setting,
     alternate_of,
@@ -99,6 +99,11 @@ class QueueEntry:
     bindings: tuple[BindingEntry, ...]
     consumers: tuple[tuple[Link, tuple[Link, ...]], ...]
     messages: tuple[Link, ...]
+    #: ``retry:``: for each try after the first, its delay (``5s``) and retry queue.
+    retries: tuple[tuple[str, Link], ...] = ()
+    #: A retry queue: the queue whose failed messages wait in it, and for how long.
+    retry_of: Link | None = None
+    retry_delay: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,9 @@ def catalogue_of(spec: Spec) -> Catalogue:
             )
         )
 
+    waits = {
+        name: retry_label(delay) for q in spec.queues.values() for delay, name in q.retry_queues
+    }
     queues = []
     for queue in spec.queues.values():
         user, operator = queue_policies(spec, queue)
@@ -304,6 +312,11 @@ def catalogue_of(spec: Spec) -> Catalogue:
                 messages=tuple(
                     link("message", m) for m in spec.messages if queue.name in reached[m]
                 ),
+                retries=tuple(
+                    (retry_label(delay), link("queue", name)) for delay, name in queue.retry_queues
+                ),
+                retry_of=None if queue.retry_of is None else link("queue", queue.retry_of),
+                retry_delay=waits.get(queue.name, "") if queue.retry_of else "",
             )
         )
 

@@ -19,6 +19,11 @@ difference is a note (``SpecDraft.notes``), never a silent drop:
   an exchange not in the spec) and policies of equal priority applying to one
   object (the broker picks one arbitrarily; the spec calls that an error).
 
+A queue that is exactly a retry queue of another (``Q.retry.5s``: the TTL of its
+label, dead-lettered back to ``Q`` through the default exchange, nothing else)
+is written as a delay of ``Q``'s ``retry:`` rather than as a queue
+(``_retry``), with a note.  Bindings to it were none, or it would not fold.
+
 The result is meant to pass ``rabbitry check`` as it is: the caller loads the
 written file to prove it.
 """
@@ -38,6 +43,7 @@ from rabbitry.broker.state import (
     QueueState,
     Topology,
 )
+from rabbitry.importer._retry import fold_retries
 from rabbitry.spec.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS, ArgSpec, check_value
 from rabbitry.spec.diagnostics import Severity
 from rabbitry.spec.draft import SpecDraft
@@ -51,6 +57,7 @@ from rabbitry.spec.model import (
     Queue,
     QueueType,
     Spec,
+    retry_label,
 )
 from rabbitry.spec.policies import POLICY_KEYS
 from rabbitry.spec.policy_checks import POLICY_CHECKS
@@ -85,11 +92,25 @@ class _Drafting:
         self.take_queues(topology.queues.values())
         self.drop_dangling()
         bindings = self.take_bindings(topology.bindings)
+        retries = fold_retries(
+            self.queues,
+            {name: _queue_arguments(q) for name, q in self.queues.items()},
+            {
+                b.destination
+                for b in topology.bindings
+                if b.source and b.destination_type == "queue"
+            },
+        )
+        self.notes.extend(retries.notes)
         document: dict[str, Any] = {"version": 1}
         document["exchanges"] = {
             name: _exchange_body(self.exchanges[name]) for name in sorted(self.exchanges)
         }
-        document["queues"] = {name: _queue_body(self.queues[name]) for name in sorted(self.queues)}
+        document["queues"] = {
+            name: _queue_body(self.queues[name], retries.delays.get(name, ()))
+            for name in sorted(self.queues)
+            if name not in retries.folded
+        }
         user = self.take_policies(topology.policies or {}, operator=False)
         operator = self.take_policies(topology.operator_policies or {}, operator=True)
         if user:
@@ -385,7 +406,7 @@ def _exchange_body(x: ExchangeState) -> dict[str, Any]:
     return body
 
 
-def _queue_body(q: QueueState) -> dict[str, Any]:
+def _queue_body(q: QueueState, retry: tuple[int, ...] = ()) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if q.type != "classic":
         body["type"] = q.type
@@ -394,6 +415,8 @@ def _queue_body(q: QueueState) -> dict[str, Any]:
     if q.auto_delete:
         body["auto_delete"] = True
     body.update(_sugared(_queue_arguments(q), QUEUE_ARGUMENTS))
+    if retry:
+        body["retry"] = [retry_label(delay) for delay in retry]
     return body
 
 
