@@ -93,6 +93,25 @@ def test_asyncapi_carries_retry_and_marks_the_retry_queues(tmp_path: Path) -> No
     _same(spec, load_spec(target))
 
 
+def test_a_channel_marked_retry_of_that_no_retry_makes_stays_a_queue(tmp_path: Path) -> None:
+    """Edited by hand: ``jobs`` lost its ``retry:``; its retry queues are then queues of
+    their own, not silently dropped."""
+    spec = _load(tmp_path)
+    document = export_asyncapi(spec)
+    del _channel(document, "jobs")["x-rabbitry-queue"]["retry"]
+    queues = draft_from_asyncapi(document).document["queues"]
+    assert set(queues) == {"jobs", "jobs.retry.5s", "jobs.retry.30s", "jobs.retry.1m", "mail"} | {
+        "plain"
+    }
+    assert queues["jobs.retry.30s"] == {
+        "type": "quorum",
+        "message_ttl": 30_000,
+        "dead_letter": "",
+        "dead_letter_routing_key": "jobs",
+        "description": spec.queues["jobs.retry.30s"].description,
+    }
+
+
 def test_a_hand_edited_retry_that_is_not_a_list_of_labels_is_refused(tmp_path: Path) -> None:
     document = export_asyncapi(_load(tmp_path))
     _channel(document, "jobs")["x-rabbitry-queue"]["retry"] = 5

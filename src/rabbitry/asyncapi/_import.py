@@ -6,8 +6,8 @@ operations' channels and messages); the rest from the ``x-rabbitry-*`` fields,
 and the schema files from ``x-rabbitry-schema-files`` (JSON text, by path).  Fields the
 exporter adds for readers only (dead-letter paths, a binding's placeholders)
 are derived again by ``rabbitry check`` and not read, and neither are the
-channels of retry queues (marked ``retry_of``): their queue's ``retry:`` makes
-them.  Arguments with a sugar key come back as the sugar key
+channels of retry queues (marked ``retry_of``) that their queue's ``retry:``
+makes again.  Arguments with a sugar key come back as the sugar key
 (``x-dead-letter-exchange`` as ``dead_letter``), the way a spec is written by hand.
 
 A document that is not AsyncAPI 3.0.0, or not one rabbitry wrote, is refused
@@ -16,8 +16,9 @@ with ``InvalidArgument`` naming the file and where it breaks which rule.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from rabbitry.asyncapi._shape import EXPORTED_SHAPE
 from rabbitry.asyncapi._validate import ASYNCAPI_VERSION, SchemaFault, schema_faults
 from rabbitry.errors import InvalidArgument
 from rabbitry.spec._files import FileRefused, read_text_bounded
+from rabbitry.spec._retry import delay_ms
 from rabbitry.spec._yaml import YamlError, parse_yaml
 from rabbitry.spec.arguments import EXCHANGE_ARGUMENTS, QUEUE_ARGUMENTS, ArgSpec
 from rabbitry.spec.draft import SpecDraft
+from rabbitry.spec.model import retry_queue_name
 from rabbitry.spec.policies import POLICY_KEYS
 
 __all__ = ["draft_from_asyncapi", "read_asyncapi"]
@@ -151,11 +154,13 @@ class _Reader:
     def channels(self) -> tuple[dict[str, Any], dict[str, Any]]:
         exchanges: dict[str, Any] = {}
         queues: dict[str, Any] = {}
+        made = _made_by_retry(self.document["channels"].values())
         for channel in self.document["channels"].values():
             amqp = channel["bindings"]["amqp"]
             if amqp["is"] == "queue":
-                if not channel.get(f"{EXTENSION}undeclared") and not _made_by_retry(channel):
-                    queues[amqp["queue"]["name"]] = _queue(channel, amqp["queue"])
+                name = amqp["queue"]["name"]
+                if not channel.get(f"{EXTENSION}undeclared") and name not in made:
+                    queues[name] = _queue(channel, amqp["queue"])
             elif not channel.get(f"{EXTENSION}builtin"):
                 exchanges[amqp["exchange"]["name"]] = _exchange(channel, amqp["exchange"])
         return exchanges, queues
@@ -261,9 +266,19 @@ def _exchange(channel: Mapping[str, Any], amqp: Mapping[str, Any]) -> dict[str, 
     return _described(entry, channel)
 
 
-def _made_by_retry(channel: Mapping[str, Any]) -> bool:
-    """A retry queue: its queue's ``retry:`` makes it again, so the spec never names it."""
-    return "retry_of" in channel.get(f"{EXTENSION}queue", {})
+def _made_by_retry(channels: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The queues the ``retry:`` of the document's queues make: the spec never names them.
+    A channel marked ``retry_of`` that no ``retry:`` makes (a hand-edited document) is
+    not among them and stays a queue; a delay that does not parse makes nothing here
+    (``rabbitry check`` of the spec written says what is wrong with it)."""
+    made: set[str] = set()
+    for channel in channels:
+        amqp = channel["bindings"]["amqp"]
+        extras = channel.get(f"{EXTENSION}queue", {})
+        for label in extras.get("retry", ()) if amqp["is"] == "queue" else ():
+            with contextlib.suppress(ValueError):
+                made.add(retry_queue_name(amqp["queue"]["name"], delay_ms(label)))
+    return frozenset(made)
 
 
 def _queue(channel: Mapping[str, Any], amqp: Mapping[str, Any]) -> dict[str, Any]:

@@ -90,10 +90,11 @@ def fold_retries(
         delays[owner] = tuple(ms for ms, _ in taken)
         folded.update(name for _, name in taken)
         labels = ", ".join(retry_label(ms) for ms, _ in taken)
+        names = ", ".join(repr(n) for _, n in taken)
         note = (
-            f"queue(s) {', '.join(repr(n) for _, n in taken)} folded into queue {owner!r} as "
-            f"`retry: [{labels}]`: each holds failed messages for its TTL and dead-letters "
-            f"them back to {owner!r}, as `retry:` makes them"
+            f"{'queues' if len(taken) > 1 else 'queue'} {names} folded into queue {owner!r} as "
+            f"`retry: [{labels}]`: a retry queue holds failed messages for its TTL and "
+            f"dead-letters them back to {owner!r}, as `retry:` makes it"
         )
         if len(taken) > 1:
             note += (
