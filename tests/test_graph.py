@@ -497,6 +497,40 @@ def test_cli_shows_a_policy_alternate_and_a_dead_letter_key(
     assert f'{orders.id} ==>|"alternate"| {unrouted.id}' in out
 
 
+def test_retries_are_dotted_edges_to_each_retry_queue_and_back(tmp_path: Path) -> None:
+    path = write_spec(
+        tmp_path,
+        """
+        version: 1
+        exchanges:
+          dl: {type: fanout}
+        queues:
+          jobs: {type: quorum, dead_letter: dl, retry: [5s, 30s, 5s]}
+        """,
+    )
+    graph = graph_of(load_spec(path))
+    assert _edges(graph, EdgeKind.RETRY) == {
+        ("jobs", "retry 5s", "jobs.retry.5s"),
+        ("jobs", "retry 30s", "jobs.retry.30s"),
+    }
+    assert _edges(graph, EdgeKind.RETRY_BACK) == {
+        ("jobs.retry.5s", "after 5s", "jobs"),
+        ("jobs.retry.30s", "after 30s", "jobs"),
+    }
+    # The way back is the retry queue's dead-letter route, drawn for what it means: no
+    # dead-letter edge to the default exchange, which gets no node.
+    assert _edges(graph, EdgeKind.DEAD_LETTER) == {("jobs", "dead-letter", "dl")}
+    assert graph.node(NodeKind.EXCHANGE, "") is None
+    assert len(graph.edges) == 5  # a delay written twice is one retry queue, drawn once
+    _agrees(graph)
+    ids = {n.name: n.id for n in graph.nodes}
+    jobs, waiting = ids["jobs"], ids["jobs.retry.5s"]
+    assert f'    {jobs} -.->|"retry 5s"| {waiting}' in mermaid(graph).splitlines()
+    assert f'    {waiting} -> {jobs} [label="after 5s", style=dotted];' in dot(graph).splitlines()
+    assert f'    {jobs} -> {ids["dl"]} [label="dead-letter", style=bold];' in dot(graph)
+    _dot_parses(dot(graph), tmp_path)
+
+
 def test_cli_on_a_broken_spec_exits_1_without_a_diagram(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
