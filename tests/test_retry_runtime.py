@@ -23,10 +23,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from pamqp import commands as spec
 
 from amqp import apply, channel_on, depth, drain, raw_publish, until
 from broker import Vhost
 from rabbitry import DeadLetter
+from rabbitry.broker._frames import raw_header
 from rabbitry.check import load_spec
 from rabbitry.messaging import _telemetry
 from rabbitry.messaging._delivery import attempt_of
@@ -304,6 +306,87 @@ def test_a_missing_retry_queue_dead_letters_with_the_hint_to_apply(
 
     _run(body)
     assert calls == [1]
+
+
+def test_headers_that_leave_no_room_for_the_retry_headers_reject_it_once(
+    vhost: Vhost, contract: Contract
+) -> None:
+    """A copy's content header must fit in one frame (a larger one makes the broker close the
+    connection, and the message would come back for ever): when the message's own headers
+    leave room for neither the retry copy nor the dead-letter copy, it is rejected, so the
+    broker dead-letters the original, once."""
+    body = b'{"n": 9}'
+    bare = len(
+        raw_header(len(body), spec.Basic.Properties(message_type="Task", headers={"pad": ""}))
+    )
+    pad = "x" * (131072 - 8 - bare - 120)  # it fits with 120 bytes to spare: not enough
+    calls: list[int] = []
+
+    async def broken(delivery: Delivery[Any]) -> None:
+        calls.append(delivery.attempt)
+        raise RuntimeError("a reason longer than the room left " + "." * 400)
+
+    async def body_() -> None:
+        worker, boss = await _worker(vhost, contract, broken)
+        try:
+            await raw_publish(
+                vhost.amqp_url,
+                "work",
+                "task",
+                [(body, {"message_type": "Task", "headers": {"pad": pad}})],
+            )
+            [dead] = await drain(vhost.amqp_url, "dead", 1)
+            await asyncio.sleep(0.8)  # past every delay: nothing more comes
+            assert worker.is_connected
+        finally:
+            await _close(worker, boss)
+        headers = dead.header.properties.headers
+        assert "x-rabbitry-error" not in headers
+        assert [(str(d["queue"]), str(d["reason"])) for d in headers["x-death"]] == [
+            ("tasks", "rejected")
+        ]
+        for name in ("dead", "tasks", "tasks.retry.200ms", "tasks.retry.400ms"):
+            assert await depth(vhost.amqp_url, name) == 0, name
+
+    _run(body_)
+    assert calls == [1]
+
+
+def test_a_reason_too_long_for_the_frame_is_shortened_in_the_retry(
+    vhost: Vhost, contract: Contract
+) -> None:
+    """With 600 bytes to spare the full reason (2,000 characters) does not fit, the short one
+    (200) does: the message is retried with it rather than dead-lettered."""
+    body = b'{"n": 10}'
+    bare = len(
+        raw_header(len(body), spec.Basic.Properties(message_type="Task", headers={"pad": ""}))
+    )
+    pad = "x" * (131072 - 8 - bare - 600)
+    reasons: list[Any] = []
+
+    async def flaky(delivery: Delivery[Any]) -> None:
+        reasons.append(delivery.headers.get("x-rabbitry-error"))
+        if delivery.attempt == 1:
+            raise RuntimeError("long " + "." * 3000)
+
+    async def body_() -> None:
+        worker, boss = await _worker(vhost, contract, flaky)
+        try:
+            await raw_publish(
+                vhost.amqp_url,
+                "work",
+                "task",
+                [(body, {"message_type": "Task", "headers": {"pad": pad}})],
+            )
+            await until(lambda: len(reasons) == 2, 10, "for the second try")
+        finally:
+            await _close(worker, boss)
+        assert await depth(vhost.amqp_url, "dead") == 0
+
+    _run(body_)
+    assert reasons[0] is None
+    assert reasons[1].startswith("RuntimeError: long ...")
+    assert len(reasons[1]) == 200
 
 
 def test_the_attempt_header_is_read_leniently() -> None:
