@@ -70,7 +70,8 @@ def fold_retries(
                 f"queue of its own: {why}"
             )
     # A queue that is itself folded cannot retry (the spec makes its retry queues plain).
-    for owner in [o for o in found if any(o in [n for _, n in v] for v in found.values())]:
+    candidates = {name for pairs in found.values() for _, name in pairs}
+    for owner in [o for o in found if o in candidates]:
         for _, name in found.pop(owner):
             kept.append(
                 f"queue {name!r} is named like a retry queue of {owner!r} but kept as a "
