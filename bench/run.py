@@ -228,7 +228,10 @@ def _tracing_rounds(broker: Broker, settings: dict[str, Any]) -> list[dict[str, 
             )
             log(
                 f"tracing round {round_ + 1}: "
-                + ", ".join(f"{k} {v:,.0f}/s" for k, v in rounds[-1].items())
+                + ", ".join(
+                    f"{k} {v:,.0f}" + ("" if k.endswith("_us") else "/s")
+                    for k, v in rounds[-1].items()
+                )
             )
     return rounds
 
@@ -433,7 +436,9 @@ def print_table(report: dict[str, Any]) -> None:
                     f"tracing_{mode}_vs_off_{name}",
                     fmt["%"](f[f"tracing_{mode}_vs_off_{name}"]),
                     f"`{name}` with tracing {mode} {t[f'{mode}_{name}']:,.0f}/s vs off "
-                    f"{t[f'off_{name}']:,.0f}/s",
+                    f"{t[f'off_{name}']:,.0f}/s; client CPU a message "
+                    f"{t[f'{mode}_{name}_cpu_us']:.0f} vs {t[f'off_{name}_cpu_us']:.0f} µs "
+                    f"({t[f'{mode}_vs_off_{name}_cpu_us']:.2f}x)",
                 )
     if "scale" in report["raw"]:
         sizes = report["raw"]["scale"]

@@ -22,10 +22,11 @@ Each child, on the queue of ``bench/messaging.py``'s spec (a fresh vhost per run
 publishes ``--messages`` seed ``Start`` messages (persistent, confirmed) with one
 ``Client.publish_many`` call, purges, publishes them again with ``--window``
 concurrent ``Client.publish`` calls (so the queue is full), then consumes them all
-(prefetch 256, a no-op handler, each acked), and prints messages/s of each and, in
-sdk mode, the spans it recorded (checked: one a publish and one a delivery).  The
-modes take turns in each round, the order reversed every other round; a ratio to
-off is the median of the per-round ratios.
+(prefetch 256, a no-op handler, each acked), and prints messages/s of each, the
+CPU it spent per message (``time.process_time``: steadier than throughput on a
+busy machine) and, in sdk mode, the spans it recorded (checked: one a publish and
+one a delivery).  The modes take turns in each round, the order reversed every
+other round; a ratio to off is the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 MODES = ("off", "api", "sdk")
 FIGURES = ("publish_many", "publish", "consume")
+#: Figures of client CPU per message (µs), one per figure above.
+CPU = tuple(f"{name}_cpu_us" for name in FIGURES)
 PREFETCH = 256
 
 
@@ -92,18 +96,21 @@ async def _child(mode: str, url_text: str, n: int, window: int, spans: Any) -> d
             recorded[kind] = len(spans.get_finished_spans())
             spans.clear()
 
+    async def measure(name: str, seconds: Awaitable[float]) -> None:
+        cpu = time.process_time()
+        figures[name] = n / await seconds
+        figures[f"{name}_cpu_us"] = (time.process_time() - cpu) / n * 1e6
+        spans_of(name)
+
     await messaging.purge(url)
-    figures["publish_many"] = n / await messaging.pub_rabbitry_many(url, contract, n, window)
-    spans_of("publish_many")
+    await measure("publish_many", messaging.pub_rabbitry_many(url, contract, n, window))
     assert await messaging.purge(url) == n
-    figures["publish"] = n / await messaging.pub_rabbitry(url, contract, n, window)
-    spans_of("publish")
+    await measure("publish", messaging.pub_rabbitry(url, contract, n, window))
     deadline = time.monotonic() + 30
     while await messaging.count(url) < n:  # confirmed; the queue's count may lag a moment
         assert time.monotonic() < deadline, "the queue did not fill"
         await asyncio.sleep(0.05)
-    figures["consume"] = n / await messaging.consume_rabbitry(url, contract, n, PREFETCH)
-    spans_of("consume")
+    await measure("consume", messaging.consume_rabbitry(url, contract, n, PREFETCH))
     if spans is not None:
         assert recorded == {"publish_many": n, "publish": n, "consume": n}, recorded
         figures["spans"] = recorded
@@ -141,7 +148,7 @@ def bench_tracing(url: Any, *, n: int, window: int, flip: bool) -> dict[str, flo
     result: dict[str, float] = {}
     for mode in reversed(MODES) if flip else MODES:
         figures = run_mode(mode, url, n, window)
-        for name in FIGURES:
+        for name in FIGURES + CPU:
             result[f"{mode}_{name}"] = figures[name]
     return result
 
@@ -152,7 +159,7 @@ def summary(rounds: list[dict[str, float]]) -> dict[str, float | None]:
 
     result: dict[str, float | None] = {k: median(r[k] for r in rounds) for k in rounds[0]}
     for mode in MODES[1:]:
-        for name in FIGURES:
+        for name in FIGURES + CPU:
             result[f"{mode}_vs_off_{name}"] = median(
                 ratios(rounds, f"{mode}_{name}", f"off_{name}")
             )
@@ -162,8 +169,9 @@ def summary(rounds: list[dict[str, float]]) -> dict[str, float | None]:
 def table(result: dict[str, Any]) -> list[str]:
     """Markdown rows: messages/s per mode and figure, the ratio to off beside it."""
     lines = [
-        "| tracing | `publish_many` | `publish`, window calls | consume |",
-        "|---|--:|--:|--:|",
+        "| tracing | `publish_many` | `publish`, window calls | consume "
+        "| CPU/message: `publish_many` | `publish` | consume |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for mode in MODES:
         cells = []
@@ -171,6 +179,11 @@ def table(result: dict[str, Any]) -> list[str]:
             cell = f"{result[f'{mode}_{name}']:,.0f}/s"
             if mode != "off":
                 cell += f" ({result[f'{mode}_vs_off_{name}']:.0%})"
+            cells.append(cell)
+        for name in CPU:
+            cell = f"{result[f'{mode}_{name}']:.0f} µs"
+            if mode != "off":
+                cell += f" ({result[f'{mode}_vs_off_{name}']:.2f}x)"
             cells.append(cell)
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return lines
@@ -206,7 +219,10 @@ def main() -> None:
             )
             print(
                 f"round {round_ + 1}: "
-                + ", ".join(f"{k} {v:,.0f}/s" for k, v in rounds[-1].items()),
+                + ", ".join(
+                    f"{k} {v:,.0f}" + ("" if k.endswith("_us") else "/s")
+                    for k, v in rounds[-1].items()
+                ),
                 flush=True,
             )
     print("\n".join(table(summary(rounds))))
