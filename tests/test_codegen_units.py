@@ -80,6 +80,15 @@ def test_docstring_shapes() -> None:
     assert all(len(line) <= LINE_LENGTH for line in long.splitlines())
 
 
+def test_one_paragraph_takes_one_line_with_its_quotes_or_two_lines() -> None:
+    """ruff format puts the closing quotes of ONE line of text back on that line, however
+    long it is: a docstring of one text line and its quotes on the next is never written."""
+    for size in range(60, 100):
+        text = ("ab " * size)[:size].strip() + "."
+        lines = docstring([text], 4).splitlines()
+        assert len(lines) == 1 or len(lines) >= 3, (size, lines)
+
+
 @given(TEXT)
 def test_comments_stay_on_one_line(text: str) -> None:
     line = comment_text(text)

@@ -200,7 +200,11 @@ def docstring(paragraphs: Sequence[str], indent: int) -> str:
     for i, text in enumerate(texts):
         if i:
             out.append("")
-        out.extend(_wrap(text, avail - 3 if i == 0 else avail, avail))
+        # One paragraph that did not fit on one line with its quotes is wrapped as narrow,
+        # so that it takes two lines: ruff puts the closing quotes of ONE line of text back
+        # on that line (a random spec's strategy docstring of 79-81 characters showed it).
+        first = avail - 6 if len(texts) == 1 else avail - 3
+        out.extend(_wrap(text, first if i == 0 else avail, avail))
     body = "\n".join(f"{pad}{line}" if (n and line) else line for n, line in enumerate(out))
     return f'"""{body}\n{pad}"""'
 
