@@ -31,6 +31,7 @@ from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 from rabbitry.check import load_spec
 from rabbitry.spec import Spec
+from rabbitry.spec.model import retry_label, retry_queue_name
 from specs import run_cli
 
 Json = dict[str, Any]
@@ -114,6 +115,8 @@ def raw_topologies(draw: st.DrawFn) -> Raw:
         else:
             durable = draw(st.integers(0, 3)) > 0
         raw.queues.append({"queue": name, "durable": durable, "arguments": arguments})
+    if "work" in queues and draw(st.booleans()):
+        raw.queues.append(_retry_queue_of_work(draw, raw))
     for _ in range(draw(st.integers(0, 6))):
         source = draw(st.sampled_from(sorted(kinds)))
         to_queue = bool(queues) and draw(st.booleans())
@@ -175,6 +178,21 @@ def raw_topologies(draw: st.DrawFn) -> Raw:
             }
         )
     return raw
+
+
+def _retry_queue_of_work(draw: st.DrawFn, raw: Raw) -> Json:
+    """``work.retry.LABEL``: exactly a retry queue of ``work`` (imported as its ``retry:``)
+    or a look-alike with another TTL (imported as a queue of its own); bound by nothing."""
+    work = next(q for q in raw.queues if q["queue"] == "work")
+    delay = draw(st.sampled_from([5_000, 90_000, 1_500]))
+    arguments: Json = {
+        "x-message-ttl": delay if draw(st.booleans()) else delay + 1,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "work",
+    }
+    if work["arguments"].get("x-queue-type") == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    return {"queue": f"work.retry.{retry_label(delay)}", "durable": True, "arguments": arguments}
 
 
 async def _declare(vhost: Vhost, raw: Raw) -> None:
@@ -320,6 +338,12 @@ def round_trip(
     for original, copy in _pair(api):
         asyncio.run(_declare(original, raw))
         spec, _ = _import(original, folder / "topology.yaml", capsys, "--force")
+        for queue in raw.queues:  # a retry queue of work is folded into its retry:, alone
+            if queue["queue"].startswith("work.retry."):
+                ttl = queue["arguments"]["x-message-ttl"]
+                folded = queue["queue"] == retry_queue_name("work", ttl)
+                assert spec.queues["work"].retry == ((ttl,) if folded else ())
+                assert spec.queues[queue["queue"]].retry_of == ("work" if folded else None)
         asyncio.run(converge.apply(spec, parse_url(copy.amqp_url), timeout=30))
         changes = _plan(spec, original)
         assert changes == []
