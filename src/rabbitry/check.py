@@ -50,8 +50,9 @@ class Depth(Enum):
     reading the schema files and routing every message is most of ``check``).
     """
 
-    #: The YAML, the model and the checks of its names, bindings and policies:
-    #: what ``route`` needs.  No schema file is read.
+    #: The YAML, the model and the checks of its names, bindings and policies
+    #: (those of policies on the exchanges alone): what ``route`` needs.  No schema
+    #: file is read.
     TOPOLOGY = "topology"
     #: And the message schemas with their checks: what ``publish`` and ``tail`` need.
     CONTRACT = "contract"
@@ -70,7 +71,8 @@ def check(path: Path | str, depth: Depth = Depth.ALL, *, advisory: bool = True) 
 
 
 def _check(path: Path | str, depth: Depth, advisory: bool) -> Report:
-    spec, problems = read(path, schemas=depth is not Depth.TOPOLOGY, advisory=advisory)
+    topology = depth is Depth.TOPOLOGY
+    spec, problems = read(path, schemas=not topology, advisory=advisory, for_routing=topology)
     if depth is Depth.ALL and spec is not None:
         if spec.complete and not any(d.code in _BLOCKERS for d in problems):
             problems = [*problems, *check_routing(spec)]
