@@ -112,6 +112,18 @@ def test_a_channel_marked_retry_of_that_no_retry_makes_stays_a_queue(tmp_path: P
     }
 
 
+def test_an_undeclared_queue_channel_with_odd_extras_is_read(tmp_path: Path) -> None:
+    """``x-rabbitry-undeclared`` lets ``x-rabbitry-queue`` be anything: never read for
+    ``retry:`` then (a crash here was an ``AttributeError`` on a string)."""
+    document = export_asyncapi(_load(tmp_path))
+    jobs = _channel(document, "jobs")
+    jobs["x-rabbitry-undeclared"] = True
+    jobs["x-rabbitry-queue"] = "hand-edited"
+    queues = draft_from_asyncapi(document).document["queues"]
+    # jobs is gone, so nothing makes its retry queues: they stay, as queues of their own
+    assert set(queues) == {"jobs.retry.5s", "jobs.retry.30s", "jobs.retry.1m", "mail", "plain"}
+
+
 def test_a_hand_edited_retry_that_is_not_a_list_of_labels_is_refused(tmp_path: Path) -> None:
     document = export_asyncapi(_load(tmp_path))
     _channel(document, "jobs")["x-rabbitry-queue"]["retry"] = 5

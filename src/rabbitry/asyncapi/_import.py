@@ -274,8 +274,10 @@ def _made_by_retry(channels: Iterable[Mapping[str, Any]]) -> frozenset[str]:
     made: set[str] = set()
     for channel in channels:
         amqp = channel["bindings"]["amqp"]
-        extras = channel.get(f"{EXTENSION}queue", {})
-        for label in extras.get("retry", ()) if amqp["is"] == "queue" else ():
+        if amqp["is"] != "queue" or channel.get(f"{EXTENSION}undeclared"):
+            continue
+        extras = channel[f"{EXTENSION}queue"]  # the shape holds: an object, labels as text
+        for label in extras.get("retry", ()):
             with contextlib.suppress(ValueError):
                 made.add(retry_queue_name(amqp["queue"]["name"], delay_ms(label)))
     return frozenset(made)
