@@ -317,6 +317,11 @@ def test_the_docs_page_lists_delays_and_says_whose_retry_queue(tmp_path: Path) -
     assert waiting.retry_of is not None
     assert waiting.retry_of.label == "jobs"
     assert waiting.retry_delay == "1m"
+    assert {(e.key, e.value) for e in waiting.settings} == {
+        ("message-ttl", "60000"),
+        ("dead-letter-exchange", '""'),  # the default exchange, shown, not a blank
+        ("dead-letter-routing-key", "jobs"),
+    }
     assert entries["plain"].retries == ()
     assert entries["plain"].retry_of is None
 

@@ -151,8 +151,12 @@ class Catalogue:
 
 
 def shown(value: ArgValue) -> str:
-    """A setting's value as the page writes it: a string as itself, the rest as JSON."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    """A setting's value as the page writes it: a string as itself, the rest as JSON.  The
+    empty string too is JSON, ``""``, so that it shows: a retry queue's dead-letter
+    exchange is the default exchange, whose name is empty."""
+    if isinstance(value, str) and value:
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _anchor(kind: str, name: str, position: int) -> str:
