@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker import Vhost
-from rabbitry.cli._check import _parse_header
+from rabbitry.cli._route import _parse_header
 from rabbitry.routing import route
 from rabbitry.spec import Binding, Exchange, ExchangeType, HeadersMatch, Queue, Spec
 from specs import run_cli, write_spec

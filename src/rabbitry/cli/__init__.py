@@ -31,7 +31,7 @@ __all__ = ["cli", "main"]
 #: layer, the code generator or the docs builder: 0.3 s of every run).
 _COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("rabbitry.cli._check", "check_command"),
-    "route": ("rabbitry.cli._check", "route_command"),
+    "route": ("rabbitry.cli._route", "route_command"),
     "generate": ("rabbitry.cli._generate", "generate_command"),
     "graph": ("rabbitry.cli._graph", "graph_command"),
     "docs": ("rabbitry.cli._docs", "docs_command"),

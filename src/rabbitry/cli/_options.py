@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from rabbitry.broker.amqp import DEFAULT_TIMEOUT
-from rabbitry.broker.endpoints import Endpoints, parse_urls, split_urls
-from rabbitry.broker.plan import count_of as plural
 from rabbitry.broker.url import DEFAULT_URL
 from rabbitry.errors import Option, Phrase, phrase_of
+
+if TYPE_CHECKING:
+    from rabbitry.broker.endpoints import Endpoints
+
+# The broker layer (aiormq, httpx, rich) is imported by the functions that use it,
+# not here: `rabbitry route` and `check` import this module and never reach a broker.
 
 __all__ = [
     "DEFAULT_SPEC",
@@ -102,8 +105,17 @@ def which_spec(positional: Path | None, option: Path | None) -> Path:
     return positional or option or Path(DEFAULT_SPEC)
 
 
+def plural(n: int | None, noun: str) -> str:
+    """``1 message``, ``3 messages``, ``? messages`` (unknown): ``broker.plan.count_of``."""
+    from rabbitry.broker.plan import count_of  # noqa: PLC0415 - the broker layer, on use
+
+    return count_of(n, noun)
+
+
 def connection_options(func: F) -> F:
     """``--url`` and ``--timeout``: where the broker is, and how long a call may take."""
+    from rabbitry.broker.amqp import DEFAULT_TIMEOUT  # noqa: PLC0415 - on use, see above
+
     func = click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),
@@ -129,6 +141,8 @@ def connection_options(func: F) -> F:
 def endpoints(url: tuple[str, ...], management_url: str | None = None) -> Endpoints:
     """The broker URLs ``--url`` gave (each possibly a comma-separated list), else
     ``$RABBITRY_URL``'s, else the default; ``--management-url`` applies to every one."""
+    from rabbitry.broker.endpoints import parse_urls, split_urls  # noqa: PLC0415 - on use
+
     texts = [one for text in url for one in split_urls(text)]
     return parse_urls(texts or None, management=management_url)
 
