@@ -190,8 +190,9 @@ def _counts(draft: SpecDraft) -> str:
             plural(len(doc.get("messages") or {}), "message"),
             plural(len(doc.get("services") or {}), "service"),
         ]
-    left = f", {plural(len(draft.notes), 'note')} on what was left out" if draft.notes else ""
-    return "imported " + ", ".join(parts) + left
+    # The notes say what was left out, and what was folded (retry queues into ``retry:``).
+    noted = f", {plural(len(draft.notes), 'note')} above" if draft.notes else ""
+    return "imported " + ", ".join(parts) + noted
 
 
 def _policies(n: int, stem: str) -> str:
