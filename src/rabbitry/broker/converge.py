@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from rabbitry.broker import live as live_state
 from rabbitry.broker import policies
 from rabbitry.broker.apply import ApplyResult, execute
 from rabbitry.broker.endpoints import Endpoints, first_answering
-from rabbitry.broker.live import MANAGEMENT, LiveState, read_live
+from rabbitry.broker.live import MANAGEMENT, LiveState, Sighting, read_live
 from rabbitry.broker.management import api_base
 from rabbitry.broker.permissions import NAMED, forbidden, read_permissions
 from rabbitry.broker.plan import (
@@ -33,7 +34,7 @@ from rabbitry.broker.url import BrokerURL
 from rabbitry.errors import AccessRefused, ManagementError, Option, Phrase
 from rabbitry.spec import Spec
 
-__all__ = ["Converged", "Planned", "apply", "plan"]
+__all__ = ["Converged", "Looked", "Planned", "apply", "look", "plan"]
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,46 @@ class Converged:
     result: ApplyResult
 
 
-async def plan(
-    spec: Spec, url: BrokerURL | Endpoints, *, prune: bool = False, timeout: float
-) -> Planned:
-    """What apply would change in ``url``'s vhost; changes nothing."""
+@dataclass(frozen=True)
+class Looked:
+    """The vhost as the management API showed it before the spec was known (``look``)."""
+
+    #: The broker read (of several URLs, the one used).
+    url: BrokerURL
+    seen: Sighting
+
+
+async def look(url: BrokerURL | Endpoints, *, timeout: float) -> Looked:
+    """Read ``url``'s vhost through the management API, which needs no spec.
+
+    ``plan`` and ``apply`` given what it returned (``looked=``) start from it:
+    the command line reads the vhost while it reads and checks the spec, and
+    the broker would otherwise sit idle (an error of either is raised, and
+    nothing is changed).
+    """
     if isinstance(url, Endpoints):
         url = await first_answering(url, timeout=timeout, management=True)
-    live = await read_live(url, spec, timeout=timeout)
+    return Looked(url, await live_state.look(url, timeout=timeout))
+
+
+async def plan(
+    spec: Spec,
+    url: BrokerURL | Endpoints,
+    *,
+    prune: bool = False,
+    timeout: float,
+    looked: Looked | None = None,
+) -> Planned:
+    """What apply would change in ``url``'s vhost; changes nothing.
+
+    ``looked``: what ``look`` read of it already (its URL is the one used).
+    """
+    if looked is not None:
+        url = looked.url
+    elif isinstance(url, Endpoints):
+        url = await first_answering(url, timeout=timeout, management=True)
+    seen = looked.seen if looked is not None else None
+    live = await read_live(url, spec, timeout=timeout, seen=seen)
     # What the broker's version refuses (spec.rabbitmq4) stops plan, and so apply,
     # before anything is changed.
     refuse_what_the_broker_refuses(spec, live)
@@ -83,12 +117,14 @@ async def apply(
     migrate: bool = False,
     timeout: float,
     progress: Callable[[int, int], None] | None = None,
+    looked: Looked | None = None,
 ) -> Converged:
     """Converge ``url``'s vhost to ``spec``; refuses data loss unless allowed.
 
     ``migrate``: replace queues with their messages and bindings kept (``broker.migrate``).
+    ``looked``: as for ``plan``.
     """
-    planned = await plan(spec, url, prune=prune, timeout=timeout)
+    planned = await plan(spec, url, prune=prune, timeout=timeout, looked=looked)
     url = planned.url
     if (spec.policies or spec.operator_policies) and not planned.live.topology.sees_policies:
         # Nothing is changed: a half-applied spec without its policies (dead-letter
@@ -104,23 +140,22 @@ async def apply(
                 ", or use a user with the management and policymaker tags",
             )
         )
-    # Policies go through the management API, after the AMQP changes (a refusal
-    # of data loss there stops the run before any policy is written).
+    # Policies go through the management API, first (``broker.apply``: a refusal of
+    # data loss stops the run before any policy is written).
     over_amqp, policy_changes = policies.split(planned.plan)
     if not planned.live.sees_bindings:
         over_amqp = _every_binding(over_amqp, spec)
     if planned.live.source == MANAGEMENT:
         await _refuse_what_is_forbidden(over_amqp, url, timeout)
     result = await execute(
-        over_amqp,
+        replace(over_amqp, changes=policy_changes + over_amqp.changes),
         url,
         allow_data_loss=allow_data_loss,
         migrate=migrate,
         timeout=timeout,
         progress=progress,
     )
-    written = await policies.carry_out(policy_changes, url, timeout=timeout)
-    return Converged(planned, replace(result, applied=result.applied + written))
+    return Converged(planned, result)
 
 
 async def _refuse_what_is_forbidden(plan: Plan, url: BrokerURL, timeout: float) -> None:

@@ -89,7 +89,16 @@ from rabbitry.errors import (
 from rabbitry.spec import Spec
 from rabbitry.spec.rabbitmq4 import Version, parse_version
 
-__all__ = ["AMQP", "MANAGEMENT", "BlindSpot", "LiveState", "read_live", "same_broker"]
+__all__ = [
+    "AMQP",
+    "MANAGEMENT",
+    "BlindSpot",
+    "LiveState",
+    "Sighting",
+    "look",
+    "read_live",
+    "same_broker",
+]
 
 MANAGEMENT: Final = "management"
 AMQP: Final = "amqp"
@@ -191,35 +200,66 @@ class LiveState:
         return tuple(spot for spot in self.blind_spots if hides.get(spot, False))
 
 
-async def read_live(
-    url: BrokerURL, spec: Spec, *, management: bool = True, timeout: float
-) -> LiveState:
-    """The live state of ``url.vhost`` as it concerns ``spec``.
+@dataclass(frozen=True)
+class Sighting:
+    """What the management API shows of a vhost, read without the spec (``look``).
 
-    With ``management`` the API is read first; when it cannot be used (not
-    reachable, or it refuses this user) the state is read over AMQP instead,
-    whose own errors (wrong login, no vhost, unreachable) are then the ones
-    raised, unless the management URL was given explicitly: then its failure
-    is raised.  ``timeout`` bounds every single broker call.
+    Either ``overview`` and ``topology`` (without counts), or ``failed``: why
+    the API could not be used, so that ``read_live`` reads over AMQP instead
+    (which needs the spec: it declares the spec's objects).
     """
-    if not management:
-        return await _read_amqp(url, spec, timeout, Phrase.of("the management API was not asked"))
+
+    overview: Overview | None = None
+    topology: Topology | None = None
+    failed: Phrase | None = None
+
+
+async def look(url: BrokerURL, *, timeout: float) -> Sighting:
+    """The management API's view of ``url.vhost``: what ``read_live`` starts from.
+
+    It needs no spec, so the command line reads it while the spec is read and
+    checked (``converge.look``).  Raises what ``read_live`` raises for the API:
+    another broker's API (``same_broker``), or its failure when it was given
+    explicitly.
+    """
     try:
         overview = await read_overview(url, timeout=timeout)
+        topology = await read_vhost(url, timeout=timeout, counts=False)
     except (ManagementError, ConnectionFailed) as exc:
         why = _api_failed(url, exc)
     else:
-        try:
-            topology = await read_vhost(url, timeout=timeout, counts=False)
-        except (ManagementError, ConnectionFailed) as exc:
-            why = _api_failed(url, exc)
-        else:
-            # What another broker holds must not become the plan (the API's own errors,
-            # above, come first: they say what is wrong with the API given).
-            await same_broker(url, overview, timeout=timeout)
-            live = await _verify_counts(url, spec, topology, timeout)
-            return replace(live, version=overview.version, management=api_base(url))
-    return await _read_amqp(url, spec, timeout, why)  # outside `except`: no chained context
+        # What another broker holds must not become the plan (the API's own errors,
+        # above, come first: they say what is wrong with the API given).
+        await same_broker(url, overview, timeout=timeout)
+        return Sighting(overview, topology)
+    return Sighting(failed=why)  # outside `except`: no chained context
+
+
+async def read_live(
+    url: BrokerURL,
+    spec: Spec,
+    *,
+    management: bool = True,
+    timeout: float,
+    seen: Sighting | None = None,
+) -> LiveState:
+    """The live state of ``url.vhost`` as it concerns ``spec``.
+
+    With ``management`` the API is read first (or ``seen``, what ``look`` read
+    of it already); when it cannot be used (not reachable, or it refuses this
+    user) the state is read over AMQP instead, whose own errors (wrong login,
+    no vhost, unreachable) are then the ones raised, unless the management URL
+    was given explicitly: then its failure is raised.  ``timeout`` bounds every
+    single broker call.
+    """
+    if not management:
+        return await _read_amqp(url, spec, timeout, Phrase.of("the management API was not asked"))
+    if seen is None:
+        seen = await look(url, timeout=timeout)
+    if seen.topology is None or seen.overview is None:
+        return await _read_amqp(url, spec, timeout, seen.failed or Phrase.of("not read"))
+    live = await _verify_counts(url, spec, seen.topology, timeout)
+    return replace(live, version=seen.overview.version, management=api_base(url))
 
 
 def _api_failed(url: BrokerURL, exc: BrokerError) -> Phrase:

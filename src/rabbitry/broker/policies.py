@@ -6,7 +6,7 @@ no verb for them.  A ``PUT`` creates or updates in place: the broker re-applies
 the policy to every matching queue and exchange at once, and a queue keeps its
 messages and consumers.  A policy may name a queue or exchange that does not
 exist yet (it applies to objects created later too), so these changes need no
-order against the AMQP ones; ``converge.apply`` runs them after them.
+order against the AMQP ones; ``broker.apply`` writes them first.
 
 Writing user policies needs the ``policymaker`` (or ``administrator``) tag,
 operator policies ``administrator``; the 401 says which.
