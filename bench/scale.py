@@ -1,6 +1,6 @@
 """rabbitry at 1,000, 5,000 and 20,000 queues: each step's seconds and growth, apply vs import.
 
-    python bench/scale.py [--sizes 1000,5000,20000] [--quick] [--json]
+    python bench/scale.py [--sizes 1000,5000,20000] [--quick] [--json] [--offline]
                           [--url URL] [--management-url URL]
 
 For each size, in one run, on a spec this file writes (``spec_text``): the
@@ -17,6 +17,12 @@ import     ``rabbitmqctl import_definitions`` of the same topology (``rabbitry e
            queue and binding exists (it may return before the import has finished)
 plan       the no-op ``rabbitry plan SPEC`` right after the apply (must exit 0, in sync)
 
+Each command's CPU seconds (user + system, of the process and its children) are
+kept beside its seconds (``<step>_cpu`` in the JSON): on a loaded machine the
+wall clock measures the neighbours too.  ``--offline`` runs only the steps that
+need no broker (check, generate, route), each ``--repeat`` times (median),
+and prints their seconds and CPU per size and their growth.
+
 apply and import alternate who goes first from one size to the next.  It
 prints each step's seconds per size, each step's growth from 5,000 to 20,000
 queues (target: at most 5x for 4x the queues) and import ÷ apply per size
@@ -30,7 +36,9 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +54,17 @@ from common import ROOT, Broker, Clock, broker_pid, machine, versions
 
 from rabbitry.broker.url import BrokerURL, parse_url
 
-__all__ = ["GROWTH", "SIZES", "STEPS", "bench_scale", "growth", "spec_text", "write_spec"]
+__all__ = [
+    "GROWTH",
+    "OFFLINE",
+    "SIZES",
+    "STEPS",
+    "bench_offline",
+    "bench_scale",
+    "growth",
+    "spec_text",
+    "write_spec",
+]
 
 SIZES = (1_000, 5_000, 20_000)
 QUICK_SIZES = (200, 1_000)
@@ -178,7 +196,14 @@ def write_spec(folder: Path, queues: int) -> Path:
 
 
 def rabbitry(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """``.venv/bin/rabbitry ARGS`` as a user runs it: seconds until it exits, and its result.
+    """``.venv/bin/rabbitry ARGS`` as a user runs it: seconds until it exits, and its result."""
+    seconds, _, done = rabbitry_cpu(*args)
+    return seconds, done
+
+
+def rabbitry_cpu(*args: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """``.venv/bin/rabbitry ARGS`` as a user runs it: seconds until it exits, its CPU
+    seconds (user + system, its children's included), and its result.
 
     With bytecode caches (``PYTHONPYCACHEPREFIX``, as ``bench/apply.py`` does):
     an installed package has its bytecode compiled, and this sandbox's
@@ -186,6 +211,7 @@ def rabbitry(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "rabbitry-bench-pycache")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [str(RABBITRY), *args],
@@ -195,7 +221,10 @@ def rabbitry(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
         env=env,
         timeout=COMMAND_TIMEOUT,
     )
-    return time.perf_counter() - started, done
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return seconds, cpu, done
 
 
 def _ok(what: str, done: subprocess.CompletedProcess[str], code: int = 0) -> None:
@@ -314,18 +343,7 @@ def bench_size(
 ) -> dict[str, Any]:
     """Every step at one size; seconds per step and what else each measured."""
     spec = write_spec(folder, queues)
-    found: dict[str, Any] = {"queues": queues}
-    seconds, done = rabbitry("check", str(spec))
-    _ok("rabbitry check", done)
-    found["check"] = seconds
-    seconds, done = rabbitry("generate", str(spec), "--out", str(folder / "generated"))
-    _ok("rabbitry generate", done)
-    found["generate"] = seconds
-    g = queues // GROUP // 2
-    seconds, done = rabbitry("route", "-f", str(spec), f"scale.e{g % EXCHANGES}", f"k{g}.audit")
-    _ok("rabbitry route", done)
-    found["route"] = seconds
-    found["route_reached"] = len(done.stdout.split())
+    found: dict[str, Any] = {"queues": queues, **offline_steps(spec, folder, queues)}
     _, done = rabbitry("export", "definitions", str(spec), "-o", str(folder / "definitions.json"))
     _ok("rabbitry export definitions", done)
     document: dict[str, Any] = json.loads((folder / "definitions.json").read_text())
@@ -345,6 +363,46 @@ def bench_size(
     found["first"] = "apply" if flip else "import"
     found["apply_vs_import_definitions"] = found["import"] / found["apply"]
     return found
+
+
+def offline_steps(spec: Path, folder: Path, queues: int, repeat: int = 1) -> dict[str, Any]:
+    """check, generate and route of ``spec``, each ``repeat`` times: the median seconds
+    and CPU seconds of each (``<step>`` and ``<step>_cpu``)."""
+    g = queues // GROUP // 2
+    commands = {
+        "check": ("check", str(spec)),
+        "generate": ("generate", str(spec), "--out", str(folder / "generated")),
+        "route": ("route", "-f", str(spec), f"scale.e{g % EXCHANGES}", f"k{g}.audit"),
+    }
+    found: dict[str, Any] = {}
+    for step, args in commands.items():
+        runs = []
+        for _ in range(repeat):
+            seconds, cpu, done = rabbitry_cpu(*args)
+            _ok(f"rabbitry {step}", done)
+            runs.append((seconds, cpu))
+        found[step] = statistics.median(seconds for seconds, _ in runs)
+        found[f"{step}_cpu"] = statistics.median(cpu for _, cpu in runs)
+        if step == "route":
+            found["route_reached"] = len(done.stdout.split())
+    return found
+
+
+def bench_offline(
+    sizes: tuple[int, ...], repeat: int = 3, log: Any = print
+) -> list[dict[str, Any]]:
+    """The steps that need no broker at each size (after a warm-up on a small spec)."""
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        warm = write_spec(Path(folder) / "warm-up", 20)
+        offline_steps(warm, Path(folder) / "warm-up", 20)
+        for queues in sizes:
+            here = Path(folder) / str(queues)
+            results.append(
+                {"queues": queues, **offline_steps(write_spec(here, queues), here, queues, repeat)}
+            )
+            log(_offline_line(results[-1]))
+    return results
 
 
 def warm_up(vhosts: Vhosts, folder: Path) -> None:
@@ -398,6 +456,33 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
+def _offline_line(r: dict[str, Any]) -> str:
+    steps = ("check", "generate", "route")
+    return f"{r['queues']:>6,} queues: " + "  ".join(
+        f"{step} {r[step]:.2f} s (CPU {r[f'{step}_cpu']:.2f} s)" for step in steps
+    )
+
+
+def offline_table(results: list[dict[str, Any]], sizes: tuple[int, int]) -> list[str]:
+    """The Markdown table of ``--offline``: seconds and CPU seconds per step, the growth
+    row (of the CPU seconds: the wall clock of a loaded machine measures the neighbours)."""
+    steps = ("check", "generate", "route")
+    header = ["queues", *(f"{s} (CPU)" for s in steps)]
+    rows = ["| " + " | ".join(header) + " |", "|" + "--:|" * len(header)]
+    for r in results:
+        cells = [f"{r[s]:.2f} s ({r[f'{s}_cpu']:.2f} s)" for s in steps]
+        rows.append("| " + " | ".join([f"{r['queues']:,}", *cells]) + " |")
+    at = {r["queues"]: r for r in results}
+    small, large = sizes
+    if small != large and small in at and large in at:
+        cells = []
+        for s in steps:
+            grown = at[large][f"{s}_cpu"] / at[small][f"{s}_cpu"]
+            cells.append(f"{grown:.2f}x" + (" **no**" if grown > MAX_GROWTH else ""))
+        rows.append("| " + " | ".join([f"{small:,} → {large:,} (CPU)", *cells]) + " |")
+    return rows
+
+
 def table(results: list[dict[str, Any]], sizes: tuple[int, int]) -> list[str]:
     """The Markdown table: a row per size, the growth row, the targets."""
     header = ["queues", *STEPS, "import ÷ apply"]
@@ -427,6 +512,12 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="queue counts, comma-separated")
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 queues")
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
+    parser.add_argument(
+        "--offline", action="store_true", help="check, generate and route only: no broker"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each step with --offline (median)"
+    )
     args = parser.parse_args()
     if args.sizes:
         sizes = tuple(int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip())
@@ -435,6 +526,20 @@ def main() -> None:
     pair = GROWTH if set(GROWTH) <= set(sizes) else (sizes[0], sizes[-1])
     # SIGTERM (a timeout, an operator) ends it through the finally that deletes the vhosts.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.offline:
+        started = time.perf_counter()
+        print(
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f}; Python {sys.version.split()[0]}; offline steps, "
+            f"median of {args.repeat}",
+            flush=True,
+        )
+        found = bench_offline(sizes, args.repeat, log=lambda s: print(s, flush=True))
+        print(f"\n{time.perf_counter() - started:.0f} s in all\n")
+        print("\n".join(offline_table(found, pair)))
+        if args.json:
+            print(json.dumps({"sizes": found}))
+        return
     broker = Broker(parse_url(args.url, management=args.management_url))
     info, started = machine(broker.url), time.perf_counter()
     v = versions(broker)
