@@ -51,3 +51,20 @@ def test_a_nested_use_changes_nothing_and_a_disabled_collector_stays_off() -> No
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_objects_the_program_froze_stay_frozen() -> None:
+    """A server that calls ``gc.freeze()`` before forking keeps its objects out of every
+    collection: reading a spec must not move them back."""
+    kept = [_Node() for _ in range(100)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with _gc.paused():
+            made = [_Node() for _ in range(100)]
+        assert gc.get_freeze_count() == frozen
+        assert made
+    finally:
+        gc.unfreeze()
+    assert kept

@@ -14,7 +14,9 @@ middle one again (0.29 s of ``rabbitry route`` at 20,000 queues, measured with
 ``gc.callbacks``).  So they are moved to the oldest generation at once
 (``gc.freeze`` then ``gc.unfreeze``: two list splices, no walk), where only a
 full collection looks at them, as it would at objects that had lived that
-long; a cycle made on the way is freed by that full collection.
+long; a cycle made on the way is freed by that full collection.  A program
+that froze objects itself (``gc.freeze`` before forking workers) keeps them
+frozen: the move is skipped then.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def paused() -> Iterator[None]:
     try:
         yield
     finally:
-        gc.freeze()  # every tracked object to the permanent generation ...
-        gc.unfreeze()  # ... and from there to the oldest: collected only by a full collection
+        if gc.get_freeze_count() == 0:  # a program's own gc.freeze() (before a fork) stays
+            gc.freeze()  # every tracked object to the permanent generation ...
+            gc.unfreeze()  # ... and from there to the oldest: only a full collection looks
         gc.enable()
