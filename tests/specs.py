@@ -43,6 +43,8 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 FLAGSHIP = ROOT / "topology.yaml"
 FLAGSHIP_SCHEMAS = ROOT / "schemas"
+#: The retry queues the flagship's ``retry: [1s, 5s]`` on jobs.ready makes.
+RETRY_QUEUES = ("jobs.ready.retry.1s", "jobs.ready.retry.5s")
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 

@@ -18,6 +18,10 @@ from rabbitry import __version__
 from specs import copy_flagship, edit, object_schema, position_of, run_cli, write_spec
 
 JOB_ID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+#: What `rabbitry route jobs.new job.render` prints: the queue, and its retries (retry: [1s, 5s]).
+READY_ROUTE = (
+    "jobs.ready\n  retries: jobs.ready.retry.1s (1s), jobs.ready.retry.5s (5s) → jobs.ready\n"
+)
 _DIAGNOSTIC = re.compile(
     r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): .+ \[[a-z-]+\]$"
 )
@@ -75,7 +79,7 @@ def test_script_check_in_the_spec_folder(flagship: Path) -> None:
     done = run_script(["check"], cwd=flagship.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        "topology.yaml: ok (4 exchanges, 4 queues, 4 bindings, 5 messages, 2 services)"
+        "topology.yaml: ok (4 exchanges, 6 queues, 4 bindings, 5 messages, 2 services)"
     )
     assert done.stderr == ""
 
@@ -95,7 +99,7 @@ def test_script_check_reports_located_errors(flagship: Path) -> None:
 def test_script_route(flagship: Path) -> None:
     done = run_script(["route", "jobs.new", "job.render"], cwd=flagship.parent)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "jobs.ready\n"
+    assert done.stdout == READY_ROUTE
 
 
 def test_script_usage_error_and_version(flagship: Path) -> None:
@@ -253,7 +257,7 @@ def test_strict_turns_warnings_into_failure(
 def test_route_topic(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["route", "-f", str(flagship), "jobs.new", "job.render"], capsys)
     assert code == 0
-    assert out == "jobs.ready\n"
+    assert out == READY_ROUTE
 
 
 def test_route_to_a_runtime_binding_says_its_condition(
@@ -277,6 +281,10 @@ def test_route_json(flagship: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "queue": "jobs.ready",
             "conditions": [],
             "path": [{"from": "jobs.new", "to": "jobs.ready", "to_type": "queue", "key": "job.#"}],
+            "retries": [
+                {"queue": "jobs.ready.retry.1s", "delay_ms": 1000},
+                {"queue": "jobs.ready.retry.5s", "delay_ms": 5000},
+            ],
         }
     ]
 

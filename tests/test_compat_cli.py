@@ -41,7 +41,7 @@ def test_a_breaking_change_prints_one_line_per_finding_and_exits_1(
     code, out, _ = run_cli(["check", str(new), "--against", str(old)], capsys)
     assert code == 1
     lines = out.splitlines()
-    assert lines[0].endswith("ok (4 exchanges, 4 queues, 4 bindings, 5 messages, 2 services)")
+    assert lines[0].endswith("ok (4 exchanges, 6 queues, 4 bindings, 5 messages, 2 services)")
     [line] = [x for x in lines if x.startswith("breaking:")]
     assert line.startswith("breaking: message Update /progress: upper bound lowered: <= 100 → <= 1")
     assert "[backward]; counterexample (valid under old): {" in line

@@ -29,7 +29,7 @@ from rabbitry.spec.model import (
     QueueType,
     Spec,
 )
-from specs import copy_flagship, run_cli
+from specs import RETRY_QUEUES, copy_flagship, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +99,7 @@ def test_the_flagship_applies_and_then_plans_empty(
     assert code == 0, err
     assert "create queue jobs.ready" in out
     queues = {q["name"]: q for q in vhost.queues()}
-    assert set(queues) == {"jobs.ready", "jobs.dead-letters"}  # run-time queues are not apply's
+    assert set(queues) == {"jobs.ready", "jobs.dead-letters", *RETRY_QUEUES}  # not run-time ones
     assert queues["jobs.ready"]["type"] == "quorum"
     assert queues["jobs.ready"]["arguments"] == {"x-queue-type": "quorum"}
     policies = vhost.api.get_json(f"/api/policies/{vhost.name}")
@@ -210,7 +210,7 @@ def test_prune_removes_what_the_spec_dropped_and_nothing_else(
     assert "delete exchange old.exchange" in out
     code, _, err = run_cli(["apply", str(spec_path), "--url", vhost.amqp_url, "--prune"], capsys)
     assert code == 0, err
-    assert vhost.queue_names() == {"jobs.ready", "jobs.dead-letters"}
+    assert vhost.queue_names() == {"jobs.ready", "jobs.dead-letters", *RETRY_QUEUES}
     names = {e["name"] for e in vhost.exchanges()}
     assert "old.exchange" not in names
     assert "amq.topic" in names

@@ -18,7 +18,7 @@ from jobs_contracts import Server, Worker
 from rabbitry.broker import converge
 from rabbitry.broker.url import parse_url
 from rabbitry.check import load_spec
-from specs import run_cli
+from specs import RETRY_QUEUES, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "examples" / "jobs"
@@ -81,7 +81,7 @@ def test_the_demo_runs_the_seed_scenario_to_its_end(vhost: Vhost) -> None:
     assert out.count("stopped after") == 1
     assert "every job ended as expected" in out
     # the workers' run-time queues and the server's are gone with them
-    assert vhost.queue_names() == {"jobs.ready", "jobs.dead-letters"}
+    assert vhost.queue_names() == {"jobs.ready", "jobs.dead-letters", *RETRY_QUEUES}
 
 
 def test_a_job_completes_when_the_broker_closes_every_connection_midway(

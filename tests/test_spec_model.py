@@ -367,7 +367,14 @@ def test_flagship_exchanges(flagship: Spec) -> None:
 
 
 def test_flagship_queues(flagship: Spec) -> None:
-    assert list(flagship.queues) == ["jobs.ready", "jobs.dead-letters", "job-status", "job-control"]
+    assert list(flagship.queues) == [
+        "jobs.ready",
+        "jobs.ready.retry.1s",
+        "jobs.ready.retry.5s",
+        "jobs.dead-letters",
+        "job-status",
+        "job-control",
+    ]
     ready = flagship.queues["jobs.ready"]
     assert ready.type is QueueType.QUORUM
     assert ready.durable
