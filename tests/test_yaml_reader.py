@@ -255,7 +255,7 @@ def _same(a: YNode, b: YNode, path: str = "$") -> None:
             _same(value, b.entries[key][1], f"{path}.{key}")
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_the_one_pass_reader_reads_what_compose_and_walk_read(text: str) -> None:
     expected = reference(text, "d.yaml")
