@@ -89,10 +89,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import aiormq.exceptions as amqp_errors
-from aiormq.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import AbstractChannel, AbstractConnection, ChannelFrame
 
+from rabbitry.broker import _methods as methods
 from rabbitry.broker import migrate as migration
 from rabbitry.broker import policies
+from rabbitry.broker._aiormq import frame_channel
 from rabbitry.broker.amqp import broker_error, connect, reply_text
 from rabbitry.broker.plan import Action, Change, Kind, Plan
 from rabbitry.broker.state import QueueState
@@ -294,6 +296,9 @@ class _Op:
     what: str
     refs: frozenset[tuple[str, str]]
     steps: tuple[Step, ...]
+    #: Each step's method with ``nowait``, marshalled (``_methods``); empty when a step
+    #: has no ``nowait`` (``queue.unbind``): then every step goes through aiormq.
+    nowait: tuple[bytes, ...] = ()
     #: What carrying it out did, for an error that stops the run ("create exchange 'a'").
     done: str = ""
 
@@ -331,15 +336,27 @@ def _op(change: Change, allow_data_loss: bool) -> _Op:
 def _exchange_op(change: Change) -> _Op:
     name = change.name
     steps: list[Step] = []
+    raw: list[bytes] = []
     if change.action is not Action.CREATE:
 
         async def delete(ch: AbstractChannel, nowait: bool) -> object:
             return await ch.exchange_delete(name, nowait=nowait)  # type: ignore[call-overload]
 
         steps.append(delete)
+        raw.append(methods.exchange_delete(name))
     if change.action is not Action.DELETE:
         x = change.exchange
         assert x is not None, change
+        raw.append(
+            methods.exchange_declare(
+                x.name,
+                x.type,
+                durable=x.durable,
+                auto_delete=x.auto_delete,
+                internal=x.internal,
+                arguments=x.declare_arguments(),
+            )
+        )
 
         async def declare(ch: AbstractChannel, nowait: bool) -> object:
             return await ch.exchange_declare(  # type: ignore[call-overload]
@@ -353,12 +370,13 @@ def _exchange_op(change: Change) -> _Op:
             )
 
         steps.append(declare)
-    return _Op(f"exchange {name!r}", frozenset({("exchange", name)}), tuple(steps))
+    return _Op(f"exchange {name!r}", frozenset({("exchange", name)}), tuple(steps), tuple(raw))
 
 
 def _queue_op(change: Change, allow_data_loss: bool) -> _Op:
     name = change.name
     steps: list[Step] = []
+    raw: list[bytes] = []
     if change.action is not Action.CREATE:
         # Refused above unless it was known empty and unused, or loss is allowed;
         # a classic queue is then deleted only if still so (quorum and stream
@@ -369,9 +387,19 @@ def _queue_op(change: Change, allow_data_loss: bool) -> _Op:
             return await ch.queue_delete(name, if_unused=guard, if_empty=guard, nowait=nowait)  # type: ignore[call-overload]
 
         steps.append(delete)
+        raw.append(methods.queue_delete(name, if_unused=guard, if_empty=guard))
     if change.action is not Action.DELETE:
         q = change.queue
         assert q is not None, change
+        raw.append(
+            methods.queue_declare(
+                q.name,
+                durable=q.durable,
+                exclusive=False,
+                auto_delete=q.auto_delete,
+                arguments=q.declare_arguments(),
+            )
+        )
 
         async def declare(ch: AbstractChannel, nowait: bool) -> object:
             return await ch.queue_declare(  # type: ignore[call-overload]
@@ -384,7 +412,7 @@ def _queue_op(change: Change, allow_data_loss: bool) -> _Op:
             )
 
         steps.append(declare)
-    return _Op(f"queue {name!r}", frozenset({("queue", name)}), tuple(steps))
+    return _Op(f"queue {name!r}", frozenset({("queue", name)}), tuple(steps), tuple(raw))
 
 
 def _old_type(change: Change) -> str:
@@ -436,7 +464,13 @@ def _binding_op(change: Change) -> _Op:
             )
 
     refs = frozenset({("exchange", b.source), (b.destination_type, b.destination)})
-    return _Op(f"binding {b.describe()}", refs, (step,))
+    raw: tuple[bytes, ...] = ()
+    if change.action is not Action.DELETE:
+        bind = methods.exchange_bind if b.destination_type == "exchange" else methods.queue_bind
+        raw = (bind(b.destination, b.source, b.routing_key, args),)
+    elif b.destination_type == "exchange":
+        raw = (methods.exchange_unbind(b.destination, b.source, b.routing_key, args),)
+    return _Op(f"binding {b.describe()}", refs, (step,), raw)
 
 
 # -- running it -----------------------------------------------------------------
@@ -515,12 +549,34 @@ async def _work(channel: AbstractChannel, chunks: deque[Sequence[_Op]], run: _Ru
 async def _send(channel: AbstractChannel, chunk: Sequence[_Op], sent: list[_Op]) -> None:
     """Every call of ``chunk`` with ``nowait`` but the last, whose reply flushes them all.
 
+    The calls but the last are marshalled here (``_methods``) and put on the
+    connection's write queue as one write, when every one has a ``nowait``
+    form; the last goes through aiormq and waits for its reply.  The broker
+    handles a channel's frames in order and closes the channel at the first
+    refusal, discarding what follows until the close is answered, so that
+    reply arrives only if every call before it succeeded.  Nothing is
+    written after the channel is seen closed: a frame that followed aiormq's
+    Channel.CloseOk would make the broker close the whole connection (504
+    "expected 'channel.open'").
+
     aiormq gets no timeout of its own: with one it puts the frame on the
     write queue in a task of its own, after its "channel closed?" check, so a
-    frame could follow the broker's Channel.Close, and the broker would close
-    the whole connection (504 "expected 'channel.open'").  The caller's
-    deadline covers the chunk instead.
+    frame could follow the broker's Channel.Close.  The caller's deadline
+    covers the chunk instead.
     """
+    if all(op.nowait for op in chunk):
+        sent.extend(chunk)
+        number = frame_channel(channel).number
+        calls = [raw for op in chunk for raw in op.nowait][:-1]  # the last one waits
+        payload = b"".join(methods.method_frame(number, raw) for raw in calls)
+        if payload:
+            if channel.is_closed:
+                raise amqp_errors.ChannelInvalidStateError("the channel is closed")
+            await frame_channel(channel).write_queue.put(
+                ChannelFrame(payload=payload, should_close=False)
+            )
+        await chunk[-1].steps[-1](channel, False)
+        return
     for i, op in enumerate(chunk):
         sent.append(op)
         for j, step in enumerate(op.steps):
