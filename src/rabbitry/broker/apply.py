@@ -19,9 +19,11 @@ Pipelining.  aiormq holds a lock per channel for each RPC, so one channel is
 one round trip at a time; concurrency comes from a pool of channels on one
 connection, each working through a stage in chunks: every call of a chunk is
 sent with ``nowait`` except the last, whose reply flushes the chunk (the
-broker handles a channel's frames in order) and surfaces any error.  A stage
-is cut into chunks of at most ``CHUNK`` calls, the same number per channel,
-so that no channel is left with a tail while the others idle.
+broker handles a channel's frames in order) and surfaces any error.  The
+calls sent with ``nowait`` are marshalled here (``broker._methods``) and
+written as one batch, not one aiormq task each (``_send``).  A stage is cut
+into chunks of at most ``CHUNK`` calls, the same number per channel, so that
+no channel is left with a tail while the others idle.
 
 Measured with ``bench/apply.py`` (2,000 classic queues + 2,000 bindings + 10
 exchanges into an empty vhost; 2 cores, RabbitMQ 3.10.8 on the same machine,
