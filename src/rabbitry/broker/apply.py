@@ -19,9 +19,10 @@ Pipelining.  aiormq holds a lock per channel for each RPC, so one channel is
 one round trip at a time; concurrency comes from a pool of channels on one
 connection, each working through a stage in chunks: every call of a chunk is
 sent with ``nowait`` except the last, whose reply flushes the chunk (the
-broker handles a channel's frames in order) and surfaces any error.  The
-calls sent with ``nowait`` are marshalled here (``broker._methods``) and
-written as one batch, not one aiormq task each (``_send``).  A stage is cut
+broker handles a channel's frames in order) and surfaces any error.  Each
+change is its calls as pamqp frames (``_Op.calls``: data, built once); the
+calls sent with ``nowait`` are written as one batch, not one aiormq task and
+lock each (``_send``).  A stage is cut
 into chunks of at most ``CHUNK`` calls, the same number per channel, so that
 no channel is left with a tail while the others idle.
 
@@ -83,17 +84,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import aiormq.exceptions as amqp_errors
 from aiormq.abc import AbstractChannel, AbstractConnection, ChannelFrame
+from pamqp import commands
 
-from rabbitry.broker import _methods as methods
 from rabbitry.broker import migrate as migration
 from rabbitry.broker import policies
 from rabbitry.broker._aiormq import frame_channel
@@ -130,10 +132,6 @@ DEFAULT_CHANNELS = 64
 CHUNK = 100
 
 Progress = Callable[[int, int], None]
-#: One broker call: ``(channel, nowait)``.
-# A step's ``nowait`` is a bool, as aiormq reads it at run time; its type stubs offer only
-# ``Literal[True]`` and ``Literal[False]`` overloads, hence the ``call-overload`` ignores below.
-Step = Callable[[AbstractChannel, bool], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -291,16 +289,29 @@ def _at_risk(change: Change) -> AtRisk:
 # -- what to send -------------------------------------------------------------
 
 
+#: A broker call of apply's, as pamqp's frame; sent with ``nowait`` whenever the method
+#: has it, except the last of a chunk (``_send``).
+Call = (
+    commands.Exchange.Declare
+    | commands.Exchange.Delete
+    | commands.Exchange.Bind
+    | commands.Exchange.Unbind
+    | commands.Queue.Declare
+    | commands.Queue.Delete
+    | commands.Queue.Bind
+    | commands.Queue.Unbind
+)
+
+
 @dataclass(frozen=True)
 class _Op:
     """One change as broker calls, and the objects an error reply may name for it."""
 
     what: str
     refs: frozenset[tuple[str, str]]
-    steps: tuple[Step, ...]
-    #: Each step's method with ``nowait``, marshalled (``_methods``); empty when a step
-    #: has no ``nowait`` (``queue.unbind``): then every step goes through aiormq.
-    nowait: tuple[bytes, ...] = ()
+    #: The calls in order (a replace: delete, then declare), as data: ``_send`` is the one
+    #: place they are sent, batched or one by one.
+    calls: tuple[Call, ...]
     #: What carrying it out did, for an error that stops the run ("create exchange 'a'").
     done: str = ""
 
@@ -337,84 +348,51 @@ def _op(change: Change, allow_data_loss: bool) -> _Op:
 
 def _exchange_op(change: Change) -> _Op:
     name = change.name
-    steps: list[Step] = []
-    raw: list[bytes] = []
+    calls: list[Call] = []
     if change.action is not Action.CREATE:
-
-        async def delete(ch: AbstractChannel, nowait: bool) -> object:
-            return await ch.exchange_delete(name, nowait=nowait)  # type: ignore[call-overload]
-
-        steps.append(delete)
-        raw.append(methods.exchange_delete(name))
+        calls.append(commands.Exchange.Delete(exchange=name, nowait=True))
     if change.action is not Action.DELETE:
         x = change.exchange
         assert x is not None, change
-        raw.append(
-            methods.exchange_declare(
-                x.name,
-                x.type,
-                durable=x.durable,
-                auto_delete=x.auto_delete,
-                internal=x.internal,
-                arguments=x.declare_arguments(),
-            )
-        )
-
-        async def declare(ch: AbstractChannel, nowait: bool) -> object:
-            return await ch.exchange_declare(  # type: ignore[call-overload]
-                x.name,
+        calls.append(
+            commands.Exchange.Declare(
+                exchange=x.name,
                 exchange_type=x.type,
                 durable=x.durable,
                 auto_delete=x.auto_delete,
                 internal=x.internal,
                 arguments=x.declare_arguments(),
-                nowait=nowait,
+                nowait=True,
             )
-
-        steps.append(declare)
-    return _Op(f"exchange {name!r}", frozenset({("exchange", name)}), tuple(steps), tuple(raw))
+        )
+    return _Op(f"exchange {name!r}", frozenset({("exchange", name)}), tuple(calls))
 
 
 def _queue_op(change: Change, allow_data_loss: bool) -> _Op:
     name = change.name
-    steps: list[Step] = []
-    raw: list[bytes] = []
+    calls: list[Call] = []
     if change.action is not Action.CREATE:
         # Refused above unless it was known empty and unused, or loss is allowed;
         # a classic queue is then deleted only if still so (quorum and stream
         # queues reject ``if_empty``/``if_unused`` with a connection error).
         guard = not allow_data_loss and _old_type(change) == "classic"
-
-        async def delete(ch: AbstractChannel, nowait: bool) -> object:
-            return await ch.queue_delete(name, if_unused=guard, if_empty=guard, nowait=nowait)  # type: ignore[call-overload]
-
-        steps.append(delete)
-        raw.append(methods.queue_delete(name, if_unused=guard, if_empty=guard))
+        calls.append(
+            commands.Queue.Delete(queue=name, if_unused=guard, if_empty=guard, nowait=True)
+        )
     if change.action is not Action.DELETE:
         q = change.queue
         assert q is not None, change
-        raw.append(
-            methods.queue_declare(
-                q.name,
+        calls.append(
+            commands.Queue.Declare(
+                queue=q.name,
                 durable=q.durable,
                 exclusive=False,
                 auto_delete=q.auto_delete,
                 arguments=q.declare_arguments(),
+                nowait=True,
             )
         )
-
-        async def declare(ch: AbstractChannel, nowait: bool) -> object:
-            return await ch.queue_declare(  # type: ignore[call-overload]
-                q.name,
-                durable=q.durable,
-                auto_delete=q.auto_delete,
-                exclusive=False,
-                arguments=q.declare_arguments(),
-                nowait=nowait,
-            )
-
-        steps.append(declare)
-    return _Op(f"queue {name!r}", frozenset({("queue", name)}), tuple(steps), tuple(raw))
+    return _Op(f"queue {name!r}", frozenset({("queue", name)}), tuple(calls))
 
 
 def _old_type(change: Change) -> str:
@@ -427,52 +405,42 @@ def _binding_op(change: Change) -> _Op:
     b = change.binding
     assert b is not None, change
     args = b.declare_arguments()
-    step: Step
+    call: Call
     if b.destination_type == "exchange":
-        if change.action is Action.DELETE:
-
-            async def step(ch: AbstractChannel, nowait: bool) -> object:
-                return await ch.exchange_unbind(  # type: ignore[call-overload]
-                    b.destination,
-                    b.source,
-                    b.routing_key,
-                    nowait=nowait,
-                    arguments=args,
-                )
-        else:
-
-            async def step(ch: AbstractChannel, nowait: bool) -> object:
-                return await ch.exchange_bind(  # type: ignore[call-overload]
-                    b.destination,
-                    b.source,
-                    b.routing_key,
-                    nowait=nowait,
-                    arguments=args,
-                )
+        kind = (
+            commands.Exchange.Unbind if change.action is Action.DELETE else commands.Exchange.Bind
+        )
+        call = kind(
+            destination=b.destination,
+            source=b.source,
+            routing_key=b.routing_key,
+            nowait=True,
+            arguments=args,
+        )
     elif change.action is Action.DELETE:
-
-        async def step(ch: AbstractChannel, nowait: bool) -> object:
-            # queue.unbind has no no-wait flag in AMQP 0-9-1: always a round trip.
-            return await ch.queue_unbind(b.destination, b.source, b.routing_key, arguments=args)
+        # queue.unbind has no no-wait flag in AMQP 0-9-1: always a round trip.
+        call = commands.Queue.Unbind(
+            queue=b.destination, exchange=b.source, routing_key=b.routing_key, arguments=args
+        )
     else:
-
-        async def step(ch: AbstractChannel, nowait: bool) -> object:
-            return await ch.queue_bind(  # type: ignore[call-overload]
-                b.destination,
-                b.source,
-                b.routing_key,
-                nowait=nowait,
-                arguments=args,
-            )
-
+        call = commands.Queue.Bind(
+            queue=b.destination,
+            exchange=b.source,
+            routing_key=b.routing_key,
+            nowait=True,
+            arguments=args,
+        )
     refs = frozenset({("exchange", b.source), (b.destination_type, b.destination)})
-    raw: tuple[bytes, ...] = ()
-    if change.action is not Action.DELETE:
-        bind = methods.exchange_bind if b.destination_type == "exchange" else methods.queue_bind
-        raw = (bind(b.destination, b.source, b.routing_key, args),)
-    elif b.destination_type == "exchange":
-        raw = (methods.exchange_unbind(b.destination, b.source, b.routing_key, args),)
-    return _Op(f"binding {b.describe()}", refs, (step,), raw)
+    return _Op(f"binding {b.describe()}", refs, (call,))
+
+
+def _waiting(call: Call) -> Call:
+    """``call`` as one whose reply is awaited: the same frame without ``nowait``."""
+    if not getattr(call, "nowait", False):
+        return call
+    waiting = copy.copy(call)
+    waiting.nowait = False  # type: ignore[union-attr]
+    return waiting
 
 
 # -- running it -----------------------------------------------------------------
@@ -551,39 +519,41 @@ async def _work(channel: AbstractChannel, chunks: deque[Sequence[_Op]], run: _Ru
 async def _send(channel: AbstractChannel, chunk: Sequence[_Op], sent: list[_Op]) -> None:
     """Every call of ``chunk`` with ``nowait`` but the last, whose reply flushes them all.
 
-    The calls but the last are marshalled here (``_methods``) and put on the
-    connection's write queue as one write, when every one has a ``nowait``
-    form; the last goes through aiormq and waits for its reply.  The broker
-    handles a channel's frames in order and closes the channel at the first
-    refusal, discarding what follows until the close is answered, so that
-    reply arrives only if every call before it succeeded.  Nothing is
-    written after the channel is seen closed: a frame that followed aiormq's
-    Channel.CloseOk would make the broker close the whole connection (504
-    "expected 'channel.open'").
+    When every call has a ``nowait`` form, the calls but the last are
+    marshalled by aiormq's ``ChannelFrame.marshall`` (pamqp's frames) and put
+    on the connection's write queue as one write, not one aiormq task and
+    lock each; the last goes through aiormq's ``rpc`` and waits for its
+    reply.  The broker handles a channel's frames in order and closes the
+    channel at the first refusal, discarding what follows until the close is
+    answered, so that reply arrives only if every call before it succeeded.
+    Nothing is written after the channel is seen closed: a frame that
+    followed aiormq's Channel.CloseOk would make the broker close the whole
+    connection (504 "expected 'channel.open'").  A chunk with a call that has
+    no ``nowait`` (``queue.unbind``) is sent one call at a time, each waited
+    for in turn when it must be.
 
     aiormq gets no timeout of its own: with one it puts the frame on the
     write queue in a task of its own, after its "channel closed?" check, so a
     frame could follow the broker's Channel.Close.  The caller's deadline
     covers the chunk instead.
     """
-    if all(op.nowait for op in chunk):
+    calls = [call for op in chunk for call in op.calls]
+    aiormq_channel = frame_channel(channel)
+    if all(getattr(call, "nowait", False) for call in calls):
         sent.extend(chunk)
-        number = frame_channel(channel).number
-        calls = [raw for op in chunk for raw in op.nowait][:-1]  # the last one waits
-        payload = b"".join(methods.method_frame(number, raw) for raw in calls)
-        if payload:
+        if len(calls) > 1:
             if channel.is_closed:
                 raise amqp_errors.ChannelInvalidStateError("the channel is closed")
-            await frame_channel(channel).write_queue.put(
-                ChannelFrame(payload=payload, should_close=False)
+            await aiormq_channel.write_queue.put(
+                ChannelFrame.marshall(channel_number=aiormq_channel.number, frames=calls[:-1])
             )
-        await chunk[-1].steps[-1](channel, False)
+        await aiormq_channel.rpc(_waiting(calls[-1]))
         return
     for i, op in enumerate(chunk):
         sent.append(op)
-        for j, step in enumerate(op.steps):
-            last = i == len(chunk) - 1 and j == len(op.steps) - 1
-            await step(channel, not last)
+        for j, call in enumerate(op.calls):
+            last = i == len(chunk) - 1 and j == len(op.calls) - 1
+            await aiormq_channel.rpc(_waiting(call) if last else call)
 
 
 _NAMED = re.compile(r"\b(queue|exchange)(?: name)? '(.*?)'(?= in vhost | contains |$)")
