@@ -861,10 +861,7 @@ class Inbox:
         frame, _ = delivered(message)
         properties = message.header.properties
         queue = self.contract.name
-        what = (
-            f"{shown(properties.message_type or 'a message')} "
-            f"(message_id {shown(properties.message_id)})"
-        )
+        what = _what(message)
         exchange = self.contract.dead_letter_exchange
         fields = {
             "queue": queue,
@@ -1097,6 +1094,15 @@ def _fit(message: DeliveredMessage, choices: Iterable[Mapping[str, Any]]) -> dic
         if fits:
             return headers
     return None
+
+
+def _what(message: DeliveredMessage) -> str:
+    """``message`` as the log lines and reasons name it: its type and ``message_id``."""
+    properties = message.header.properties
+    return (
+        f"{shown(properties.message_type or 'a message')} "
+        f"(message_id {shown(properties.message_id)})"
+    )
 
 
 def _delays(retry: tuple[tuple[int, str], ...]) -> str:
@@ -1350,10 +1356,7 @@ class Consumer(Inbox):
         attempt = delivery.attempt
         delay, retry_queue = self.contract.retry[attempt - 1]
         properties = message.header.properties
-        what = (
-            f"{shown(properties.message_type or 'a message')} "
-            f"(message_id {shown(properties.message_id)})"
-        )
+        what = _what(message)
         fields = {
             "queue": self.queue,
             "message_id": delivery.message_id,
