@@ -25,7 +25,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pamqp import commands as spec
 
-from amqp import apply, channel_on, depth, drain, raw_publish, until
+from amqp import apply, channel_on, close_connections, depth, drain, raw_publish, until
 from broker import Vhost
 from rabbitry import DeadLetter
 from rabbitry.broker._frames import raw_header
@@ -556,3 +556,37 @@ def test_the_generated_client_retries_through_the_retry_queues(vhost: Vhost, pac
 
         _run(body)
         assert attempts == [1, 2]
+
+
+def test_a_connection_lost_while_the_retry_copy_is_sent_loses_nothing(
+    vhost: Vhost, contract: Contract
+) -> None:
+    """The handler fails and, before the consumer can send the retry copy, the broker closes
+    every connection of the vhost (caused, not simulated): the message is neither
+    dead-lettered nor dropped, and it comes back to the consumer, which reconnected by
+    itself, for a try that succeeds.  (Which settlement the consumer picks matters little
+    here: the channel is gone, so the broker's own redelivery is what keeps the message.)"""
+    calls: list[tuple[int, bool]] = []
+
+    async def cut_then_fail(delivery: Delivery[Any]) -> None:
+        calls.append((delivery.attempt, delivery.redelivered))
+        if len(calls) == 1:
+            await asyncio.to_thread(close_connections, vhost)
+            raise RuntimeError("the disk went away with the connection")
+
+    async def body() -> None:
+        worker, boss = await _worker(vhost, contract, cut_then_fail)
+        try:
+            await boss.publish("Task", {"n": 5})
+            await until(lambda: len(calls) >= 2, 30, "for the try after the cut")
+            await asyncio.sleep(0.8)  # a copy in a retry queue would be back by now
+        finally:
+            await _close(worker, boss)
+        assert await depth(vhost.amqp_url, "dead") == 0
+        for name in ("tasks", "tasks.retry.200ms", "tasks.retry.400ms"):
+            assert await depth(vhost.amqp_url, name) == 0, name
+
+    _run(body)
+    # The copy could not be sent on the closed connection, so the broker gave the original
+    # back (redelivered, the same try again) to the consumer once it had reconnected.
+    assert calls == [(1, False), (1, True)]
