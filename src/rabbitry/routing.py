@@ -69,7 +69,7 @@ from rabbitry.spec.model import (
     Spec,
     placeholders,
 )
-from rabbitry.spec.policies import alternate_of, dead_letter_of
+from rabbitry.spec.policies import Setting, alternate_of, dead_letter_of
 
 __all__ = [
     "Condition",
@@ -537,16 +537,16 @@ def _alternate(spec: Spec, hop: _Hop, matched: list[_Env]) -> list[tuple[Binding
         source=hop.exchange,
         destination=name,
         destination_type="exchange",
-        arguments=MappingProxyType(_alternate_arguments(name, alternate.source)),
+        arguments=MappingProxyType(_alternate_arguments(name, alternate)),
     )
     return [(pseudo, env)]
 
 
-def _alternate_arguments(name: str, source: str) -> dict[str, ArgValue]:
+def _alternate_arguments(name: str, alternate: Setting) -> dict[str, ArgValue]:
     """The pseudo-binding's table: the alternate exchange, and the policy that set it."""
     table: dict[str, ArgValue] = {"alternate-exchange": name}
-    if source != "argument":
-        table["policy"] = source.partition(":")[2]
+    if alternate.policy is not None:
+        table["policy"] = alternate.policy.name
     return table
 
 

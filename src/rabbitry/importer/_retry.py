@@ -26,8 +26,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from rabbitry.broker.state import QueueState
-from rabbitry.spec._retry import MAX_DELAY_MS, MAX_RETRIES
-from rabbitry.spec.model import retry_label, retry_queue_name
+from rabbitry.spec._retry import MAX_DELAY_MS, MAX_RETRIES, retry_queue
+from rabbitry.spec.model import Queue, QueueType, retry_label
 
 __all__ = ["Folded", "fold_retries"]
 
@@ -119,28 +119,29 @@ def _owner(name: str, queues: Mapping[str, QueueState]) -> str | None:
 def _why_not(
     queue: QueueState, arguments: Mapping[str, object], owner: QueueState, bound: bool
 ) -> str | None:
-    """Why ``queue`` is not exactly a retry queue of ``owner``; ``None`` if it is."""
+    """Why ``queue`` is not exactly a retry queue of ``owner``; ``None`` if it is.  What it
+    must be is what the spec would make (``spec._retry.retry_queue``), not described here."""
     if owner.type not in ("classic", "quorum"):
         return f"{owner.name!r} is a {owner.type} queue, which cannot retry"
     ttl = arguments.get("x-message-ttl")
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_DELAY_MS:
         return f"its x-message-ttl is {ttl!r}, not a delay of 1 to {MAX_DELAY_MS} ms"
-    if queue.name != retry_queue_name(owner.name, ttl):
-        return f"its x-message-ttl {ttl} ms would make it {retry_queue_name(owner.name, ttl)!r}"
-    wanted = {
-        "x-message-ttl": ttl,
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": owner.name,
-    }
+    made = retry_queue(Queue(owner.name, QueueType(owner.type)), ttl)
+    if queue.name != made.name:
+        return f"its x-message-ttl {ttl} ms would make it {made.name!r}"
+    wanted = dict(made.arguments)
     if dict(arguments) != wanted:
         return (
             f"its arguments {dict(sorted(arguments.items()))} are not exactly those of a "
             f"retry queue ({wanted})"
         )
-    kind = "quorum" if owner.type == "quorum" else "classic"
-    if queue.type != kind:
-        return f"it is a {queue.type} queue, where a retry queue of {owner.name!r} is {kind}"
-    if not queue.durable or queue.auto_delete or queue.exclusive:
+    if queue.type != made.type.value:
+        return f"it is a {queue.type} queue, where a retry queue of {owner.name!r} is {made.type}"
+    if (queue.durable, queue.auto_delete, queue.exclusive) != (
+        made.durable,
+        made.auto_delete,
+        made.exclusive,
+    ):
         return "a retry queue is durable, and neither auto-deletes nor is exclusive"
     if bound:
         return "an exchange binds it, and a retry queue is reached from its consumer only"

@@ -265,7 +265,7 @@ def check_runtime_queues(spec: Spec) -> Iterator[Diagnostic]:
 
 def consumed(spec: Spec, queue: str) -> bool:
     """Some service consumes ``queue``."""
-    return any(queue in s.consumes for s in spec.services.values())
+    return bool(spec.consumers(queue))
 
 
 def _parking_queues(spec: Spec) -> set[str]:

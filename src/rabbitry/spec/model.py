@@ -444,12 +444,24 @@ class Spec:
         """The bindings to queue ``queue``, in the spec's order."""
         return self.derived(_to_queue).get(queue, ())
 
+    def consumers(self, queue: str) -> tuple[str, ...]:
+        """The services that consume ``queue``, in the spec's order."""
+        return self.derived(_consumers).get(queue, ())
+
 
 def _by_source(spec: Spec) -> Mapping[str, tuple[Binding, ...]]:
     found: dict[str, list[Binding]] = {}
     for binding in spec.bindings:
         found.setdefault(binding.source, []).append(binding)
     return MappingProxyType({name: tuple(bindings) for name, bindings in found.items()})
+
+
+def _consumers(spec: Spec) -> Mapping[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {}
+    for service in spec.services.values():
+        for queue in service.consumes:
+            found.setdefault(queue, []).append(service.name)
+    return MappingProxyType({name: tuple(services) for name, services in found.items()})
 
 
 def _to_queue(spec: Spec) -> Mapping[str, tuple[Binding, ...]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
@@ -231,11 +231,20 @@ PRECEDENCE: Mapping[str, Mapping[str, Winner]] = MappingProxyType(
 class Setting:
     """One effective setting: its value and where it comes from.
 
-    ``source`` is ``"argument"``, ``"policy:<name>"`` or ``"operator_policy:<name>"``.
+    ``source`` is ``"argument"``, ``"policy:<name>"`` or ``"operator_policy:<name>"``
+    (what output shows); ``policy`` the policy itself when one set it (``of_policy``),
+    so no reader parses ``source`` back.
     """
 
     value: ArgValue
     source: str
+    policy: Policy | None = field(default=None, compare=False)
+
+    @classmethod
+    def of_policy(cls, value: ArgValue, policy: Policy) -> Setting:
+        """``value`` as ``policy`` sets it."""
+        kind = "operator_policy" if policy.operator else "policy"
+        return cls(value, f"{kind}:{policy.name}", policy)
 
 
 def pcre_escape(name: str) -> str:
@@ -324,12 +333,10 @@ def merged_policy_value(user: Policy | None, operator: Policy | None, key: str) 
     """The user and operator policy's value of ``key``, merged as the broker merges
     them: the lesser of two numbers (operator policies set only numeric caps)."""
     mine = (
-        Setting(user.definition[key], f"policy:{user.name}")
-        if user and key in user.definition
-        else None
+        Setting.of_policy(user.definition[key], user) if user and key in user.definition else None
     )
     theirs = (
-        Setting(operator.definition[key], f"operator_policy:{operator.name}")
+        Setting.of_policy(operator.definition[key], operator)
         if operator and key in operator.definition
         else None
     )
@@ -427,7 +434,7 @@ def _exchange_settings(spec: Spec, exchange_name: str) -> Mapping[str, Setting]:
             policy_key = POLICY_KEYS.get(key)
             if policy_key is None or not policy_key.exchanges:
                 continue
-            setting = Setting(value, f"policy:{policy.name}")
+            setting = Setting.of_policy(value, policy)
             argument = found.get(key)
             winner = PRECEDENCE.get(key, {}).get("exchange", Winner.ARGUMENT)
             found[key] = setting if argument is None else resolve(winner, argument, setting)

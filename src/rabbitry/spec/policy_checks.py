@@ -314,7 +314,7 @@ def check_policy_overrides(spec: Spec) -> Iterator[Diagnostic]:
         value = exchange.arguments.get("alternate-exchange")
         if applied is None or value is None or "alternate-exchange" not in applied.definition:
             continue
-        setting = Setting(applied.definition["alternate-exchange"], f"policy:{applied.name}")
+        setting = Setting.of_policy(applied.definition["alternate-exchange"], applied)
         outcome = _outcome(
             PRECEDENCE["alternate-exchange"]["exchange"],
             "alternate-exchange",

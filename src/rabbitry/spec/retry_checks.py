@@ -33,15 +33,10 @@ from rabbitry.spec.diagnostics import Code, Diagnostic
 from rabbitry.spec.model import Policy, Queue, Spec, retry_label
 from rabbitry.spec.policies import effective
 
-__all__ = ["RETRY_ADVISORY", "RETRY_CHECKS", "consumed_by", "retry_queues_of"]
+__all__ = ["RETRY_ADVISORY", "RETRY_CHECKS", "retry_queues_of"]
 
 #: Policy keys that change what a retry queue does, when a policy's value takes effect.
 _HARMFUL = ("message-ttl", "expires", "max-length", "max-length-bytes")
-
-
-def consumed_by(spec: Spec, queue: str) -> list[str]:
-    """The services that consume ``queue``, by name."""
-    return [s.name for s in spec.services.values() if queue in s.consumes]
 
 
 def retry_queues_of(spec: Spec) -> Iterator[Queue]:
@@ -52,7 +47,7 @@ def retry_queues_of(spec: Spec) -> Iterator[Queue]:
 def check_retry_consumers(spec: Spec) -> Iterator[Diagnostic]:
     """No service consumes a retry queue: it consumes the queue the retries come back to."""
     for queue in retry_queues_of(spec):
-        for service in consumed_by(spec, queue.name):
+        for service in spec.consumers(queue.name):
             yield Diagnostic(
                 spec.services[service].locs.of(f"consumes.{queue.name}", key=True),
                 Code.RETRY_CONSUMER,
@@ -66,7 +61,7 @@ def check_retry_consumers(spec: Spec) -> Iterator[Diagnostic]:
 def check_retry_warnings(spec: Spec) -> Iterator[Diagnostic]:
     """A queue with ``retry:`` is consumed: else no handler fails there, nothing retries."""
     for queue in spec.queues.values():
-        if queue.retry and not consumed_by(spec, queue.name):
+        if queue.retry and not spec.consumers(queue.name):
             yield Diagnostic(
                 queue.locs.of("retry"),
                 Code.RETRY_UNCONSUMED,
@@ -74,16 +69,6 @@ def check_retry_warnings(spec: Spec) -> Iterator[Diagnostic]:
                 "fails there, so nothing is ever retried",
                 "add it to a service's `consumes`, or remove `retry:`",
             )
-
-
-def _policy(spec: Spec, source: str) -> Policy | None:
-    """The policy a ``Setting.source`` names (``policy:NAME``, ``operator_policy:NAME``)."""
-    kind, _, name = source.partition(":")
-    if kind == "policy":
-        return spec.policies.get(name)
-    if kind == "operator_policy":
-        return spec.operator_policies.get(name)
-    return None
 
 
 def _effect(key: str, value: object, queue: Queue) -> str:
@@ -106,16 +91,16 @@ def check_retry_policies(spec: Spec) -> Iterator[Diagnostic]:
     what it keeps (``_HARMFUL``), reported at the policy's key: one finding per policy
     and key, naming the retry queues."""
     found: dict[tuple[str, str], list[tuple[Queue, object]]] = {}
+    policies: dict[str, Policy] = {}
     for queue in retry_queues_of(spec):
         settings = effective(spec, queue.name)
         for key in _HARMFUL:
             setting = settings.get(key)
-            if setting is not None and setting.source != "argument":
+            if setting is not None and setting.policy is not None:
                 found.setdefault((setting.source, key), []).append((queue, setting.value))
+                policies[setting.source] = setting.policy
     for (source, key), hits in sorted(found.items()):
-        policy = _policy(spec, source)
-        if policy is None:  # pragma: no cover - every source names a policy of the spec
-            continue
+        policy = policies[source]
         what = f"{'operator policy' if policy.operator else 'policy'} {policy.name!r}"
         queue, value = hits[0]
         names = ", ".join(repr(q.name) for q, _ in hits[:3])
