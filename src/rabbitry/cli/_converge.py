@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from rabbitry import _gc
 from rabbitry.broker import converge
 from rabbitry.broker.converge import Converged
 from rabbitry.broker.endpoints import Endpoints
@@ -83,7 +83,7 @@ def plan_command(
             model, brokers, prune=prune, timeout=timeout, looked=looked
         )
 
-    with _without_collections():
+    with _gc.paused():
         model, planned = asyncio.run(planning())
     target = planned.url
     _say_version_findings(model, planned)
@@ -153,7 +153,7 @@ def apply_command(
             looked=looked,
         )
 
-    with _without_collections(), _progress(enabled=output_format == "text") as progress:
+    with _gc.paused(), _progress(enabled=output_format == "text") as progress:
         model, done = asyncio.run(applying(progress))
     target = done.planned.url
     _say_version_findings(model, done.planned)
@@ -315,25 +315,6 @@ async def _read_both(
         await asyncio.gather(looking, return_exceptions=True)
         raise
     return model, await looking
-
-
-@contextlib.contextmanager
-def _without_collections() -> Iterator[None]:
-    """Python's cyclic garbage collector paused for the block, as it was after it.
-
-    Reading a spec and planning build hundreds of thousands of objects that live
-    until the command ends, few of them in cycles; each collection of the older
-    generations walks all of them again (reading ``bench/scale.py``'s spec of
-    20,000 queues: 8.5-10.9 s without collections, 11.9-12.4 s with, measured on
-    a loaded machine).
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @contextlib.contextmanager
