@@ -241,9 +241,10 @@ class Setting:
     policy: Policy | None = field(default=None, compare=False)
 
     @classmethod
-    def of_policy(cls, value: ArgValue, policy: Policy) -> Setting:
-        """``value`` as ``policy`` sets it."""
-        kind = "operator_policy" if policy.operator else "policy"
+    def of_policy(cls, value: ArgValue, policy: Policy, *, operator: bool = False) -> Setting:
+        """``value`` as ``policy`` sets it; ``operator``: it was read as an operator policy
+        (what the caller knows, whatever ``policy.operator`` says)."""
+        kind = "operator_policy" if operator else "policy"
         return cls(value, f"{kind}:{policy.name}", policy)
 
 
@@ -336,7 +337,7 @@ def merged_policy_value(user: Policy | None, operator: Policy | None, key: str) 
         Setting.of_policy(user.definition[key], user) if user and key in user.definition else None
     )
     theirs = (
-        Setting.of_policy(operator.definition[key], operator)
+        Setting.of_policy(operator.definition[key], operator, operator=True)
         if operator and key in operator.definition
         else None
     )
